@@ -1,0 +1,31 @@
+"""lfspass build graph: `doit` runs the whole job on the recipe (default recipes/lab.toml).
+
+    doit recipe=recipes/hpe-dl380-t10.toml kernel grub vfio vm
+
+All logic lives in the lfspass package; this file only names the tasks.
+"""
+from doit import get_var
+
+from lfspass.tasks import Reporter, host_task, load_context
+
+DOIT_CONFIG = {
+    "default_tasks": ["kernel", "grub", "vfio", "lab"],
+    "reporter": Reporter,
+    "verbosity": 2,
+}
+
+CTX = load_context(get_var("recipe", None))
+ROOT = CTX.recipe.root
+
+
+def task_grub():
+    """Write the GRUB menuentry (IOMMU and vfio parameters) into the root's grub.cfg."""
+    return host_task(CTX, "grub", [ROOT / CTX.recipe.boot.grub_cfg], ["grub-entry.j2"])
+
+
+def task_vfio():
+    """Bind the recipe's devices to vfio-pci at boot (modprobe.d + LFS autoload)."""
+    from lfspass.vfio import AUTOLOAD_FILES, MODPROBE_CONF
+
+    targets = [ROOT / MODPROBE_CONF, ROOT / AUTOLOAD_FILES[CTX.recipe.host.init]]
+    return host_task(CTX, "vfio", targets, ["vfio.conf.j2", "autoload.j2"])

@@ -1,0 +1,6 @@
+"""Run ``python -m lfspass``."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

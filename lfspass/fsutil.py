@@ -1,0 +1,97 @@
+"""Atomic, change-only file writes and small filesystem helpers."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import LfspassError
+
+
+def _check_writable(path: Path) -> None:
+    """Fail early, with a fix, when ``path``'s folder cannot be created or written."""
+    parent = path.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise LfspassError(
+            f"cannot write {path}: {probe} is not writable; "
+            "choose another install root ([host] root) or run with the needed rights"
+        )
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> bool:
+    """Write ``data`` to ``path`` only if it differs; return True when the file changed.
+
+    The new content goes to a temporary file in the same folder, is fsynced and then
+    renamed over the target, so a reader sees the old file or the new one, never a
+    half-written one.  An unchanged file keeps its mtime (doit and make rely on it).
+    """
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == raw and (mode is None or (path.stat().st_mode & 0o7777) == mode):
+            return False
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise LfspassError(f"cannot write {path}: it is a folder; remove it or pick another path")
+    _check_writable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is None and path.exists():
+            mode = path.stat().st_mode & 0o7777
+        os.chmod(tmp, mode if mode is not None else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike, mode: int | None = None) -> bool:
+    """Copy ``src`` to ``dst`` atomically (temp file + rename); True when ``dst`` changed."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and sha256_file(src) == sha256_file(dst):
+        return False
+    _check_writable(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode if mode is not None else (src.stat().st_mode & 0o7777))
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def require_tool(tool: str, package: str) -> str:
+    """Return the path of ``tool`` or raise ToolMissing naming the Debian package."""
+    from .errors import ToolMissing
+
+    found = shutil.which(tool)
+    if not found:
+        raise ToolMissing(tool, package)
+    return found

@@ -1,0 +1,344 @@
+"""The one adapter over kconfiglib: parse a kernel tree, apply requests, write .config."""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import kconfiglib as _kc
+
+from .errors import KconfigError, LfspassError
+from .fsutil import write_atomic
+from .kconfig_why import explain, fixes, tri
+
+# Kconfiglib 14.1.0 (2020) predates syntax newer kernels use.  We rewrite those lines
+# while reading, so the installed library stays untouched:
+#   5.13: `option modules` became a bare `modules` line (kernel/module/Kconfig);
+#   6.18: `transitional` marks a symbol kept only to read old .config files.  Dropping the
+#         line keeps the symbol as a promptless one, which is what a new config sees.
+_REWRITES = (
+    (re.compile(r"^([ \t]+)modules[ \t]*(#.*)?$", re.M), r"\1option modules"),
+    (re.compile(r"^([ \t]+)transitional[ \t]*(#.*)?$", re.M), r"\1# transitional (dropped by lfspass)"),
+)
+_SRCARCH = {"x86_64": "x86", "i386": "x86", "x86": "x86"}
+_DEFCONFIG = {"x86_64": "arch/x86/configs/x86_64_defconfig", "i386": "arch/x86/configs/i386_defconfig"}
+_STAMP_VERSION = 1
+_CACHE: dict[tuple[str, str], tuple[_kc.Kconfig, dict]] = {}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One wanted symbol value (``symbol`` without the CONFIG_ prefix)."""
+
+    symbol: str
+    value: str
+    source: str = "recipe"
+    optional: bool = False  # skip with a note when the tree lacks the symbol
+
+
+@dataclass
+class ConfigResult:
+    """What configure() did; ``changes`` holds (symbol, old, new), '' meaning absent."""
+
+    changed: bool
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    resolved: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+class _Kconfig(_kc.Kconfig):
+    """Kconfig that reads newer kernels' syntax and xz-compressed .config files."""
+
+    def _open(self, filename, mode):
+        if mode != "r":
+            return super()._open(filename, mode)
+        if str(filename).endswith(".xz"):
+            return lzma.open(filename, "rt", encoding=self._encoding)
+        with open(filename, encoding=self._encoding) as fh:
+            text = fh.read()
+        for pattern, repl in _REWRITES:
+            text = pattern.sub(repl, text)
+        return io.StringIO(text)
+
+
+def _kernel_version(tree: Path) -> str:
+    """KERNELVERSION as the top Makefile computes it (shown in the .config header)."""
+    head = (tree / "Makefile").read_text(errors="replace")[:2000]
+    v = {k: (re.search(rf"^{k}[ \t]*=[ \t]*(\S*)", head, re.M) or [None, ""])[1]
+         for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL", "EXTRAVERSION")}
+    return f"{v['VERSION']}.{v['PATCHLEVEL']}.{v['SUBLEVEL']}{v['EXTRAVERSION']}".rstrip(".")
+
+
+def _make_env(tree: Path, arch: str) -> dict[str, str]:
+    """The variables the kernel Makefile exports to Kconfig (the ones its Kconfig files use)."""
+    try:
+        cc_text = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        cc_text = ""
+    return {
+        "ARCH": arch, "SRCARCH": _SRCARCH.get(arch, arch), "srctree": str(tree),
+        "CC": "gcc", "LD": "ld", "HOSTCC": "gcc", "HOSTCXX": "g++", "NM": "nm",
+        "OBJCOPY": "objcopy", "PAHOLE": "pahole", "RUSTC": "rustc", "BINDGEN": "bindgen",
+        "CC_VERSION_TEXT": cc_text.split("\n", 1)[0], "KERNELVERSION": _kernel_version(tree),
+    }
+
+
+@contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """Set ``env`` in os.environ (kconfiglib reads it) and restore the old values after."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+
+
+def _files_key(tree: Path, names: list[str]) -> list[tuple[str, int, int]]:
+    out = []
+    for name in names:
+        try:
+            st = (tree / name).stat()
+            out.append((name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((name, 0, -1))
+    return out
+
+
+def _parse(tree: Path, arch: str) -> tuple[_kc.Kconfig, dict]:
+    """Parse the tree's Kconfig files once per process (~3 s for x86); reparse when one changed."""
+    key = (str(tree), arch)
+    hit = _CACHE.get(key)
+    if hit and _files_key(tree, hit[0].kconfig_filenames) == hit[1]["files"]:
+        return hit
+    if not (tree / "Kconfig").is_file():
+        raise KconfigError(f"{tree}: no Kconfig file there; --tree must name a kernel source tree")
+    env = _make_env(tree, arch)
+    try:
+        with _environ(env):
+            kconf = _Kconfig(str(tree / "Kconfig"), warn_to_stderr=False)
+    except _kc.KconfigError as exc:
+        msg = " ".join(str(exc).split())
+        raise KconfigError(f"cannot parse the Kconfig files of {tree}: {msg}; "
+                           "this kernel uses syntax lfspass does not know yet (report it)") from None
+    kconf.warn_assign_override = kconf.warn_assign_redun = False
+    meta = {"env": env, "files": _files_key(tree, kconf.kconfig_filenames)}
+    _CACHE[key] = (kconf, meta)
+    return kconf, meta
+
+
+def kernel_symbols(tree: Path, arch: str = "x86_64") -> set[str]:
+    """Names of every symbol the tree's Kconfig files define."""
+    kconf, _ = _parse(Path(tree).resolve(), arch)
+    return {s.name for s in kconf.unique_defined_syms}
+
+
+def _base_files(tree: Path, base: str | Path | None, config: Path, arch: str) -> list[Path]:
+    """The files a base reads, for the no-change stamp."""
+    if base is None:
+        return []
+    if base == "tinyconfig":
+        srcarch = _SRCARCH.get(arch, arch)
+        return [tree / "kernel/configs/tiny-base.config", tree / "kernel/configs/tiny.config",
+                tree / f"arch/{srcarch}/configs/tiny.config"]
+    if base == "defconfig":
+        return [tree / _DEFCONFIG.get(arch, f"arch/{_SRCARCH.get(arch, arch)}/configs/defconfig")]
+    return [Path(base)]
+
+
+def _load_base(kconf: _kc.Kconfig, tree: Path, base: str | Path | None, config: Path,
+               arch: str) -> None:
+    """Put the starting configuration in ``kconf`` (like the matching make target)."""
+    kconf.unset_values()
+    if base is None:
+        if not config.is_file():
+            raise KconfigError(f"{config}: no such config file; create it or pass --base "
+                               "(tinyconfig, defconfig or a config file)")
+        kconf.load_config(str(config))
+        return
+    files = [f for f in _base_files(tree, base, config, arch) if f.is_file()]
+    if base == "defconfig":
+        if not files:
+            raise KconfigError(f"{tree}: no defconfig for ARCH={arch}; pass --base FILE instead")
+        kconf.load_config(str(files[0]))
+    elif base == "tinyconfig":
+        # make tinyconfig = allnoconfig with tiny-base.config as KCONFIG_ALLCONFIG, written
+        # out and read back, then tiny.config fragments merged over it and olddefconfig.
+        kconf.warn = False
+        for sym in kconf.unique_defined_syms:
+            sym.set_value(2 if sym.is_allnoconfig_y else 0)
+        kconf.warn = True
+        kconf.load_config(str(files[0]), replace=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            kconf.write_config(os.path.join(tmp, "config"), save_old=False)
+            kconf.load_config(os.path.join(tmp, "config"))
+        for frag in files[1:]:
+            kconf.load_config(str(frag), replace=False)
+    else:
+        if not files:
+            raise KconfigError(f"base config {base}: no such file; pass tinyconfig, defconfig "
+                               "or an existing config file (.xz works)")
+        kconf.load_config(str(files[0]))
+
+
+_ASSIGN = re.compile(r'^CONFIG_([A-Za-z0-9_]+)=(.*)$|^# CONFIG_([A-Za-z0-9_]+) is not set$', re.M)
+
+
+def _values(text: str) -> dict[str, str]:
+    """Symbol -> value of a .config text ('n' for 'is not set', strings unquoted)."""
+    out = {}
+    for m in _ASSIGN.finditer(text):
+        if m.group(3):
+            out[m.group(3)] = "n"
+        else:
+            val = m.group(2)
+            if len(val) >= 2 and val[0] == val[-1] == '"':
+                val = _kc.unescape(val[1:-1])
+            out[m.group(1)] = val
+    return out
+
+
+def _check_request(kconf: _kc.Kconfig, req: Request) -> str | None:
+    """Error text for an unknown symbol or a value of the wrong form; None when fine."""
+    sym = kconf.syms.get(req.symbol)
+    if sym is None or not sym.nodes:
+        names = [s.name for s in kconf.unique_defined_syms]
+        close = difflib.get_close_matches(req.symbol, names, n=3, cutoff=0.75)
+        hint = f"did you mean {' or '.join(close)}?" if close else "check the name (no CONFIG_ prefix)"
+        return f"{req.symbol} (from {req.source}): no such symbol in this kernel tree; {hint}"
+    kind = _kc.TYPE_TO_STR[sym.orig_type]
+    ok = {"bool": ("y", "n"), "tristate": ("y", "m", "n")}.get(kind)
+    if ok and req.value not in ok:
+        return f"{req.symbol}={req.value} (from {req.source}): {kind} symbol takes {', '.join(ok)}"
+    if kind in ("int", "hex") and not re.fullmatch(
+            r"-?[0-9]+" if kind == "int" else r"(0[xX])?[0-9a-fA-F]+", req.value):
+        return f"{req.symbol}={req.value} (from {req.source}): {kind} symbol takes a {kind} number"
+    return None
+
+
+def _apply(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+    """Set every wanted value until nothing moves; return refusals (sym, asked, got, source)."""
+    for _ in range(4):
+        before = {name: kconf.syms[name].str_value for name in wanted}
+        for name, (value, _src) in wanted.items():
+            sym = kconf.syms[name]
+            sym.set_value(tri(value) if sym.orig_type in (_kc.BOOL, _kc.TRISTATE) else value)
+        if before == {name: kconf.syms[name].str_value for name in wanted}:
+            break
+    return [(n, v, kconf.syms[n].str_value, src) for n, (v, src) in wanted.items()
+            if kconf.syms[n].str_value != v]
+
+
+def _stamp_path(config: Path) -> Path:
+    return config.parent / f".{config.name}.lfspass-kconfig"
+
+
+def configure(tree: Path, config: Path, requests: list[Request], *,
+              base: str | Path | None = None, resolve: bool = False,
+              arch: str = "x86_64") -> ConfigResult:
+    """Start from ``base`` (or ``config``), apply ``requests``, write ``config`` if it changed.
+
+    A request that does not take effect raises KconfigError explaining the blocking
+    dependency; with ``resolve`` visible symbols that unblock it are set and reported.
+    The result is a fixed point of the kernel's ``make olddefconfig``.
+    """
+    tree, config = Path(tree).resolve(), Path(config)
+    if base not in (None, "tinyconfig", "defconfig"):
+        base = Path(base)
+    old_bytes = config.read_bytes() if config.is_file() else None
+    # No-change fast path: the same inputs produced exactly this file last time.
+    stamp_file = _stamp_path(config)
+    key_src = {"v": _STAMP_VERSION, "tree": str(tree), "arch": arch, "resolve": resolve,
+               "base": str(base), "requests": sorted(map(list, map(_astuple, requests))),
+               "base_files": [(str(p), p.stat().st_mtime_ns) for p in _base_files(
+                   tree, base, config, arch) if p.exists()], "gcc": shutil.which("gcc")}
+    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
+    if old_bytes is not None:
+        try:
+            stamp = json.loads(stamp_file.read_text())
+            if (stamp["key"] == key and stamp["out"] == hashlib.sha256(old_bytes).hexdigest()
+                    and _files_key(tree, stamp["kconfig"]) == [tuple(x) for x in stamp["files"]]):
+                return ConfigResult(False, [], [tuple(x) for x in stamp["skipped"]],
+                                    [tuple(x) for x in stamp["resolved"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    kconf, meta = _parse(tree, arch)
+    _load_base(kconf, tree, base, config, arch)
+
+    wanted: dict[str, tuple[str, str]] = {}
+    skipped, problems = [], []
+    for req in requests:
+        req = Request(req.symbol.removeprefix("CONFIG_"), req.value, req.source, req.optional)
+        sym = kconf.syms.get(req.symbol)
+        if req.optional and (sym is None or not sym.nodes):
+            skipped.append((req.symbol, f"not in this kernel tree (optional, from {req.source})"))
+            continue
+        bad = _check_request(kconf, req)
+        if bad:
+            problems.append(bad)
+        elif req.symbol in wanted and wanted[req.symbol][0] != req.value:
+            problems.append(f"{req.symbol}: {wanted[req.symbol][1]} asks {wanted[req.symbol][0]} "
+                            f"but {req.source} asks {req.value}; make them agree")
+        else:
+            wanted.setdefault(req.symbol, (req.value, req.source))
+    if problems:
+        raise KconfigError("; ".join(problems))
+
+    resolved: list[tuple[str, str, str]] = []
+    refused = _apply(kconf, wanted)
+    # --resolve: set the visible symbols that unblock a refusal, a few levels deep.
+    for _ in range(8 if resolve else 0):
+        added = False
+        for name, asked, _got, src in refused:
+            for dep, value in fixes(kconf.syms[name], asked) or []:
+                if dep.name not in wanted:
+                    why = f"needed by {name}={asked}"
+                    wanted[dep.name] = (value, f"resolve, {why}")
+                    resolved.append((dep.name, value, why))
+                    added = True
+        if not added:
+            break
+        refused = _apply(kconf, wanted)
+    if refused:
+        raise KconfigError("; ".join(explain(kconf.syms[n], asked, got, src, resolve)
+                                     for n, asked, got, src in refused))
+
+    # Header as the kernel's conf writes it, so the file matches `make olddefconfig` byte for byte.
+    header = f"#\n# Automatically generated file; DO NOT EDIT.\n# {kconf.mainmenu_text}\n#\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "config")
+        kconf.write_config(out, header=header, save_old=False)
+        new_bytes = Path(out).read_bytes()
+    changed = write_atomic(config, new_bytes)
+    old = _values(old_bytes.decode(errors="replace")) if old_bytes is not None else {}
+    new = _values(new_bytes.decode(errors="replace"))
+    changes = [(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
+               if old.get(s, "") != new.get(s, "")]
+    try:
+        write_atomic(stamp_file, json.dumps({
+            "key": key, "out": hashlib.sha256(new_bytes).hexdigest(),
+            "kconfig": kconf.kconfig_filenames, "files": meta["files"],
+            "skipped": skipped, "resolved": resolved}))
+    except (OSError, LfspassError):
+        pass  # the stamp only saves time; a read-only folder just means a full run next time
+    return ConfigResult(changed, changes, skipped, resolved)
+
+
+def _astuple(req: Request) -> tuple[str, str, str, bool]:
+    return (req.symbol, req.value, req.source, req.optional)

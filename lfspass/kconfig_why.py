@@ -1,0 +1,132 @@
+"""Why a Kconfig request was refused, and which visible symbols would unblock it (kconfig.py's helper)."""
+from __future__ import annotations
+
+import kconfiglib as _kc
+
+_TRI = {"n": 0, "m": 1, "y": 2}
+_MAX_FIXES = 12  # per refusal: a dependency needing more than this is a design choice, not a fix
+
+
+def tri(value: str) -> int:
+    """'n'/'m'/'y' -> 0/1/2 (kconfiglib's tristate numbers)."""
+    return _TRI[value]
+
+
+def _loc(sym: _kc.Symbol) -> str:
+    node = sym.nodes[0]
+    return f"{node.filename}:{node.linenr}"
+
+
+def _term_str(expr) -> str:
+    """``expr`` followed by the current value of each symbol in it: ``A && B [A=y, B=n]``."""
+    items = [s for s in _kc.expr_items(expr) if s.__class__ is _kc.Symbol and not s.is_constant]
+    vals = ", ".join(f"{s.name}={s.str_value}" for s in dict.fromkeys(items))
+    return f"{_kc.expr_str(expr)} [{vals}]" if vals else _kc.expr_str(expr)
+
+
+def _failing(expr, want: int) -> list:
+    """The top-level && terms of ``expr`` whose value is below ``want``."""
+    return [t for t in _kc.split_expr(expr, _kc.AND) if _kc.expr_value(t) < want]
+
+
+def _selectors(sym: _kc.Symbol) -> list:
+    return [t for t in _kc.split_expr(sym.rev_dep, _kc.OR) if _kc.expr_value(t)]
+
+
+def _blockers(sym: _kc.Symbol, want: int) -> tuple[str, list]:
+    """(what limits ``sym`` below ``want``, the failing terms) for a too-low value."""
+    bad = _failing(sym.direct_dep, want)
+    if bad:
+        return "depends on", bad
+    prompts = [n.prompt[1] for n in sym.nodes if n.prompt]
+    if not prompts:
+        return "has no prompt (set only by select or default)", []
+    bad = [t for cond in prompts for t in _failing(cond, want)]
+    if bad:
+        return "is offered only if", bad
+    if sym.choice is not None and _kc.expr_value(sym.choice.direct_dep) < want:
+        return "sits in a choice that depends on", _failing(sym.choice.direct_dep, want)
+    return "is limited by", []
+
+
+def explain(sym: _kc.Symbol, asked: str, got: str, source: str, resolve: bool) -> str:
+    """One line: ``SYM=asked refused (got X): <reason> (file:line); <what to do>``."""
+    head = f"{sym.name}={asked} (from {source}) refused (got {got or 'nothing'})"
+    if sym.orig_type not in (_kc.BOOL, _kc.TRISTATE):
+        if not sym.visibility:
+            reason, bad = _blockers(sym, 2)
+            return f"{head}: {reason} {' && '.join(map(_term_str, bad))} ({_loc(sym)})".rstrip()
+        ranges = [f"{lo.str_value}..{hi.str_value}" for lo, hi, cond in sym.ranges
+                  if _kc.expr_value(cond)]
+        return f"{head}: outside the allowed range {', '.join(ranges)} ({_loc(sym)})"
+    want, have = tri(asked), sym.tri_value
+    if want < have:
+        sel = _selectors(sym)
+        if sel:
+            names = [_kc.expr_str(t) for t in sel]
+            return (f"{head}: selected by {' || '.join(map(_term_str, sel))} ({_loc(sym)}); "
+                    f"turn off {', '.join(names)} first")
+        if sym.choice is not None:
+            return (f"{head}: is the chosen member of its choice ({_loc(sym)}); "
+                    "ask for another member =y instead")
+        if asked == "m" and not sym.kconfig.modules.tri_value:
+            return f"{head}: MODULES=n turns m into y ({_loc(sym)}); set MODULES=y"
+        return f"{head}: has no prompt, its default wins ({_loc(sym)})"
+    reason, bad = _blockers(sym, want)
+    text = f"{head}: {reason} {' && '.join(map(_term_str, bad))} ({_loc(sym)})".replace("  ", " ")
+    todo = sorted({s.name for t in bad for s in _kc.expr_items(t)
+                   if s.__class__ is _kc.Symbol and not s.is_constant and s.tri_value < want})
+    if todo:
+        text += f"; enable {', '.join(todo)}" + ("" if resolve else " or use --resolve")
+    elif not resolve and bad:
+        text += "; use --resolve or set those symbols"
+    return text
+
+
+def _settable(sym) -> bool:
+    return (sym.__class__ is _kc.Symbol and not sym.is_constant and sym.nodes
+            and sym.orig_type in (_kc.BOOL, _kc.TRISTATE) and any(n.prompt for n in sym.nodes))
+
+
+def _fix(expr, want: int) -> list | None:
+    """Assignments (Symbol, value) that raise ``expr`` to ``want``; None when none will."""
+    if _kc.expr_value(expr) >= want:
+        return []
+    if expr.__class__ is not tuple:
+        if not _settable(expr):
+            return None
+        return [(expr, "m" if want == 1 and expr.orig_type is _kc.TRISTATE else "y")]
+    op = expr[0]
+    if op is _kc.AND:
+        left, right = _fix(expr[1], want), _fix(expr[2], want)
+        return None if left is None or right is None else left + right
+    if op is _kc.OR:
+        for side in (expr[1], expr[2]):
+            got = _fix(side, want)
+            if got is not None:
+                return got
+        return None
+    if op is _kc.NOT and _settable(expr[1]) and not _selectors(expr[1]):
+        return [(expr[1], "n")]
+    if op is _kc.EQUAL and _settable(expr[1]) and expr[2].is_constant and expr[2].name in _TRI:
+        return [(expr[1], expr[2].name)]
+    return None
+
+
+def fixes(sym: _kc.Symbol, asked: str) -> list | None:
+    """Visible symbols to set so ``sym`` can take ``asked``; None when no simple fix exists."""
+    boolish = sym.orig_type in (_kc.BOOL, _kc.TRISTATE)
+    want = tri(asked) if boolish else 2
+    if boolish and sym.tri_value > want:
+        modules = sym.kconfig.modules
+        if asked == "m" and not modules.tri_value and _settable(modules):
+            return [(modules, "y")]
+        return None  # selected or a promptless default: nothing to switch on fixes that
+    _, bad = _blockers(sym, want)
+    out: list = []
+    for term in bad:
+        got = _fix(term, want)
+        if got is None:
+            return None
+        out += got
+    return out if len(out) <= _MAX_FIXES else None
