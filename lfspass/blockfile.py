@@ -30,7 +30,7 @@ def read_block(file: Path) -> str | None:
     """The current block body of ``file`` (None if the file or block is absent)."""
     try:
         return split_block(file.read_text(), file)[1]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -44,7 +44,7 @@ def write_block(file: Path, body: str, note: str, header: str = "",
     """
     try:
         text = file.read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         text = header
     before, _, after = split_block(text, file)
     if before and not before.endswith("\n"):

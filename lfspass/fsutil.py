@@ -23,6 +23,11 @@ def _check_writable(path: Path) -> None:
         )
 
 
+def _unwritable(path: Path, exc: OSError) -> LfspassError:
+    return LfspassError(f"cannot write {path}: {exc.strerror or exc}; choose a writable install root "
+                        "([host] root in the recipe) or fix the folder's permissions")
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> bool:
     """Write ``data`` to ``path`` only if it differs; return True when the file changed.
 
@@ -35,13 +40,16 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = 
     try:
         if path.read_bytes() == raw and (mode is None or (path.stat().st_mode & 0o7777) == mode):
             return False
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
     except IsADirectoryError:
         raise LfspassError(f"cannot write {path}: it is a folder; remove it or pick another path")
     _check_writable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
@@ -51,6 +59,9 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = 
             mode = path.stat().st_mode & 0o7777
         os.chmod(tmp, mode if mode is not None else 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _unwritable(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -63,8 +74,11 @@ def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike, mode: int | None
     if dst.exists() and sha256_file(src) == sha256_file(dst):
         return False
     _check_writable(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    except OSError as exc:
+        raise _unwritable(dst, exc) from None
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)

@@ -121,7 +121,7 @@ def _sysfs_attr(sysfs_root: Path, address: str, attr: str) -> str:
         return ""
 
 
-def _resolve_devices(recipe: Recipe) -> list[Device]:
+def resolve_devices(recipe: Recipe) -> list[Device]:
     """Recipe devices -> Devices with ids, owners and same-slot companion functions."""
     pm = get_plugin_manager()
     sysroot = Path(recipe.host.sysfs_root)
@@ -201,7 +201,7 @@ def build_plan(recipe: Recipe, release: str | None = None) -> HostPlan:
     """Compute the host plan; ``release`` overrides the recipe's kernel release."""
     pm = get_plugin_manager()
     facts = read_kernel_facts(recipe, release or kernel_release(recipe))
-    devices = _resolve_devices(recipe)
+    devices = resolve_devices(recipe)
     cmdline = call_host(pm, "lfspass_cmdline", recipe=recipe)
     modprobe = call_host(pm, "lfspass_modprobe", recipe=recipe)
     autoload = call_host(pm, "lfspass_autoload", recipe=recipe)
@@ -227,3 +227,6 @@ def build_plan(recipe: Recipe, release: str | None = None) -> HostPlan:
                           "(AMD-Vi: Unknown option); AMD's IOMMU is on by default: remove it")
     return HostPlan(recipe=recipe, kernel=facts, devices=devices, cmdline=_unique(cmdline),
                     modprobe=_unique(modprobe), autoload=_autoload(facts, autoload), warnings=warnings)
+
+
+_resolve_devices = resolve_devices  # TEMP alias while helpers migrate; remove before commit

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from doit.reporter import ConsoleReporter
@@ -21,6 +21,7 @@ class Context:
 
     recipe: Recipe
     release: str
+    devices: list = field(default_factory=list)  # plan.Device, resolved once at load
 
     @property
     def builds_kernel(self) -> bool:
@@ -65,9 +66,11 @@ def fail(exc: LfspassError) -> None:
 def load_context(recipe_arg: str | None) -> Context:
     """Load the recipe named by ``doit recipe=PATH`` / $LFSPASS_RECIPE / the lab default."""
     try:
+        from .plan import resolve_devices
+
         recipe = load_recipe(recipe_arg)
         get_plugin_manager()
-        return Context(recipe=recipe, release=kernel_release(recipe))
+        return Context(recipe=recipe, release=kernel_release(recipe), devices=resolve_devices(recipe))
     except LfspassError as exc:
         fail(exc)
         raise  # unreachable
@@ -99,9 +102,7 @@ def run_action(func, *args, **kwargs):
 
 def _host_fingerprint(ctx: Context) -> str:
     """Inputs of grub/vfio besides the installed kernel: recipe values, resolved ids, plugins."""
-    from .plan import _resolve_devices
-
-    ids = [(d.id, d.address, d.plugin) for d in _resolve_devices(ctx.recipe)]
+    ids = [(d.id, d.address, d.plugin) for d in ctx.devices]
     return ctx.fingerprint("host", "boot", "devices", "vms") + json.dumps(
         [ids, ctx.recipe.kernel.vfio, ctx.recipe.kernel.lfs_version])
 

@@ -1,0 +1,95 @@
+"""Plugins: built-ins, blocking, third-party entry points, and what each hook contributes."""
+from __future__ import annotations
+
+import ast
+import json
+import textwrap
+from pathlib import Path
+
+from conftest import REPO, assert_one_error_line, run_cli, run_doit
+from hostcases import write_case
+
+from lfspass import hookspecs
+
+
+def _third_party(tmp_path: Path) -> dict[str, str]:
+    """An installed-looking distribution whose entry point registers a GPU plugin."""
+    site = tmp_path / "site"
+    (site / "acme_gpu.py").parent.mkdir(parents=True)
+    (site / "acme_gpu.py").write_text(textwrap.dedent('''
+        """ACME Fire 9000 (1d17:9000): needs its audio driver held back and a quirky kernel."""
+        from lfspass import hookimpl
+
+        @hookimpl
+        def lfspass_pci_ids():
+            return ["1d17:9000"]
+
+        @hookimpl
+        def lfspass_cmdline(recipe, device):
+            return ["acme.nohang=1"] if device is not None else None
+
+        @hookimpl
+        def lfspass_modprobe(recipe, device):
+            return ["softdep acmefb pre: vfio-pci"] if device is not None else None
+
+        @hookimpl
+        def lfspass_autoload(recipe, device):
+            return ["acme_mdev"] if device is not None else None
+    '''))
+    dist = site / "acme_gpu-1.2.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-gpu\nVersion: 1.2\n")
+    (dist / "entry_points.txt").write_text("[lfspass]\nacme_gpu = acme_gpu\n")
+    return {"PYTHONPATH": str(site)}
+
+
+def test_third_party_plugin_through_entry_point(tmp_path: Path) -> None:
+    env = _third_party(tmp_path)
+    listed = json.loads(run_cli("plugins", "--json", env=env, check=True).stdout)
+    acme = [p for p in listed["plugins"] if p["name"] == "acme_gpu"]
+    assert acme and acme[0]["ids"] == ["1d17:9000"] and acme[0]["source"] == "acme-gpu 1.2"
+    recipe = write_case(tmp_path, "intel-sysvinit-module")
+    recipe.write_text(recipe.read_text() + '[[devices]]\nid = "1d17:9000"\n')
+    assert run_doit(f"recipe={recipe}", "grub", "vfio", cwd=tmp_path, env=env).returncode == 0
+    grub = (tmp_path / "root/boot/grub/grub.cfg").read_text()
+    conf = (tmp_path / "root/etc/modprobe.d/vfio.conf").read_text()
+    assert "acme.nohang=1" in grub
+    assert "softdep acmefb pre: vfio-pci" in conf
+    modules = (tmp_path / "root/etc/sysconfig/modules").read_text().splitlines()
+    assert modules.index("acme_mdev") > modules.index("vfio-pci")  # lfspass_autoload, after vfio-pci
+    # Device hooks go to the owner only: the T10 plugin's softdeps appear once, not for ACME.
+    assert conf.count("softdep nouveau pre: vfio-pci") == 1
+
+
+def test_blocking_a_plugin_by_name(tmp_path: Path) -> None:
+    env = {"LFSPASS_DISABLE_PLUGINS": "tesla_t10"}
+    names = [p["name"] for p in json.loads(run_cli("plugins", "--json", env=env, check=True).stdout)["plugins"]]
+    assert "tesla_t10" not in names and "generic" in names
+    # With the T10 plugin blocked, the generic fallback handles its id by vendor.
+    recipe = write_case(tmp_path, "intel-sysvinit-module")
+    assert run_doit(f"recipe={recipe}", "vfio", cwd=tmp_path, env=env).returncode == 0
+    assert "softdep nouveau pre: vfio-pci" in (tmp_path / "root/etc/modprobe.d/vfio.conf").read_text()
+
+
+def test_broken_third_party_plugin_is_one_error_line(tmp_path: Path) -> None:
+    env = _third_party(tmp_path)
+    (Path(env["PYTHONPATH"]) / "acme_gpu.py").write_text("raise ImportError('libacme.so missing')\n")
+    proc = run_cli("plugins", env=env)
+    assert_one_error_line(proc, "libacme.so missing", "LFSPASS_DISABLE_PLUGINS")
+
+
+def test_every_hook_has_a_test() -> None:
+    """Each hook spec is named in some test file (datasette's rule)."""
+    specs = [n for n in dir(hookspecs) if n.startswith("lfspass_")]
+    text = "".join(p.read_text() for p in (REPO / "tests").glob("test_*.py"))
+    untested = [n for n in specs if text.count(n) < 1 or (n + "(" not in text and f'"{n}"' not in text)]
+    assert not untested, f"hooks without a test: {untested}"
+
+
+def test_hookspecs_document_their_contract() -> None:
+    tree = ast.parse((REPO / "lfspass/hookspecs.py").read_text())
+    for fn in [n for n in tree.body if isinstance(n, ast.FunctionDef)]:
+        doc = ast.get_docstring(fn) or ""
+        assert ":return:" in doc, f"{fn.name} docstring lacks :return:"
+        for arg in fn.args.args:
+            assert f":param {arg.arg}:" in doc, f"{fn.name} does not document {arg.arg}"
