@@ -114,13 +114,38 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     rows = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
         tp = hints[f.name]
         key = f"{prefix}.{f.name}" if prefix else f.name
         if dataclasses.is_dataclass(tp):
             rows += describe(tp, key)
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            "" if f.default_factory is dataclasses.MISSING else repr(f.default_factory()))
-        kind = " | ".join(f.metadata["choices"]) if "choices" in f.metadata else _type_name(tp)
-        rows.append((key, kind, repr(default) if not isinstance(default, str) else default, f.metadata.get("doc", "")))
+        if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            rows += describe(typing.get_args(tp)[0], f"[[{key}]]")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        kind = " \\| ".join(f.metadata["choices"]) if "choices" in f.metadata else (
+            "a path" if f.metadata.get("path") else _type_name(tp))
+        shown = default if isinstance(default, str) else str(default).lower() if isinstance(default, bool) else repr(default)
+        doc = f.metadata.get("doc", "").replace("|", "\\|")
+        rows.append((key, kind, f"`{shown}`" if shown else "", doc))
     return rows
+
+
+def markdown_reference(cls: type) -> str:
+    """The recipe reference as a Markdown table (README, between its markers)."""
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{k}` | {t} | {d} | {doc} |" for k, t, d, doc in describe(cls)]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m lfspass.schema: print the README's recipe reference
+    from .recipe import Recipe
+
+    print(markdown_reference(Recipe), end="")
