@@ -14,100 +14,18 @@ import os
 import posixpath
 import re
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HostError
+from .pcidev import Bar, PciDevice, human_size, parse_resource
 from .pciids import PciIds
+
+__all__ = ["Host", "Bar", "PciDevice", "human_size", "parse_resource", "PCI_DEVICES", "IOMMU_GROUPS"]
 
 PCI_DEVICES = "sys/bus/pci/devices"
 IOMMU_GROUPS = "sys/kernel/iommu_groups"
-# resource flags (include/linux/ioport.h)
-IORESOURCE_IO, IORESOURCE_MEM = 0x100, 0x200
-IORESOURCE_PREFETCH, IORESOURCE_MEM_64 = 0x2000, 0x100000
-IORESOURCE_UNSET = 0x20000000
 _ADDR = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
 _HEX = re.compile(r"^0x([0-9a-fA-F]+)$")
-_RES_LINE = re.compile(r"^0x([0-9a-fA-F]{1,16}) 0x([0-9a-fA-F]{1,16}) 0x([0-9a-fA-F]{1,16})$")
-
-
-@dataclass
-class Bar:
-    """One line of a device's ``resource`` file (index 0-5 BARs, 6 the ROM, 7+ bridge windows)."""
-
-    index: int
-    start: int
-    end: int
-    flags: int
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start + 1 if self.flags and self.end >= self.start else 0
-
-    @property
-    def is_mem(self) -> bool:
-        return bool(self.flags & IORESOURCE_MEM)
-
-    @property
-    def is_64(self) -> bool:
-        return bool(self.flags & IORESOURCE_MEM_64)
-
-    @property
-    def prefetch(self) -> bool:
-        return bool(self.flags & IORESOURCE_PREFETCH)
-
-    @property
-    def unassigned(self) -> bool:
-        """The firmware or kernel found no address for it (lspci prints ``<unassigned>``)."""
-        return self.size > 0 and (self.start == 0 or bool(self.flags & IORESOURCE_UNSET))
-
-
-def parse_resource(text: str | None) -> list[Bar] | None:
-    """Regions with a size from a ``resource`` file; None when any line is garbled or cut."""
-    if text is None:
-        return None
-    bars = []
-    for i, line in enumerate(text.strip("\n").split("\n")):
-        m = _RES_LINE.match(line.strip())
-        if not m:
-            return None
-        bar = Bar(i, int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16))
-        if bar.size:
-            bars.append(bar)
-    return bars if text.strip() else None
-
-
-def human_size(n: int) -> str:
-    """16 GiB, 32 MiB, 4 KiB: the sizes lspci prints, with binary units named."""
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n} B"
-
-
-@dataclass
-class PciDevice:
-    address: str                      # 0000:bb:dd.f
-    vendor: str | None = None         # '10de'
-    device: str | None = None         # '1e37'
-    pci_class: int | None = None      # 0x030200
-    subsystem_vendor: str | None = None
-    subsystem_device: str | None = None
-    revision: int | None = None
-    driver: str | None = None         # basename of the driver link; None = no driver
-    iommu_group: int | None = None
-    numa_node: int | None = None
-    bars: list[Bar] | None = None     # None = resource file missing or garbled
-    name: str = ""                    # 'NVIDIA Corporation GP102GL [Tesla P10]'
-    class_name: str = ""              # '3D controller'
-
-    @property
-    def id(self) -> str | None:
-        return f"{self.vendor}:{self.device}" if self.vendor and self.device else None
-
-    @property
-    def is_bridge(self) -> bool:
-        return self.pci_class is not None and self.pci_class >> 8 == 0x0604
 
 
 class Host:
@@ -119,6 +37,9 @@ class Host:
             raise HostError(f"--host-root {root}: no such folder; give `/` for this host "
                             "or a folder made by `lfspass doctor --save`")
         self.live = self.root.resolve() == Path("/")
+        if not self.live and not any((self.root / p).exists() for p in ("sys", "proc", "dmesg.txt")):
+            raise HostError(f"--host-root {root}: holds no sys/, proc/ or dmesg.txt, so it is not a host root; "
+                            "give / or a folder made by `lfspass doctor --save`")
         self.ids = pci_ids or PciIds()
 
     # -- paths ---------------------------------------------------------------------------
@@ -129,17 +50,18 @@ class Host:
         """
         if self.live:
             return Path("/", rel)
+        root = str(self.root)
         parts, done, hops = [p for p in rel.split("/") if p], [], 0
         while parts:
             part = parts.pop(0)
-            if part in ("", "."):
+            if part == ".":
                 continue
             if part == "..":
                 if done:
                     done.pop()
                 continue
-            here = self.root.joinpath(*done, part)
-            if here.is_symlink():
+            here = os.path.join(root, *done, part)
+            if os.path.islink(here):
                 hops += 1
                 if hops > 40:  # a link loop: name a path that cannot exist rather than let the OS follow it
                     return self.root / ".lfspass-link-loop"
@@ -149,49 +71,75 @@ class Host:
                 parts = [p for p in target.split("/") if p] + parts
                 continue
             done.append(part)
-        return self.root.joinpath(*done)
+        return Path(root, *done)
 
     def read(self, rel: str, limit: int = 1 << 22) -> str | None:
         """Text of a file below the root, or None when it is missing or unreadable."""
+        return self._read_file(self.resolve(rel), limit)
+
+    def read_bytes(self, rel: str, limit: int = 1 << 22) -> bytes | None:
+        """Raw bytes of a file below the root (at most ``limit``), or None."""
+        return self._read_raw(self.resolve(rel), limit)
+
+    def _read_raw(self, path: str | Path, limit: int) -> bytes | None:
+        # In a saved root the last component is opened without following a link:
+        # a planted `vendor -> /etc/shadow` must not be read.
+        flags = os.O_RDONLY | (0 if self.live else os.O_NOFOLLOW)
         try:
-            with open(self.resolve(rel), "rb") as fh:
-                return fh.read(limit).decode("utf-8", "replace")
+            fd = os.open(path, flags)
+        except OSError:
+            return None
+        try:
+            with os.fdopen(fd, "rb", buffering=0) as fh:
+                # Chunked: /proc/sys files refuse one huge read (ENOMEM).
+                chunks, left = [], limit
+                while left > 0 and (chunk := fh.read(min(left, 65536))):
+                    chunks.append(chunk)
+                    left -= len(chunk)
+                return b"".join(chunks)
         except OSError:
             return None
 
+    def _read_file(self, path: str | Path, limit: int) -> str | None:
+        raw = self._read_raw(path, limit)
+        return raw.decode("utf-8", "replace") if raw is not None else None
+
     def link_name(self, rel: str) -> str | None:
         """Basename of a symlink's target (``driver``, ``iommu_group``), or None."""
+        return self._link_in(self.resolve(posixpath.dirname(rel)), posixpath.basename(rel))
+
+    @staticmethod
+    def _link_in(folder: Path, name: str) -> str | None:
         try:
-            return posixpath.basename(os.readlink(self.resolve(posixpath.dirname(rel)) / posixpath.basename(rel)))
+            return posixpath.basename(os.readlink(os.path.join(folder, name)))
         except OSError:
             return None
 
     # -- PCI -------------------------------------------------------------------------------
-    def _hex(self, base: str, attr: str, digits: int) -> str | None:
-        m = _HEX.match((self.read(f"{base}/{attr}", 64) or "").strip())
-        return m.group(1).lower().zfill(digits) if m and len(m.group(1)) <= digits else None
-
-    def _int(self, base: str, attr: str) -> int | None:
-        text = (self.read(f"{base}/{attr}", 64) or "").strip()
-        return int(text) if re.fullmatch(r"-?\d{1,6}", text) else None
+    def _hex(self, folder: Path, attr: str, digits: int) -> str | None:
+        # The kernel prints these with a fixed width (0x%04x, 0x%06x): anything else is cut or garbled.
+        m = _HEX.match((self._read_file(os.path.join(folder, attr), 64) or "").strip())
+        return m.group(1).lower() if m and len(m.group(1)) == digits else None
 
     def pci_device(self, address: str) -> PciDevice | None:
-        base = f"{PCI_DEVICES}/{address}"
-        if not self.resolve(base).is_dir():
+        """One device's attributes; each unreadable or garbled one stays None."""
+        folder = self.resolve(f"{PCI_DEVICES}/{address}")
+        if not folder.is_dir():
             return None
         dev = PciDevice(address=address)
-        dev.vendor, dev.device = self._hex(base, "vendor", 4), self._hex(base, "device", 4)
-        cls = self._hex(base, "class", 6)
+        dev.vendor, dev.device = self._hex(folder, "vendor", 4), self._hex(folder, "device", 4)
+        cls = self._hex(folder, "class", 6)
         dev.pci_class = int(cls, 16) if cls else None
-        dev.subsystem_vendor = self._hex(base, "subsystem_vendor", 4)
-        dev.subsystem_device = self._hex(base, "subsystem_device", 4)
-        rev = self._hex(base, "revision", 2)
+        dev.subsystem_vendor = self._hex(folder, "subsystem_vendor", 4)
+        dev.subsystem_device = self._hex(folder, "subsystem_device", 4)
+        rev = self._hex(folder, "revision", 2)
         dev.revision = int(rev, 16) if rev else None
-        dev.driver = self.link_name(f"{base}/driver")
-        group = self.link_name(f"{base}/iommu_group")
+        dev.driver = self._link_in(folder, "driver")
+        group = self._link_in(folder, "iommu_group")
         dev.iommu_group = int(group) if group and group.isdigit() else None
-        dev.numa_node = self._int(base, "numa_node")
-        dev.bars = parse_resource(self.read(f"{base}/resource", 8192))
+        numa = (self._read_file(os.path.join(folder, "numa_node"), 64) or "").strip()
+        dev.numa_node = int(numa) if re.fullmatch(r"-?\d{1,6}", numa) else None
+        dev.bars = parse_resource(self._read_file(os.path.join(folder, "resource"), 8192))
         dev.name = self.ids.long_name(dev.vendor, dev.device)
         dev.class_name = self.ids.class_name(dev.pci_class) or (f"Class {dev.pci_class >> 8:04x}" if dev.pci_class is not None else "")
         return dev
@@ -274,7 +222,9 @@ class Host:
     def kernel_config(self) -> dict[str, str] | None:
         """``CONFIG_X -> value`` from ``boot/config-<release>`` (or ``proc/config.gz``); None if neither."""
         text = self.read(f"boot/config-{self.release}", 1 << 24) if self.release else None
+        self.kernel_config_source = f"boot/config-{self.release}"
         if text is None:
+            self.kernel_config_source = "proc/config.gz"
             try:
                 text = gzip.decompress(self.resolve("proc/config.gz").read_bytes()).decode("utf-8", "replace")
             except (OSError, EOFError, gzip.BadGzipFile):

@@ -34,6 +34,18 @@ def _vendor_block(path: str, vendor: str) -> tuple[str | None, str]:
     return m.group(1).strip(), text[start: nxt.start() if nxt else len(text)]
 
 
+@functools.lru_cache(maxsize=4096)
+def _device(path: str, vendor: str, device: str) -> str | None:
+    block = _vendor_block(path, vendor)[1]
+    pos = block.find(f"\t{device}  ")
+    while pos > 0 and block[pos - 1] != "\n":   # a subsystem line (two tabs) also contains "\tdddd  "
+        pos = block.find(f"\t{device}  ", pos + 1)
+    if pos < 0:
+        return None
+    end = block.find("\n", pos)
+    return block[pos + len(device) + 3: end if end >= 0 else len(block)].strip()
+
+
 @functools.lru_cache(maxsize=1)
 def _classes(path: str) -> dict[str, str]:
     """'03' -> 'Display controller', '0302' -> '3D controller' (the 'C' section at the end)."""
@@ -60,11 +72,7 @@ class PciIds:
         return _vendor_block(self.path, vendor.lower())[0] if vendor else None
 
     def device(self, vendor: str | None, device: str | None) -> str | None:
-        if not vendor or not device:
-            return None
-        block = _vendor_block(self.path, vendor.lower())[1]
-        m = re.search(rf"^\t{re.escape(device.lower())}  (.*)$", block, re.M)
-        return m.group(1).strip() if m else None
+        return _device(self.path, vendor.lower(), device.lower()) if vendor and device else None
 
     def subsystem(self, vendor: str | None, device: str | None, sub_vendor: str | None, sub_device: str | None) -> str | None:
         if not (vendor and device and sub_vendor and sub_device):

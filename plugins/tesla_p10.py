@@ -30,3 +30,37 @@ def lfspass_cpu_flags(vm, device):
 @hookimpl
 def lfspass_qemu_device_args(vm, device):
     return ["-fw_cfg", f"name=opt/ovmf/X-PciMmio64Mb,string={MMIO64_MB}"]
+
+
+@hookimpl
+def lfspass_doctor_checks(host, recipe, device):
+    """BAR1 32 GiB against the guest's 64-bit window, an unassigned BAR1, HPE's RMRR refusal, the HDA function."""
+    if device is None:
+        return None
+    from lfspass.doctor import Check
+    from lfspass.doctor_devices import HPE_BAR_FIX, OVMF_FIX, check_hda, label, locate
+
+    dev, _ = locate(host, device)
+    if dev is None:
+        return None
+    lab, title = label(device), "Tesla P10 large BAR1"
+    bar1 = next((b for b in dev.bars or [] if b.index == 1), None)
+    if bar1 is None:
+        checks = [Check(f"p10-bar1[{lab}]", "unknown", title, "BAR1 not readable from the resource file",
+                        "re-save the host with `lfspass doctor --save`")]
+    elif bar1.unassigned:
+        checks = [Check(f"p10-bar1[{lab}]", "fail", title, f"BAR1 ({bar1.size >> 30} GiB) is unassigned on the host",
+                        HPE_BAR_FIX + "; then " + OVMF_FIX)]
+    else:
+        checks = [Check(f"p10-bar1[{lab}]", "warn", title,
+                        f"BAR1 is {bar1.size >> 30} GiB: the guest needs a 64-bit MMIO window above 32 GiB "
+                        "(classic OVMF has 32 GiB: the seed's guest never initialised)",
+                        OVMF_FIX + "; on HPE Gen9 also " + HPE_BAR_FIX)]
+    log = host.kernel_log
+    if log is not None and f"{dev.address}: DMAR: Device is ineligible for IOMMU domain attach" in log:
+        checks.append(Check(f"p10-rmrr[{lab}]", "fail", "HPE RMRR", "the kernel refused the card: 'Device is ineligible "
+                            "for IOMMU domain attach due to platform RMRR requirement'",
+                            "exclude the slot from HPE shared memory with conrep (conrep -l -x conrep_rmrds.xml with "
+                            "<RMRDS_SlotN>Endpoints_Excluded</RMRDS_SlotN>), then reboot"))
+    checks.append(check_hda(host, dev, lab))
+    return checks
