@@ -61,6 +61,61 @@ class DeviceSpec:
     name: str = field(default="", metadata={"doc": "a label"})
 
 
+def _doc(default, doc: str):
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class FirmwareSpec:
+    code: str = path_field("", "OVMF CODE image (read-only pflash); empty = found through QEMU's firmware "
+                               "descriptors (Debian's ovmf) or downloaded from code_url")
+    vars: str = path_field("", "OVMF VARS template, copied once to VMDIR/OVMF_VARS.fd (never overwritten); "
+                               "empty = the descriptor's nvram-template or vars_url")
+    code_url: str = _doc("", "download CODE from here (needs code_sha256)")
+    code_sha256: str = _doc("", "sha256 of code_url")
+    vars_url: str = _doc("", "download the VARS template from here (needs vars_sha256)")
+    vars_sha256: str = _doc("", "sha256 of vars_url")
+    secure_boot: bool = _doc(False, "pick a Secure Boot build from the descriptors (turns SMM on)")
+    descriptors: str = path_field("/usr/share/qemu/firmware", "folder of QEMU firmware descriptors (*.json)")
+
+
+@dataclass
+class DiskSpec:
+    path: str = path_field("", "qcow2 image; empty = VMDIR/NAME.qcow2; an existing image is never overwritten")
+    size: str = _doc("64G", "virtual size (qemu-img units: 512M, 64G, 1T); grow later with `qemu-img resize`")
+
+
+@dataclass
+class VncSpec:
+    enabled: bool = _doc(True, "a VNC display with an emulated VGA (the seed's way to watch the guest)")
+    listen: str = _doc("127.0.0.1", "address VNC listens on; anything but loopback needs password = true")
+    display: int = _doc(0, "VNC display number N (TCP port 5900 + N)")
+    password: bool = _doc(False, "require a VNC password (set it in the QEMU monitor: change vnc password)")
+
+
+@dataclass
+class InstallerSpec:
+    source: str = choice("none", "netboot", "iso", default="none",
+                         doc="Debian installer: none, netboot (debian-installer-12-netboot-amd64) or iso")
+    iso: str = path_field("", "local installer ISO (offline hosts); or set iso_url")
+    iso_url: str = _doc("", "installer ISO to download into VMDIR/install/")
+    iso_sha256: str = _doc("", "sha256 of iso_url (or give sums_url)")
+    sums_url: str = _doc("", "SHA256SUMS listing the ISO (verified with signature_url)")
+    signature_url: str = _doc("", "SHA256SUMS.sign; checked with gpgv against the Debian CD signing key")
+    keyring: str = path_field("", "keyring for signature_url; empty = Debian CD signing key (debian-keyring)")
+    netboot: str = path_field("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64",
+                              "folder holding the netboot installer's linux and initrd.gz")
+    unattended: bool = _doc(True, "preseeded install over the serial console (doit vm:install:NAME); "
+                                  "false = only the interactive VNC launcher NAME-install.sh")
+    preseed: str = path_field("", "preseed file or jinja2 template; empty = lfspass's templates/preseed.cfg.j2")
+    append: list[str] = field(default_factory=list, metadata={"doc": "extra installer kernel parameters"})
+    mirror: str = _doc("", "Debian mirror host for the install; empty = none (install from the ISO alone)")
+    user: str = _doc("debian", "the first user's login")
+    password_hash: str = _doc("", "crypt(3) hash for that user (mkpasswd -m sha-512); empty = locked, use ssh_key")
+    ssh_key: str = _doc("", "public key put in the user's ~/.ssh/authorized_keys")
+    timeout: int = _doc(180, "minutes before an unfinished unattended install is stopped")
+
+
 @dataclass
 class VmSpec:
     name: str = field(default="vm", metadata={"doc": "VM name: letters, digits, '-', '_', '.'"})
@@ -69,6 +124,28 @@ class VmSpec:
     devices: list[str] = field(default_factory=list, metadata={"doc": "passthrough devices: addresses or ids from [[devices]]"})
     network: str = choice("user", "bridge", "none", default="user", doc="user (slirp), bridge (tap on a bridge) or none")
     bridge: str = field(default="br0", metadata={"doc": "bridge for network = bridge"})
+    restrict: bool = _doc(True, "network = user: the guest reaches only this host (restrict=on)")
+    mac: str = _doc("", "guest MAC; empty = 52:54:00 + three bytes derived from the name")
+    dir: str = path_field("", "VMDIR: folder for NAME.sh, NAME.xml, OVMF_VARS.fd, the disk and install files; "
+                              "empty = [host] root + /var/lib/lfspass/vms/NAME")
+    accel: str = choice("auto", "kvm", "tcg", default="auto",
+                        doc="auto = kvm when /dev/kvm is usable when the launcher is written, else tcg")
+    missing_devices: str = choice("error", "skip", default="error",
+                                  doc="a passthrough id absent from the host: error, or skip it with a note in the launcher")
+    extra_args: list[str] = field(default_factory=list, metadata={"doc": "QEMU arguments appended as they are"})
+    firmware: FirmwareSpec = field(default_factory=FirmwareSpec)
+    disk: DiskSpec = field(default_factory=DiskSpec)
+    vnc: VncSpec = field(default_factory=VncSpec)
+    installer: InstallerSpec = field(default_factory=InstallerSpec)
+
+
+@dataclass
+class LabSection:
+    iommu: bool = field(default=True, metadata={"doc": "give the lab guest an emulated VT-d (false = the negative lab)"})
+    dir: str = path_field("", "where the lab keeps initramfs, guest log and verdict.json; empty = the folder above [host] root")
+    timeout: int = field(default=120, metadata={"doc": "seconds the guest may run before the lab gives up"})
+    memory: str = field(default="256M", metadata={"doc": "lab guest memory (QEMU -m)"})
+    accel: str = choice("tcg", "kvm", default="tcg", doc="QEMU accelerator for the lab guest (tcg works everywhere)")
 
 
 @dataclass
@@ -78,6 +155,7 @@ class Recipe:
     boot: BootSection = field(default_factory=BootSection)
     devices: list[DeviceSpec] = field(default_factory=list)
     vms: list[VmSpec] = field(default_factory=list)
+    lab: LabSection = field(default_factory=LabSection)
     path: Path = field(default=Path("recipe.toml"), metadata={"doc": "the recipe file (set by the loader)"}, init=False)
 
     @property
