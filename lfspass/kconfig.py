@@ -1,14 +1,10 @@
 """The one adapter over kconfiglib: parse a kernel tree, apply requests, write .config."""
 from __future__ import annotations
 
-import difflib
-import hashlib
 import io
-import json
 import lzma
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -18,9 +14,11 @@ from typing import Iterator
 
 import kconfiglib as _kc
 
-from .errors import KconfigError, LfspassError
+from .errors import KconfigError
 from .fsutil import write_atomic
-from .kconfig_why import explain, fixes, tri
+from . import kconfig_shell
+from . import kconfig_stamp as stamp
+from .kconfig_why import check_request, explain, fixes, tri
 
 # Kconfiglib 14.1.0 (2020) predates syntax newer kernels use.  We rewrite those lines
 # while reading, so the installed library stays untouched:
@@ -33,7 +31,6 @@ _REWRITES = (
 )
 _SRCARCH = {"x86_64": "x86", "i386": "x86", "x86": "x86"}
 _DEFCONFIG = {"x86_64": "arch/x86/configs/x86_64_defconfig", "i386": "arch/x86/configs/i386_defconfig"}
-_STAMP_VERSION = 1
 _CACHE: dict[tuple[str, str], tuple[_kc.Kconfig, dict]] = {}
 
 
@@ -74,7 +71,10 @@ class _Kconfig(_kc.Kconfig):
 
 def _kernel_version(tree: Path) -> str:
     """KERNELVERSION as the top Makefile computes it (shown in the .config header)."""
-    head = (tree / "Makefile").read_text(errors="replace")[:2000]
+    try:
+        head = (tree / "Makefile").read_text(errors="replace")[:2000]
+    except OSError:
+        return ""  # not a kernel tree's top folder (a test tree): the header just lacks it
     v = {k: (re.search(rf"^{k}[ \t]*=[ \t]*(\S*)", head, re.M) or [None, ""])[1]
          for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL", "EXTRAVERSION")}
     return f"{v['VERSION']}.{v['PATCHLEVEL']}.{v['SUBLEVEL']}{v['EXTRAVERSION']}".rstrip(".")
@@ -109,35 +109,28 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = old
 
 
-def _files_key(tree: Path, names: list[str]) -> list[tuple[str, int, int]]:
-    out = []
-    for name in names:
-        try:
-            st = (tree / name).stat()
-            out.append((name, st.st_mtime_ns, st.st_size))
-        except OSError:
-            out.append((name, 0, -1))
-    return out
-
-
 def _parse(tree: Path, arch: str) -> tuple[_kc.Kconfig, dict]:
     """Parse the tree's Kconfig files once per process (~3 s for x86); reparse when one changed."""
     key = (str(tree), arch)
     hit = _CACHE.get(key)
-    if hit and _files_key(tree, hit[0].kconfig_filenames) == hit[1]["files"]:
+    if hit and stamp.files_key(tree, hit[0].kconfig_filenames) == hit[1]["files"]:
         return hit
     if not (tree / "Kconfig").is_file():
         raise KconfigError(f"{tree}: no Kconfig file there; --tree must name a kernel source tree")
     env = _make_env(tree, arch)
     try:
-        with _environ(env):
-            kconf = _Kconfig(str(tree / "Kconfig"), warn_to_stderr=False)
+        # KCONFIG_FUNCTIONS: kconfiglib's hook for preprocessor functions; ours runs $(shell).
+        with _environ({**env, "KCONFIG_FUNCTIONS": "lfspass.kconfig_shell"}), \
+                kconfig_shell.session(tree, arch):
+            kconf = _Kconfig("Kconfig", warn_to_stderr=False)  # relative: srctree is set
     except _kc.KconfigError as exc:
         msg = " ".join(str(exc).split())
         raise KconfigError(f"cannot parse the Kconfig files of {tree}: {msg}; "
                            "this kernel uses syntax lfspass does not know yet (report it)") from None
     kconf.warn_assign_override = kconf.warn_assign_redun = False
-    meta = {"env": env, "files": _files_key(tree, kconf.kconfig_filenames)}
+    meta = {"env": env, "files": stamp.files_key(tree, kconf.kconfig_filenames)}
+    if len(_CACHE) >= 2:  # a parsed x86 tree holds ~50 MB; keep the last two trees
+        _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (kconf, meta)
     return kconf, meta
 
@@ -148,7 +141,7 @@ def kernel_symbols(tree: Path, arch: str = "x86_64") -> set[str]:
     return {s.name for s in kconf.unique_defined_syms}
 
 
-def _base_files(tree: Path, base: str | Path | None, config: Path, arch: str) -> list[Path]:
+def _base_files(tree: Path, base: str | Path | None, arch: str) -> list[Path]:
     """The files a base reads, for the no-change stamp."""
     if base is None:
         return []
@@ -171,23 +164,28 @@ def _load_base(kconf: _kc.Kconfig, tree: Path, base: str | Path | None, config: 
                                "(tinyconfig, defconfig or a config file)")
         kconf.load_config(str(config))
         return
-    files = [f for f in _base_files(tree, base, config, arch) if f.is_file()]
+    files = [f for f in _base_files(tree, base, arch) if f.is_file()]
     if base == "defconfig":
         if not files:
             raise KconfigError(f"{tree}: no defconfig for ARCH={arch}; pass --base FILE instead")
         kconf.load_config(str(files[0]))
     elif base == "tinyconfig":
         # make tinyconfig = allnoconfig with tiny-base.config as KCONFIG_ALLCONFIG, written
-        # out and read back, then tiny.config fragments merged over it and olddefconfig.
+        # out and read back, then the tiny.config fragments merged over it and olddefconfig.
+        allconfig, frags = _base_files(tree, base, arch)[0], files
+        if not any(f.name == "tiny.config" for f in frags):
+            raise KconfigError(f"{tree}: no kernel/configs/tiny.config; pass --base defconfig or FILE")
         kconf.warn = False
         for sym in kconf.unique_defined_syms:
             sym.set_value(2 if sym.is_allnoconfig_y else 0)
         kconf.warn = True
-        kconf.load_config(str(files[0]), replace=False)
+        if allconfig.is_file():  # tiny-base.config appeared in 4.x; older trees lack it
+            kconf.load_config(str(allconfig), replace=False)
+            frags = [f for f in frags if f != allconfig]
         with tempfile.TemporaryDirectory() as tmp:
             kconf.write_config(os.path.join(tmp, "config"), save_old=False)
             kconf.load_config(os.path.join(tmp, "config"))
-        for frag in files[1:]:
+        for frag in frags:
             kconf.load_config(str(frag), replace=False)
     else:
         if not files:
@@ -213,24 +211,6 @@ def _values(text: str) -> dict[str, str]:
     return out
 
 
-def _check_request(kconf: _kc.Kconfig, req: Request) -> str | None:
-    """Error text for an unknown symbol or a value of the wrong form; None when fine."""
-    sym = kconf.syms.get(req.symbol)
-    if sym is None or not sym.nodes:
-        names = [s.name for s in kconf.unique_defined_syms]
-        close = difflib.get_close_matches(req.symbol, names, n=3, cutoff=0.75)
-        hint = f"did you mean {' or '.join(close)}?" if close else "check the name (no CONFIG_ prefix)"
-        return f"{req.symbol} (from {req.source}): no such symbol in this kernel tree; {hint}"
-    kind = _kc.TYPE_TO_STR[sym.orig_type]
-    ok = {"bool": ("y", "n"), "tristate": ("y", "m", "n")}.get(kind)
-    if ok and req.value not in ok:
-        return f"{req.symbol}={req.value} (from {req.source}): {kind} symbol takes {', '.join(ok)}"
-    if kind in ("int", "hex") and not re.fullmatch(
-            r"-?[0-9]+" if kind == "int" else r"(0[xX])?[0-9a-fA-F]+", req.value):
-        return f"{req.symbol}={req.value} (from {req.source}): {kind} symbol takes a {kind} number"
-    return None
-
-
 def _apply(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]]) -> list[tuple[str, str, str, str]]:
     """Set every wanted value until nothing moves; return refusals (sym, asked, got, source)."""
     for _ in range(4):
@@ -242,10 +222,6 @@ def _apply(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]]) -> list[tuple
             break
     return [(n, v, kconf.syms[n].str_value, src) for n, (v, src) in wanted.items()
             if kconf.syms[n].str_value != v]
-
-
-def _stamp_path(config: Path) -> Path:
-    return config.parent / f".{config.name}.lfspass-kconfig"
 
 
 def configure(tree: Path, config: Path, requests: list[Request], *,
@@ -262,24 +238,20 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
         base = Path(base)
     old_bytes = config.read_bytes() if config.is_file() else None
     # No-change fast path: the same inputs produced exactly this file last time.
-    stamp_file = _stamp_path(config)
-    key_src = {"v": _STAMP_VERSION, "tree": str(tree), "arch": arch, "resolve": resolve,
-               "base": str(base), "requests": sorted(map(list, map(_astuple, requests))),
-               "base_files": [(str(p), p.stat().st_mtime_ns) for p in _base_files(
-                   tree, base, config, arch) if p.exists()], "gcc": shutil.which("gcc")}
-    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
+    key = stamp.inputs_key(tree=tree, arch=arch, resolve=resolve, base=base,
+                           requests=sorted(map(_astuple, requests)),
+                           base_files=stamp.files_key(tree, _base_files(tree, base, arch)))
     if old_bytes is not None:
-        try:
-            stamp = json.loads(stamp_file.read_text())
-            if (stamp["key"] == key and stamp["out"] == hashlib.sha256(old_bytes).hexdigest()
-                    and _files_key(tree, stamp["kconfig"]) == [tuple(x) for x in stamp["files"]]):
-                return ConfigResult(False, [], [tuple(x) for x in stamp["skipped"]],
-                                    [tuple(x) for x in stamp["resolved"]])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        hit = stamp.hit(config, key, tree, old_bytes)
+        if hit:
+            return ConfigResult(False, [], *hit)
 
     kconf, meta = _parse(tree, arch)
-    _load_base(kconf, tree, base, config, arch)
+    try:
+        _load_base(kconf, tree, base, config, arch)
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise KconfigError(f"cannot read the starting config ({base or config}): {exc}; "
+                           "pass a readable .config (plain or .xz)") from None
 
     wanted: dict[str, tuple[str, str]] = {}
     skipped, problems = [], []
@@ -289,7 +261,7 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
         if req.optional and (sym is None or not sym.nodes):
             skipped.append((req.symbol, f"not in this kernel tree (optional, from {req.source})"))
             continue
-        bad = _check_request(kconf, req)
+        bad = check_request(kconf, req.symbol, req.value, req.source)
         if bad:
             problems.append(bad)
         elif req.symbol in wanted and wanted[req.symbol][0] != req.value:
@@ -330,13 +302,7 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
     new = _values(new_bytes.decode(errors="replace"))
     changes = [(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
                if old.get(s, "") != new.get(s, "")]
-    try:
-        write_atomic(stamp_file, json.dumps({
-            "key": key, "out": hashlib.sha256(new_bytes).hexdigest(),
-            "kconfig": kconf.kconfig_filenames, "files": meta["files"],
-            "skipped": skipped, "resolved": resolved}))
-    except (OSError, LfspassError):
-        pass  # the stamp only saves time; a read-only folder just means a full run next time
+    stamp.record(config, key, new_bytes, kconf.kconfig_filenames, meta["files"], skipped, resolved)
     return ConfigResult(changed, changes, skipped, resolved)
 
 

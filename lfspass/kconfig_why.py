@@ -1,6 +1,9 @@
 """Why a Kconfig request was refused, and which visible symbols would unblock it (kconfig.py's helper)."""
 from __future__ import annotations
 
+import difflib
+import re
+
 import kconfiglib as _kc
 
 _TRI = {"n": 0, "m": 1, "y": 2}
@@ -10,6 +13,25 @@ _MAX_FIXES = 12  # per refusal: a dependency needing more than this is a design 
 def tri(value: str) -> int:
     """'n'/'m'/'y' -> 0/1/2 (kconfiglib's tristate numbers)."""
     return _TRI[value]
+
+
+def check_request(kconf: _kc.Kconfig, name: str, value: str, source: str) -> str | None:
+    """Error text for an unknown symbol or a value of the wrong form; None when fine."""
+    sym = kconf.syms.get(name)
+    if sym is None or not sym.nodes:
+        names = [s.name for s in kconf.unique_defined_syms]
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
+        hint = f"did you mean {' or '.join(close)}?" if close else "check the name (no CONFIG_ prefix)"
+        return f"{name} (from {source}): no such symbol in this kernel tree; {hint}"
+    kind = _kc.TYPE_TO_STR[sym.orig_type]
+    ok = {"bool": ("y", "n"), "tristate": ("y", "m", "n")}.get(kind)
+    if ok and value not in ok:
+        return f"{name}={value} (from {source}): {kind} symbol takes {', '.join(ok)}"
+    if kind in ("int", "hex") and not re.fullmatch(
+            r"-?[0-9]+" if kind == "int" else r"(0[xX])?[0-9a-fA-F]+", value):
+        return (f"{name}={value} (from {source}): {kind} symbol takes a "
+                + ("decimal number" if kind == "int" else "hex number like 0x1f"))
+    return None
 
 
 def _loc(sym: _kc.Symbol) -> str:
@@ -46,7 +68,10 @@ def _blockers(sym: _kc.Symbol, want: int) -> tuple[str, list]:
         return "is offered only if", bad
     if sym.choice is not None and _kc.expr_value(sym.choice.direct_dep) < want:
         return "sits in a choice that depends on", _failing(sym.choice.direct_dep, want)
-    return "is limited by", []
+    picked = sym.choice.selection if sym.choice is not None else None
+    if picked is not None and picked is not sym:
+        return f"shares a choice with {picked.name}, which is chosen (ask for only one)", []
+    return "is limited by its dependencies", []
 
 
 def explain(sym: _kc.Symbol, asked: str, got: str, source: str, resolve: bool) -> str:
@@ -55,7 +80,8 @@ def explain(sym: _kc.Symbol, asked: str, got: str, source: str, resolve: bool) -
     if sym.orig_type not in (_kc.BOOL, _kc.TRISTATE):
         if not sym.visibility:
             reason, bad = _blockers(sym, 2)
-            return f"{head}: {reason} {' && '.join(map(_term_str, bad))} ({_loc(sym)})".rstrip()
+            return _with_todo(f"{head}: {reason} {' && '.join(map(_term_str, bad))}".rstrip()
+                              + f" ({_loc(sym)})", bad, 2, resolve)
         ranges = [f"{lo.str_value}..{hi.str_value}" for lo, hi, cond in sym.ranges
                   if _kc.expr_value(cond)]
         return f"{head}: outside the allowed range {', '.join(ranges)} ({_loc(sym)})"
@@ -70,16 +96,22 @@ def explain(sym: _kc.Symbol, asked: str, got: str, source: str, resolve: bool) -
             return (f"{head}: is the chosen member of its choice ({_loc(sym)}); "
                     "ask for another member =y instead")
         if asked == "m" and not sym.kconfig.modules.tri_value:
-            return f"{head}: MODULES=n turns m into y ({_loc(sym)}); set MODULES=y"
+            return (f"{head}: MODULES=n turns m into y ({_loc(sym)}); set MODULES=y"
+                    + ("" if resolve else " or use --resolve"))
         return f"{head}: has no prompt, its default wins ({_loc(sym)})"
     reason, bad = _blockers(sym, want)
-    text = f"{head}: {reason} {' && '.join(map(_term_str, bad))} ({_loc(sym)})".replace("  ", " ")
+    return _with_todo(f"{head}: {reason} {' && '.join(map(_term_str, bad))}".rstrip()
+                      + f" ({_loc(sym)})", bad, want, resolve)
+
+
+def _with_todo(text: str, bad: list, want: int, resolve: bool) -> str:
+    """Append what to switch on (the symbols in the failing terms that are too low)."""
     todo = sorted({s.name for t in bad for s in _kc.expr_items(t)
                    if s.__class__ is _kc.Symbol and not s.is_constant and s.tri_value < want})
     if todo:
-        text += f"; enable {', '.join(todo)}" + ("" if resolve else " or use --resolve")
-    elif not resolve and bad:
-        text += "; use --resolve or set those symbols"
+        return text + f"; enable {', '.join(todo)}" + ("" if resolve else " or use --resolve")
+    if bad and not resolve:
+        return text + "; use --resolve or set those symbols"
     return text
 
 

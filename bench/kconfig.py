@@ -1,0 +1,110 @@
+"""Time lfspass's configure step against the kernel's own `make olddefconfig`, side by side."""
+from __future__ import annotations
+
+import argparse
+import lzma
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_TREE = REPO / "build" / "test-cache" / "linux-source-6.1"
+DEFAULT_CONFIG = Path("/usr/src/linux-config-6.1/config.amd64_none_amd64.xz")
+GOAL = 1.5
+
+
+def _timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **env} if env else None)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"error: {' '.join(argv)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return took
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--tree", type=Path, default=DEFAULT_TREE, help="kernel source tree")
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="starting .config (.xz ok)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per warm measurement (median)")
+    args = ap.parse_args()
+    if not (args.tree / "Kconfig").is_file():
+        sys.exit(f"error: {args.tree}: not a kernel tree; run `pytest tests/test_kconfig.py` once "
+                 "(it extracts linux-source-6.1 there) or pass --tree")
+    opener = lzma.open if args.config.suffix == ".xz" else open
+    with opener(args.config, "rb") as fh:
+        start_bytes = fh.read()
+    sets = ["--set", "INTEL_IOMMU=y", "--set", "IRQ_REMAP=y", "--set", "VFIO=m", "--set", "VFIO_PCI=m"]
+    rows: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="lfspass-bench-") as tmp:
+        tmp = Path(tmp)
+        obj = tmp / "obj"
+        obj.mkdir()
+        make = ["make", "-s", f"O={obj}", "ARCH=x86_64", "olddefconfig"]
+
+        def fresh_make() -> None:
+            (obj / ".config").write_bytes(start_bytes)
+
+        fresh_make()
+        rows.append(("make olddefconfig, cold (builds scripts/kconfig/conf)", _timed(make, args.tree)))
+        cfg = tmp / "config"
+        cli = [sys.executable, "-m", "lfspass", "kconfig", "--tree", str(args.tree), "--config", str(cfg)]
+        stamp = tmp / ".config.lfspass-kconfig"
+
+        def fresh_lfspass() -> None:
+            cfg.write_bytes(start_bytes)
+            stamp.unlink(missing_ok=True)
+
+        # Interleaved, so load from other processes hits both sides alike.
+        warm, firsts, firsts_req, virgin = [], [], [], []
+        for _ in range(args.repeat):
+            fresh_make()
+            warm.append(_timed(make, args.tree))
+            fresh_lfspass()
+            firsts.append(_timed(cli, REPO))
+            fresh_lfspass()
+            firsts_req.append(_timed(cli + sets, REPO))
+            fresh_lfspass()  # no list of the tree's $(shell) probes yet: they run one by one
+            empty = tempfile.mkdtemp(dir=tmp)
+            virgin.append(_timed(cli, REPO, {"XDG_CACHE_HOME": empty}))
+        make_warm, first = statistics.median(warm), statistics.median(firsts)
+        rows.append(("make olddefconfig, warm (conf already built)", make_warm))
+        rows.append(("lfspass kconfig, first run (parse + olddefconfig, no --set)", first))
+        rows.append(("lfspass kconfig, first run with 4 --set requests", statistics.median(firsts_req)))
+        rows.append(("lfspass kconfig, first run ever on this machine (no probe list)",
+                     statistics.median(virgin)))
+        _timed(cli + sets, REPO)  # leaves the stamp of exactly these inputs
+        rows.append(("lfspass kconfig, nothing changed (stamp matches)", _timed(cli + sets, REPO)))
+        stamp.unlink(missing_ok=True)
+        rows.append(("lfspass kconfig, nothing changed (no stamp: full parse)", _timed(cli + sets, REPO)))
+        same = cfg.read_bytes() == _after_make(obj, start_bytes, make, args.tree, cfg)
+
+    print(f"tree {args.tree}  config {args.config}  (median of {args.repeat} where repeated)")
+    for label, secs in rows:
+        print(f"  {secs:7.2f} s  {label}")
+    # A fresh build folder must compile conf first, so "cold" is what a first build pays;
+    # "warm" is the stricter comparison.  The ratios move with machine load.
+    for label, ref in (("warm", make_warm), ("cold", rows[0][1])):
+        ratio = first / ref
+        verdict = "meets" if ratio <= GOAL else "misses"
+        print(f"ratio first lfspass run / {label} make olddefconfig: {ratio:.2f}x "
+              f"({verdict} the {GOAL}x goal)")
+    print(f"make olddefconfig leaves lfspass's output unchanged: {'yes' if same else 'NO'}")
+    return 0 if same else 1
+
+
+def _after_make(obj: Path, _start: bytes, make: list[str], tree: Path, cfg: Path) -> bytes:
+    """Run make olddefconfig over lfspass's output; its result must be the same bytes."""
+    shutil.copyfile(cfg, obj / ".config")
+    _timed(make, tree)
+    return (obj / ".config").read_bytes()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
