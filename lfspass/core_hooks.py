@@ -13,7 +13,7 @@ def lfspass_pci_ids() -> list[str]:
 def lfspass_kconfig_requests(recipe, device):
     if device is not None:
         return None
-    from .kconfig import core_requests
+    from .kconfig_sets import core_requests
 
     return core_requests(recipe.host.cpu_vendor, recipe.kernel.vfio)
 

@@ -60,6 +60,23 @@ def tarball_info(tarball: Path, cache_dir: Path) -> dict:
     return data
 
 
+def extraction_marker(tree: Path) -> Path:
+    """The file that says ``tree`` was fully extracted, and from which tarball."""
+    return tree.parent / f"{tree.name}.lfspass-source"
+
+
+def extracted_tree(tarball: Path, build_dir: Path, info: dict | None = None) -> Path | None:
+    """``<build_dir>/src/<top>`` when it holds a finished extraction of this tarball, else None."""
+    info = info or tarball_info(tarball, build_dir)
+    tree = build_dir / "src" / info["top"]
+    try:
+        if json.loads(extraction_marker(tree).read_text()).get("key") == info["key"]:
+            return tree
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def source_release(source: Path, cache_dir: Path, localversion: str = "") -> str:
     """The kernel release a source (tree folder or tarball) builds, without CONFIG_LOCALVERSION."""
     if source.is_dir():
@@ -69,6 +86,11 @@ def source_release(source: Path, cache_dir: Path, localversion: str = "") -> str
             raise BuildError(f"{source}: no Makefile; [kernel] source must be a Linux tree or release tarball")
         return release_from_makefile(text, _localversion_files(source) + localversion)
     if is_tarball(source):
-        return tarball_info(source, cache_dir)["release"] + localversion
+        info = tarball_info(source, cache_dir)
+        # localversion* files would need a full pass over the tarball to find; once it is
+        # extracted (kbuild.prepare_source) they are read from the tree, and the config
+        # step stops with a "run again" when they change the release.
+        tree = extracted_tree(source, cache_dir, info)
+        return info["release"] + (_localversion_files(tree) if tree else "") + localversion
     raise BuildError(f"[kernel] source = {str(source)!r}: not a folder or a .tar(.xz|.gz|.bz2) file; "
                      "apt-get install linux-source-6.1 or point it at a kernel tree")
