@@ -35,6 +35,14 @@ def _third_party(tmp_path: Path) -> dict[str, str]:
         @hookimpl
         def lfspass_autoload(recipe, device):
             return ["acme_mdev"] if device is not None else None
+
+        @hookimpl
+        def lfspass_kconfig_requests(recipe, device):
+            from lfspass.kconfig import Request
+            if device is None:
+                return None
+            return [Request(sym, val, source="plugin:acme_gpu") for sym, val in
+                    (line.split("=") for line in __import__("os").environ.get("ACME_KCONFIG", "").split())]
     '''))
     dist = site / "acme_gpu-1.2.dist-info"
     dist.mkdir()
@@ -93,3 +101,20 @@ def test_hookspecs_document_their_contract() -> None:
         assert ":return:" in doc, f"{fn.name} docstring lacks :return:"
         for arg in fn.args.args:
             assert f":param {arg.arg}:" in doc, f"{fn.name} does not document {arg.arg}"
+
+
+def test_plugin_kconfig_requests_reach_the_kernel_config(tmp_path: Path, linux_tree: Path) -> None:
+    """lfspass_kconfig_requests: granted requests land in .config, refused ones are explained."""
+    env = _third_party(tmp_path)
+    recipe = tmp_path / "k.toml"
+    recipe.write_text(f'[host]\nroot = "root"\n[kernel]\nsource = "{linux_tree}"\nbase = "tinyconfig"\n'
+                      '[boot]\nroot_device = "/dev/vda"\n[[devices]]\nid = "1d17:9000"\n')
+    env["ACME_KCONFIG"] = "IKCONFIG=y"
+    proc = run_doit(f"recipe={recipe}", "kernel:config", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = (tmp_path / "build/kernel/obj/.config").read_text()
+    assert "CONFIG_IKCONFIG=y\n" in config and "CONFIG_VFIO_PCI=m\n" in config
+    # A request the kernel's dependencies refuse stops the build and names the blocker.
+    env["ACME_KCONFIG"] = "KVM_INTEL=m"
+    proc = run_doit(f"recipe={recipe}", "kernel:config", cwd=tmp_path, env=env)
+    assert_one_error_line(proc, "KVM_INTEL", "plugin:acme_gpu", "VIRTUALIZATION")
