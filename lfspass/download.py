@@ -11,19 +11,13 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from .errors import DownloadError
 from .fsutil import sha256_file
 from .progress import Progress
 from .signature import parse_sums, verify_detached
-
-CHUNK = 1 << 20  # big reads keep Python's per-chunk cost small next to curl
-SMALL_LIMIT = 8 << 20  # a checksum list or signature larger than this is not one
-DEFAULT_TIMEOUT = (15.0, 60.0)  # (connect, read) seconds; LFSPASS_TIMEOUT overrides
-DEFAULT_RETRIES = 4  # LFSPASS_RETRIES overrides
+from .transfer import (SMALL_LIMIT, check_status, hash_into, make_session, reason, retries_from,
+                       timeouts, transfer)
 
 
 @dataclass
@@ -44,43 +38,6 @@ def cache_root(cache_dir: Path | None = None) -> Path:
     return Path(os.environ.get("LFSPASS_CACHE") or Path.home() / ".cache" / "lfspass")
 
 
-def _timeouts(timeout: float | tuple[float, float] | None) -> tuple[float, float]:
-    raw = timeout if timeout is not None else os.environ.get("LFSPASS_TIMEOUT")
-    if raw is None:
-        return DEFAULT_TIMEOUT
-    try:
-        parts = [float(x) for x in (raw if isinstance(raw, tuple) else str(raw).split(","))]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or min(parts) <= 0:
-        raise DownloadError(f"timeout {raw!r} is not SECONDS or CONNECT,READ seconds (LFSPASS_TIMEOUT); fix or unset it")
-    return (parts[0], parts[-1])
-
-
-def _retries(retries: int | None) -> int:
-    raw = retries if retries is not None else os.environ.get("LFSPASS_RETRIES", DEFAULT_RETRIES)
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        raise DownloadError(f"LFSPASS_RETRIES={raw!r} is not a whole number; fix or unset it") from None
-
-
-def make_session(retries: int) -> requests.Session:
-    """A Session whose adapter retries connects, reads and 5xx/429 answers with backoff."""
-    retry = Retry(
-        total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.5,
-        status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
-        raise_on_status=False,  # hand back the last answer so the error names its status
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    # Content-Encoding would make Range offsets and the hash refer to different bytes.
-    session.headers.update({"Accept-Encoding": "identity", "User-Agent": "lfspass-fetch"})
-    return session
-
-
 def local_source(url: str) -> Path | None:
     """The path a 'URL' names when it is a local file (plain path or file://), else None."""
     parts = urlsplit(url)
@@ -99,128 +56,37 @@ def url_name(url: str) -> str:
     return local.name if local is not None else unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
 
 
-def read_small(session: requests.Session, url: str, timeouts: tuple[float, float]) -> bytes:
+def read_small(session: requests.Session, url: str, limits: tuple[float, float]) -> bytes:
     """A checksum list or signature, from a URL or a local file."""
     local = local_source(url)
     try:
         if local is not None:
-            return local.read_bytes()[:SMALL_LIMIT]
-        with session.get(url, stream=True, timeout=timeouts) as resp:
-            _check_status(url, resp)
-            return resp.raw.read(SMALL_LIMIT)
+            with open(local, "rb") as fh:
+                data = fh.read(SMALL_LIMIT + 1)
+        else:
+            with session.get(url, stream=True, timeout=limits) as resp:
+                check_status(url, resp)
+                data = resp.raw.read(SMALL_LIMIT + 1)
     except FileNotFoundError:
         raise DownloadError(f"{url}: no such file; check the path") from None
     except (OSError, requests.RequestException) as exc:
-        raise DownloadError(f"cannot read {url}: {_reason(exc)}; check the URL and the network") from None
+        raise DownloadError(f"cannot read {url}: {reason(exc)}; check the URL and the network") from None
+    if len(data) > SMALL_LIMIT:
+        raise DownloadError(f"{url} is over {SMALL_LIMIT >> 20} MiB: not a checksum list or signature; check the URL")
+    return data
 
 
 def signed_sum(session: requests.Session, url: str, sums_url: str, signature_url: str | None,
-               keyring: Path | None, fingerprint: str | None, timeouts: tuple[float, float]) -> str:
+               keyring: Path | None, fingerprint: str | None, limits: tuple[float, float]) -> str:
     """Verify SHA256SUMS with its signature first, then return the sum it gives for ``url``."""
     signature_url = signature_url or sums_url + ".sign"  # Debian's layout: SHA256SUMS.sign beside it
     with tempfile.TemporaryDirectory(prefix="lfspass-sums-") as tmp:
         sums, sig = Path(tmp, "SHA256SUMS"), Path(tmp, "SHA256SUMS.sign")
-        sums.write_bytes(read_small(session, sums_url, timeouts))
-        sig.write_bytes(read_small(session, signature_url, timeouts))
+        sums.write_bytes(read_small(session, sums_url, limits))
+        sig.write_bytes(read_small(session, signature_url, limits))
         verify_detached(sums, sig, keyring, fingerprint, what=sums_url)
         # Parse the very bytes gpgv checked, never a second copy.
         return parse_sums(sums.read_text(errors="replace"), url_name(url), source=sums_url)
-
-
-def _check_status(url: str, resp: requests.Response) -> None:
-    if resp.status_code >= 400:
-        raise DownloadError(
-            f"{url}: HTTP {resp.status_code} {resp.reason or ''}".rstrip()
-            + "; check the URL (mirrors move old releases) and run again"
-        )
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost useful words of a requests/urllib3 exception, on one line."""
-    text = str(exc)
-    m = re.search(r"\(Caused by \w+\((?:.*?: )?'?(.*?)'?\)\)", text)
-    text = m.group(1) if m else text
-    if "timed out" in text.lower():
-        return "timed out (no data from the server)"
-    return " ".join(text.split())[:200]
-
-
-def _transfer(session: requests.Session, url: str, part: Path, timeouts: tuple[float, float],
-              retries: int, bar: Progress) -> tuple[str, int, bool]:
-    """Download ``url`` into ``part`` (continuing it if present); return (sha256, new bytes, resumed)."""
-    digest, offset, resumed, downloaded, idle = hashlib.sha256(), 0, False, 0, 0
-    if part.exists():
-        offset = _hash_into(part, digest)  # the resumed file's hash must cover the old bytes too
-    while True:
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        try:
-            resp = session.get(url, headers=headers, stream=True, timeout=timeouts)
-        except requests.RequestException as exc:
-            raise DownloadError(f"cannot download {url}: {_reason(exc)}; check the URL and the network, then run again") from None
-        with resp:
-            if resp.status_code == 416 and offset:  # .part is already as long as the file, or longer
-                part.unlink()
-                digest, offset = hashlib.sha256(), 0
-                continue
-            _check_status(url, resp)
-            start = _range_start(resp) if resp.status_code == 206 else 0
-            if start != offset:  # server ignored Range (200) or answered another range: start over
-                digest, offset = hashlib.sha256(), 0
-            else:
-                resumed = resumed or offset > 0
-            length = resp.headers.get("Content-Length")
-            bar.begin(offset, offset + int(length) if length and length.isdigit() else None)
-            before, lost = offset, None
-            # read1 hands over every byte that arrived before a cut (iter_content drops the
-            # last partial chunk), so a resume never fetches a byte twice.
-            read = resp.raw.read1 if hasattr(resp.raw, "read1") else resp.raw.read
-            with open(part, "ab" if offset else "wb") as fh:
-                while True:
-                    try:
-                        chunk = read(CHUNK, decode_content=False)
-                    except (urllib3.exceptions.HTTPError, OSError) as exc:  # cut, reset, stall
-                        lost = exc
-                        break
-                    if not chunk:
-                        break
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    offset += len(chunk)
-                    bar.update(offset)
-                fh.flush()
-                os.fsync(fh.fileno())
-            downloaded += offset - before
-            if lost is None:
-                bar.close(offset)
-                return digest.hexdigest(), downloaded, resumed
-            # Resume while the link makes progress; give up after `retries` fruitless tries.
-            idle = 0 if offset > before else idle + 1
-            if idle > retries:
-                bar.close(offset)
-                raise DownloadError(
-                    f"{url}: connection lost after {offset} bytes ({_reason(lost)}); "
-                    f"{part.name} is kept: run again to resume"
-                )
-
-
-def _range_start(resp: requests.Response) -> int:
-    m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
-    return int(m.group(1)) if m else -1
-
-
-def _hash_into(path: Path, digest, out: Path | None = None, bar: Progress | None = None) -> int:
-    """Feed ``path`` to ``digest`` (copying it to ``out`` when given); return its size."""
-    size, buf = 0, bytearray(CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb") as src, (open(out, "wb") if out else open(os.devnull, "wb")) as dst:
-        while n := src.readinto(buf):
-            digest.update(view[:n])
-            if out:
-                dst.write(view[:n])
-            size += n
-            if bar:
-                bar.update(size)
-    return size
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -256,10 +122,10 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
         )
     if sums_url is None and (signature_url or keyring or fingerprint):
         raise DownloadError(f"{url}: --signature, --keyring and --fingerprint check a --sums list; pass --sums URL too")
-    timeouts, tries = _timeouts(timeout), _retries(retries)
+    limits, tries = timeouts(timeout), retries_from(retries)
     with make_session(tries) as session:
         if sums_url is not None:
-            expected = signed_sum(session, url, sums_url, signature_url, keyring, fingerprint, timeouts)
+            expected = signed_sum(session, url, sums_url, signature_url, keyring, fingerprint, limits)
         else:
             expected = sha256.strip().lower()
             if not re.fullmatch(r"[0-9a-f]{64}", expected):
@@ -286,19 +152,20 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
                     raise DownloadError(f"{url}: no such file; check the path")
                 digest = hashlib.sha256()
                 bar.begin(0, local.stat().st_size)
-                got, downloaded, resumed = None, _hash_into(local, digest, part, bar), False
+                downloaded, resumed = hash_into(local, digest, part, bar), False
                 got = digest.hexdigest()
                 bar.close(downloaded)
             else:
-                got, downloaded, resumed = _transfer(session, url, part, timeouts, tries, bar)
+                got, downloaded, resumed = transfer(session, url, part, limits, tries, bar)
         except OSError as exc:  # the network's errors are handled inside; this is the disk
             raise DownloadError(f"{url} -> {part}: {exc.strerror}; free space or choose another -o") from None
     if got != expected:
         part.unlink(missing_ok=True)
-        raise DownloadError(
-            f"{url}: sha256 mismatch: expected {expected}, got {got}; the download was deleted - "
-            "if the file was updated upstream fix the recipe's sha256 (or sums), otherwise run again or use another mirror"
-        )
+        advice = (f"the copy was deleted ({local} is left as it is) - check it is the right file"
+                  if local is not None else
+                  "the download was deleted - if the file was updated upstream fix the recipe's sha256 "
+                  "(or sums), otherwise run again or use another mirror")
+        raise DownloadError(f"{url}: sha256 mismatch: expected {expected}, got {got}; {advice}")
     _store(part, cached)
     os.replace(part, dest)
     return FetchResult(dest, expected, downloaded, False, resumed)

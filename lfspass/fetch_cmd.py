@@ -6,7 +6,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .cli import print_json
-from .download import fetch, url_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .download import fetch, url_name  # requests loads only when a fetch runs
+
     dest = args.output or Path(url_name(args.url) or "download")
     result = fetch(
         args.url, dest, sha256=args.sha256, sums_url=args.sums, signature_url=args.signature,

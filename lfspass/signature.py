@@ -55,9 +55,10 @@ def verify_detached(data: Path, signature: Path, keyring: Path | None = None,
     good = any(f and f[0] == "GOODSIG" for f in status)
     valid = [f[1:] for f in status if f and f[0] == "VALIDSIG" and len(f) > 1]
     if proc.returncode != 0 or not good or not valid:
-        reasons = [ln.split(":", 1)[1].strip() for ln in proc.stderr.splitlines()
-                   if ln.startswith("gpgv:") and ("Can't" in ln or "BAD" in ln or "fatal" in ln or "invalid" in ln.lower())]
-        reason = reasons[-1] if reasons else (proc.stderr.strip().splitlines() or ["no valid signature"])[-1]
+        # gpgv's first line that is not a "Signature made / using key" note says what failed.
+        notes = ("Signature made", "using ", "issuer ", "Good signature")
+        reasons = [ln.split(":", 1)[1].strip() for ln in proc.stderr.splitlines() if ln.startswith("gpgv:")]
+        reason = next((r for r in reasons if not r.startswith(notes)), "no valid signature")
         raise DownloadError(
             f"{what}: signature does not verify against keyring {keyring} ({reason}); "
             "nothing was downloaded - check the checksum and signature URLs, "
