@@ -31,7 +31,7 @@ from .kbuild import (BuildLayout, build_timestamp, make_command, make_env, prepa
                      reproducible_env_digest, run_make, source_identity, tree_identity)
 from .kinstall import config_has, install_kernel
 from .ksource import _localversion_files, is_tarball, release_from_makefile, tarball_info
-from .plan import _resolve_devices, kernel_paths
+from .plan import resolve_devices, kernel_paths
 from .plugins import call_device, call_host, get_plugin_manager
 from .tasks import Context, run_action
 
@@ -44,7 +44,7 @@ def kernel_requests(recipe) -> list:
 
     pm = get_plugin_manager()
     reqs = list(call_host(pm, "lfspass_kconfig_requests", recipe=recipe))
-    for dev in _resolve_devices(recipe):
+    for dev in resolve_devices(recipe):
         reqs += call_device(pm, "lfspass_kconfig_requests", dev, recipe=recipe)
     if "MODULE_SIG" not in recipe.kernel.config:
         # A signing key generated at build time differs on every build (FIELD-NOTES §2).

@@ -227,6 +227,3 @@ def build_plan(recipe: Recipe, release: str | None = None) -> HostPlan:
                           "(AMD-Vi: Unknown option); AMD's IOMMU is on by default: remove it")
     return HostPlan(recipe=recipe, kernel=facts, devices=devices, cmdline=_unique(cmdline),
                     modprobe=_unique(modprobe), autoload=_autoload(facts, autoload), warnings=warnings)
-
-
-_resolve_devices = resolve_devices  # TEMP alias while helpers migrate; remove before commit

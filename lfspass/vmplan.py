@@ -14,7 +14,7 @@ from .errors import LfspassError, VmError
 from .firmware import Firmware, download_targets, vm_firmware
 from .hostread import Host
 from .pci import parse_pci_address, parse_pci_id
-from .plan import Device, _resolve_devices
+from .plan import Device, resolve_devices
 from .plugins import call_device, call_host, get_plugin_manager, owner_of
 from .recipe import Recipe, VmSpec
 
@@ -181,7 +181,7 @@ def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> Vm
                   memory_mib=memory >> 20, accel=chosen, mac=mac,
                   firmware=vm_firmware(vm.firmware, folder, fetched))
     if vm.devices:
-        planned = _resolve_devices(recipe)
+        planned = resolve_devices(recipe)
         wanted = _wanted(recipe, vm, index, planned)
         try:
             host = Host(recipe.host.sysfs_root)
