@@ -18,6 +18,14 @@ CTX = load_context(get_var("recipe", None))
 ROOT = CTX.recipe.root
 
 
+def task_kernel():
+    """Configure, build and install the recipe's kernel (LFS names, under the install root)."""
+    from lfspass.kernel_tasks import kernel_tasks
+
+    if CTX.builds_kernel:
+        yield from kernel_tasks(CTX)
+
+
 def task_grub():
     """Write the GRUB menuentry (IOMMU and vfio parameters) into the root's grub.cfg."""
     return host_task(CTX, "grub", [ROOT / CTX.recipe.boot.grub_cfg], ["grub-entry.j2"])
@@ -29,3 +37,17 @@ def task_vfio():
 
     targets = [ROOT / MODPROBE_CONF, ROOT / AUTOLOAD_FILES[CTX.recipe.host.init]]
     return host_task(CTX, "vfio", targets, ["vfio.conf.j2", "autoload.j2"])
+
+
+def task_lab():
+    """Boot the installed kernel in QEMU with an emulated IOMMU and check the device lands on vfio-pci."""
+    from lfspass.lab import lab_tasks
+
+    yield from lab_tasks(CTX)
+
+
+def task_vm():
+    """Fetch firmware and media, make disks, install guests and write their launchers."""
+    from lfspass.vm_tasks import vm_tasks
+
+    yield from vm_tasks(CTX)
