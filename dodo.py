@@ -8,14 +8,15 @@ from doit import get_var
 
 from lfspass.tasks import Reporter, host_task, load_context
 
+CTX = load_context(get_var("recipe", None))
+ROOT = CTX.recipe.root
+
 DOIT_CONFIG = {
-    "default_tasks": ["kernel", "grub", "vfio", "lab"],
+    # A lab recipe proves itself in QEMU; a real host's recipe ends with its VMs.
+    "default_tasks": ["kernel", "grub", "vfio", "lab" if CTX.recipe.lab.enabled else "vm"],
     "reporter": Reporter,
     "verbosity": 2,
 }
-
-CTX = load_context(get_var("recipe", None))
-ROOT = CTX.recipe.root
 
 
 def task_kernel():

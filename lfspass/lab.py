@@ -159,6 +159,11 @@ def _verdict_ok(path: Path):
     return check
 
 
+def _not_a_lab(recipe) -> None:
+    raise LfspassError(f"{recipe.path} is not a lab recipe ([lab] enabled = false); "
+                       "run the lab with recipe=recipes/lab.toml, or use `lfspass doctor` on a real host")
+
+
 def lab_tasks(ctx) -> Iterator[dict]:
     """doit sub-tasks ``lab:initramfs`` and ``lab:boot`` for the context's recipe and kernel."""
     from doit.tools import config_changed
@@ -168,6 +173,11 @@ def lab_tasks(ctx) -> Iterator[dict]:
     from .vfio import AUTOLOAD_FILES, MODPROBE_CONF
 
     recipe, release = ctx.recipe, ctx.release
+    if not recipe.lab.enabled:
+        # A real host's recipe: booting its kernel beside QEMU's edu would prove nothing.
+        yield {"name": "boot", "doc": "(not a lab recipe)", "uptodate": [False],
+               "actions": [(run_action, [_not_a_lab, recipe])]}
+        return
     try:
         iommu, cached = lab_options(recipe)
     except LfspassError as exc:

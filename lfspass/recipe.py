@@ -141,6 +141,8 @@ class VmSpec:
 
 @dataclass
 class LabSection:
+    enabled: bool = field(default=False, metadata={"doc": "this recipe is a virtual lab: `doit` boots its kernel in QEMU "
+                                                          "(task lab) instead of preparing VMs"})
     iommu: bool = field(default=True, metadata={"doc": "give the lab guest an emulated VT-d (false = the negative lab)"})
     dir: str = path_field("", "where the lab keeps initramfs, guest log and verdict.json; empty = the folder above [host] root")
     timeout: int = field(default=120, metadata={"doc": "seconds the guest may run before the lab gives up"})
