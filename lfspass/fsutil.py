@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from .errors import LfspassError
 
@@ -28,22 +29,12 @@ def _unwritable(path: Path, exc: OSError) -> LfspassError:
                         "([host] root in the recipe) or fix the folder's permissions")
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> bool:
-    """Write ``data`` to ``path`` only if it differs; return True when the file changed.
+def _replace(path: Path, fill: Callable[[BinaryIO], None], mode: int) -> None:
+    """Fill a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
-    The new content goes to a temporary file in the same folder, is fsynced and then
-    renamed over the target, so a reader sees the old file or the new one, never a
-    half-written one.  An unchanged file keeps its mtime (doit and make rely on it).
+    A reader sees the old file or the new one, never a half-written one; on any
+    failure the temporary file is removed and ``path`` is left as it was.
     """
-    path = Path(path)
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        if path.read_bytes() == raw and (mode is None or (path.stat().st_mode & 0o7777) == mode):
-            return False
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except IsADirectoryError:
-        raise LfspassError(f"cannot write {path}: it is a folder; remove it or pick another path")
     _check_writable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,12 +43,10 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = 
         raise _unwritable(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
+            fill(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        if mode is None and path.exists():
-            mode = path.stat().st_mode & 0o7777
-        os.chmod(tmp, mode if mode is not None else 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -65,30 +54,39 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> bool:
+    """Write ``data`` to ``path`` only if it differs; return True when the file changed.
+
+    An unchanged file keeps its mtime (doit and make rely on it).  A new file gets
+    ``mode`` or 0644; a replaced one keeps its mode unless ``mode`` is given.
+    """
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == raw and (mode is None or (path.stat().st_mode & 0o7777) == mode):
+            return False
+        mode = mode if mode is not None else path.stat().st_mode & 0o7777
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except IsADirectoryError:
+        raise LfspassError(f"cannot write {path}: it is a folder; remove it or pick another path")
+    _replace(path, lambda fh: fh.write(raw), mode if mode is not None else 0o644)
     return True
 
 
 def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike, mode: int | None = None) -> bool:
-    """Copy ``src`` to ``dst`` atomically (temp file + rename); True when ``dst`` changed."""
+    """Copy ``src`` to ``dst`` atomically when their contents differ; True when ``dst`` changed."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and sha256_file(src) == sha256_file(dst):
         return False
-    _check_writable(dst)
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    except OSError as exc:
-        raise _unwritable(dst, exc) from None
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode if mode is not None else (src.stat().st_mode & 0o7777))
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def fill(fh: BinaryIO) -> None:
+        with open(src, "rb") as fin:
+            shutil.copyfileobj(fin, fh, 1 << 20)
+
+    _replace(dst, fill, mode if mode is not None else (src.stat().st_mode & 0o7777))
     return True
 
 
