@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from lfspass import hookimpl
+from lfspass.gpu import bar_check, softdeps
 
 PCI_ID = "10de:1b39"
 # BAR1 is 32 GiB (+32 MiB BAR3): OVMF's classic 32 GiB 64-bit window cannot hold it,
@@ -16,9 +17,7 @@ def lfspass_pci_ids() -> list[str]:
 
 @hookimpl
 def lfspass_modprobe(recipe, device):
-    if device is None:
-        return None
-    return ["softdep nouveau pre: vfio-pci", "softdep nvidia pre: vfio-pci"]
+    return softdeps(device) if device is not None else None
 
 
 @hookimpl
@@ -38,24 +37,17 @@ def lfspass_doctor_checks(host, recipe, device):
     if device is None:
         return None
     from lfspass.doctor import Check
-    from lfspass.doctor_devices import HPE_BAR_FIX, OVMF_FIX, check_hda, label, locate
+    from lfspass.doctor_devices import HPE_BAR_FIX, OVMF_FIX, check_hda, label
 
-    dev, _ = locate(host, device)
+    dev, checks = bar_check(host, device, 1, "p10-bar1", "Tesla P10 large BAR1", lambda bar: (
+        "warn", f"BAR1 is {bar.size >> 30} GiB: the guest needs a 64-bit MMIO window above 32 GiB "
+                "(classic OVMF has 32 GiB: the seed's guest never initialised)",
+        OVMF_FIX + "; on HPE Gen9 also " + HPE_BAR_FIX))
     if dev is None:
         return None
-    lab, title = label(device), "Tesla P10 large BAR1"
-    bar1 = next((b for b in dev.bars or [] if b.index == 1), None)
-    if bar1 is None:
-        checks = [Check(f"p10-bar1[{lab}]", "unknown", title, "BAR1 not readable from the resource file",
-                        "re-save the host with `lfspass doctor --save`")]
-    elif bar1.unassigned:
-        checks = [Check(f"p10-bar1[{lab}]", "fail", title, f"BAR1 ({bar1.size >> 30} GiB) is unassigned on the host",
-                        HPE_BAR_FIX + "; then " + OVMF_FIX)]
-    else:
-        checks = [Check(f"p10-bar1[{lab}]", "warn", title,
-                        f"BAR1 is {bar1.size >> 30} GiB: the guest needs a 64-bit MMIO window above 32 GiB "
-                        "(classic OVMF has 32 GiB: the seed's guest never initialised)",
-                        OVMF_FIX + "; on HPE Gen9 also " + HPE_BAR_FIX)]
+    if checks[0].status == "fail":  # unassigned on the host: the firmware first, then OVMF
+        checks[0].fix = HPE_BAR_FIX + "; then " + OVMF_FIX
+    lab = label(device)
     log = host.kernel_log
     if log is not None and f"{dev.address}: DMAR: Device is ineligible for IOMMU domain attach" in log:
         checks.append(Check(f"p10-rmrr[{lab}]", "fail", "HPE RMRR", "the kernel refused the card: 'Device is ineligible "
