@@ -188,3 +188,23 @@ def test_acs_override_warns(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert "warning: pcie_acs_override needs the out-of-tree ACS override patch" in proc.stderr
     assert "pcie_acs_override=downstream,multifunction" in (tmp_path / "root/boot/grub/grub.cfg").read_text()
+
+
+@pytest.mark.slow
+def test_lab_recipe_grub_vfio_then_nothing(repo: Path) -> None:
+    """Issue 2's acceptance on the shipped lab recipe (builds the lab kernel if needed)."""
+    first = run_doit("recipe=recipes/lab.toml", "grub", "vfio", cwd=repo)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    root = repo / "build/lab/root"
+    assert "options vfio-pci ids=1234:11e8\n" in (root / "etc/modprobe.d/vfio.conf").read_text()
+    assert "vfio-pci" in (root / "etc/sysconfig/modules").read_text().splitlines()
+    grub = (root / "boot/grub/grub.cfg").read_text()
+    assert "linux   /boot/vmlinuz-6.1." in grub and "-lfs-12.2 root=PARTUUID=" in grub
+    subprocess.run(["grub-script-check", str(root / "boot/grub/grub.cfg")], check=True)
+    files = [root / "boot/grub/grub.cfg", root / "etc/modprobe.d/vfio.conf", root / "etc/sysconfig/modules"]
+    before = {p: p.stat().st_mtime_ns for p in files}
+    second = run_doit("recipe=recipes/lab.toml", "grub", "vfio", cwd=repo)
+    assert second.returncode == 0, second.stderr
+    executed = [line for line in second.stdout.splitlines() if line.startswith(".  ")]
+    assert executed == [], second.stdout  # doit marks every task up to date ("-- name")
+    assert {p: p.stat().st_mtime_ns for p in files} == before
