@@ -55,8 +55,19 @@ def _selectors(sym: _kc.Symbol) -> list:
     return [t for t in _kc.split_expr(sym.rev_dep, _kc.OR) if _kc.expr_value(t)]
 
 
+def _need(sym: _kc.Symbol, want: int) -> int:
+    """The dependency value ``sym`` needs to reach ``want``.
+
+    Kconfig promotes an m visibility to y for a bool, so a bool depending on a
+    module (VFIO_PCI_VGA on VFIO_PCI=m) can still be y: asking its dependencies
+    for y would needlessly turn modules into built-ins.
+    """
+    return 1 if want == 2 and sym.orig_type is _kc.BOOL else want
+
+
 def _blockers(sym: _kc.Symbol, want: int) -> tuple[str, list]:
     """(what limits ``sym`` below ``want``, the failing terms) for a too-low value."""
+    want = _need(sym, want)
     bad = _failing(sym.direct_dep, want)
     if bad:
         return "depends on", bad
@@ -101,7 +112,7 @@ def explain(sym: _kc.Symbol, asked: str, got: str, source: str, resolve: bool) -
         return f"{head}: has no prompt, its default wins ({_loc(sym)})"
     reason, bad = _blockers(sym, want)
     return _with_todo(f"{head}: {reason} {' && '.join(map(_term_str, bad))}".rstrip()
-                      + f" ({_loc(sym)})", bad, want, resolve)
+                      + f" ({_loc(sym)})", bad, _need(sym, want), resolve)
 
 
 def _with_todo(text: str, bad: list, want: int, resolve: bool) -> str:
@@ -157,7 +168,7 @@ def fixes(sym: _kc.Symbol, asked: str) -> list | None:
     _, bad = _blockers(sym, want)
     out: list = []
     for term in bad:
-        got = _fix(term, want)
+        got = _fix(term, _need(sym, want))
         if got is None:
             return None
         out += got

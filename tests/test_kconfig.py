@@ -115,7 +115,8 @@ def test_resolve_enables_and_reports_dependencies(tiny: Path) -> None:
     (tiny.parent / "base.config").write_text("CONFIG_MODULES=y\nCONFIG_D=y\n")
     res = configure(tiny, cfg, [Request("C", "y")], base=tiny.parent / "base.config", resolve=True)
     got = {sym: val for sym, val, _why in res.resolved}
-    assert got == {"B": "y", "A": "y", "D": "n"}
+    # C is a bool: Kconfig lets it be y over a module B, so resolve asks B for m only.
+    assert got == {"B": "m", "A": "y", "D": "n"}
     assert "CONFIG_C=y\n" in _cfg(cfg) and "# CONFIG_D is not set\n" in _cfg(cfg)
     assert all("needed by" in why for _s, _v, why in res.resolved)
 
@@ -287,3 +288,17 @@ def test_cli_unknown_symbol_and_bad_syntax(kernel: Path, tmp_path: Path) -> None
     assert_one_error_line(run_cli("kconfig", "--tree", str(kernel), "--config", str(cfg),
                                   "--set", "VFIO_PCI"), "--set 'VFIO_PCI'", "SYMBOL=VALUE")
     assert cfg.read_bytes() == before
+
+
+def test_resolve_keeps_vfio_a_module(kernel: Path, tmp_path: Path) -> None:
+    """VFIO_PCI_VGA (bool) over VFIO_PCI=m needs only VGA_ARB: resolve must not build VFIO in."""
+    cfg = tmp_path / "config"
+    configure(kernel, cfg, core_requests("intel", "module") + [Request("VGA_ARB", "n")], base="tinyconfig")
+    err = assert_one_error_line(run_cli("kconfig", "--tree", str(kernel), "--config", str(cfg),
+                                        "--set", "VFIO_PCI_VGA=y"), "VGA_ARB [VGA_ARB=n]")
+    assert "VFIO_PCI [" not in err  # a module dependency does not block a bool
+    ok = run_cli("kconfig", "--tree", str(kernel), "--config", str(cfg), "--set", "VFIO_PCI_VGA=y",
+                 "--resolve", "--json", check=True)
+    assert [r["symbol"] for r in json.loads(ok.stdout)["resolved"]] == ["VGA_ARB"]
+    text = _cfg(cfg)
+    assert "CONFIG_VFIO_PCI=m\n" in text and "CONFIG_VFIO_PCI_VGA=y\n" in text
