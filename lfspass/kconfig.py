@@ -226,11 +226,12 @@ def _apply(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]]) -> list[tuple
 
 def configure(tree: Path, config: Path, requests: list[Request], *,
               base: str | Path | None = None, resolve: bool = False,
-              arch: str = "x86_64") -> ConfigResult:
+              arch: str = "x86_64", resolve_hint: str = "--resolve") -> ConfigResult:
     """Start from ``base`` (or ``config``), apply ``requests``, write ``config`` if it changed.
 
     A request that does not take effect raises KconfigError explaining the blocking
     dependency; with ``resolve`` visible symbols that unblock it are set and reported.
+    ``resolve_hint`` is how the caller's user turns resolve on, quoted in refusals.
     The result is a fixed point of the kernel's ``make olddefconfig``.
     """
     tree, config = Path(tree).resolve(), Path(config)
@@ -288,7 +289,8 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
             break
         refused = _apply(kconf, wanted)
     if refused:
-        raise KconfigError("; ".join(explain(kconf.syms[n], asked, got, src, resolve)
+        raise KconfigError("; ".join(explain(kconf.syms[n], asked, got, src,
+                                             None if resolve else resolve_hint)
                                      for n, asked, got, src in refused))
 
     # Header as the kernel's conf writes it, so the file matches `make olddefconfig` byte for byte.

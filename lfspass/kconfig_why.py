@@ -85,14 +85,18 @@ def _blockers(sym: _kc.Symbol, want: int) -> tuple[str, list]:
     return "is limited by its dependencies", []
 
 
-def explain(sym: _kc.Symbol, asked: str, got: str, source: str, resolve: bool) -> str:
-    """One line: ``SYM=asked refused (got X): <reason> (file:line); <what to do>``."""
+def explain(sym: _kc.Symbol, asked: str, got: str, source: str, hint: str | None) -> str:
+    """One line: ``SYM=asked refused (got X): <reason> (file:line); <what to do>``.
+
+    ``hint`` names the resolve switch where the caller can turn it on (``--resolve`` on the
+    command line, ``[kernel] resolve = true`` in a recipe); None when resolve already ran.
+    """
     head = f"{sym.name}={asked} (from {source}) refused (got {got or 'nothing'})"
     if sym.orig_type not in (_kc.BOOL, _kc.TRISTATE):
         if not sym.visibility:
             reason, bad = _blockers(sym, 2)
             return _with_todo(f"{head}: {reason} {' && '.join(map(_term_str, bad))}".rstrip()
-                              + f" ({_loc(sym)})", bad, 2, resolve)
+                              + f" ({_loc(sym)})", bad, 2, hint)
         ranges = [f"{lo.str_value}..{hi.str_value}" for lo, hi, cond in sym.ranges
                   if _kc.expr_value(cond)]
         return f"{head}: outside the allowed range {', '.join(ranges)} ({_loc(sym)})"
@@ -108,21 +112,21 @@ def explain(sym: _kc.Symbol, asked: str, got: str, source: str, resolve: bool) -
                     "ask for another member =y instead")
         if asked == "m" and not sym.kconfig.modules.tri_value:
             return (f"{head}: MODULES=n turns m into y ({_loc(sym)}); set MODULES=y"
-                    + ("" if resolve else " or use --resolve"))
+                    + (f" or use {hint}" if hint else ""))
         return f"{head}: has no prompt, its default wins ({_loc(sym)})"
     reason, bad = _blockers(sym, want)
     return _with_todo(f"{head}: {reason} {' && '.join(map(_term_str, bad))}".rstrip()
-                      + f" ({_loc(sym)})", bad, _need(sym, want), resolve)
+                      + f" ({_loc(sym)})", bad, _need(sym, want), hint)
 
 
-def _with_todo(text: str, bad: list, want: int, resolve: bool) -> str:
+def _with_todo(text: str, bad: list, want: int, hint: str | None) -> str:
     """Append what to switch on (the symbols in the failing terms that are too low)."""
     todo = sorted({s.name for t in bad for s in _kc.expr_items(t)
                    if s.__class__ is _kc.Symbol and not s.is_constant and s.tri_value < want})
     if todo:
-        return text + f"; enable {', '.join(todo)}" + ("" if resolve else " or use --resolve")
-    if bad and not resolve:
-        return text + "; use --resolve or set those symbols"
+        return text + f"; enable {', '.join(todo)}" + (f" or use {hint}" if hint else "")
+    if bad and hint:
+        return text + f"; use {hint} or set those symbols"
     return text
 
 

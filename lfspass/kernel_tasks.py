@@ -157,7 +157,8 @@ class KernelJob:
         else:
             base = self.base_file or self.k.base
         self.layout.obj.mkdir(parents=True, exist_ok=True)
-        result = configure(tree, self.layout.config, self.requests, base=base, resolve=self.k.resolve)
+        result = configure(tree, self.layout.config, self.requests, base=base, resolve=self.k.resolve,
+                           resolve_hint=f"resolve = true under [kernel] in {self.recipe.path}")
         for sym, value, why in result.resolved:
             print(f"kernel config: resolve set {sym}={value} ({why})")
         for sym, why in result.skipped:

@@ -107,16 +107,31 @@ def launcher_paths(plan: VmPlan) -> dict[str, Path]:
     return paths
 
 
+INSTALL_PURPOSE = " (interactive install over VNC)"
+
+
 def write_launchers(plan: VmPlan, install_boot: Boot | None = None) -> list[Path]:
-    """Write the launchers; return those whose content changed."""
+    """Write the launchers; return those whose content changed (or that were removed).
+
+    An install launcher lfspass wrote earlier goes away once the recipe drops the installer,
+    so nobody boots the installer over a disk that now holds the system; a file of the same
+    name that lfspass did not write is left alone.
+    """
     paths = launcher_paths(plan)
     changed = []
+    stale = plan.dir / f"{plan.name}-install.sh"
+    if "install_sh" not in paths and stale.is_file():
+        with stale.open(errors="replace") as f:
+            head = [f.readline(), f.readline()]
+        if head[1].startswith(f"# VM {plan.name}{INSTALL_PURPOSE}: written by lfspass "):
+            stale.unlink()
+            changed.append(stale)
     if write_atomic(paths["sh"], script_text(plan, build_argv(plan)), mode=0o755):
         changed.append(paths["sh"])
     if write_atomic(paths["xml"], domain_xml(plan, paths["xml"])):
         changed.append(paths["xml"])
     if "install_sh" in paths and install_boot is not None:
-        text = script_text(plan, build_argv(plan, install_boot), " (interactive install over VNC)")
+        text = script_text(plan, build_argv(plan, install_boot), INSTALL_PURPOSE)
         if write_atomic(paths["install_sh"], text, mode=0o755):
             changed.append(paths["install_sh"])
     return changed

@@ -65,7 +65,7 @@ def _launchers(recipe: Recipe, name: str) -> None:
     plan = _plan(recipe, name)
     boot = interactive_boot(plan) if plan.vm.installer.source != "none" else None
     for path in write_launchers(plan, boot):
-        print(f"wrote {path}")
+        print(f"{'wrote' if path.exists() else 'removed (the recipe has no installer now)'} {path}")
 
 
 def _rendered(plan: VmPlan) -> str:

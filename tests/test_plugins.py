@@ -118,3 +118,6 @@ def test_plugin_kconfig_requests_reach_the_kernel_config(tmp_path: Path, linux_t
     env["ACME_KCONFIG"] = "KVM_INTEL=m"
     proc = run_doit(f"recipe={recipe}", "kernel:config", cwd=tmp_path, env=env)
     assert_one_error_line(proc, "KVM_INTEL", "plugin:acme_gpu", "VIRTUALIZATION")
+    # The fix it offers is the recipe's switch, not the standalone command's flag.
+    assert f"resolve = true under [kernel] in {recipe}" in proc.stderr
+    assert "--resolve" not in proc.stderr

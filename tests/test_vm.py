@@ -219,6 +219,21 @@ def test_iso_media_extracted_and_interactive_launcher(tmp_path):
     assert "install:i" not in proc.stdout  # unattended = false: no install task
     text = (plan.dir / "i-install.sh").read_text()
     assert f"media=cdrom,readonly=on,file={iso}" in text and "bootindex=0" in text
+    # The recipe drops the installer: the install launcher lfspass wrote goes away...
+    with_iso = path.read_text()
+    path.write_text(with_iso.replace(f'source = "iso", iso = "{iso}", unattended = false', 'source = "none"'))
+    proc = run_doit("vm", f"recipe={path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not (plan.dir / "i-install.sh").exists() and (plan.dir / "i.sh").is_file()
+    assert f"removed (the recipe has no installer now) {plan.dir / 'i-install.sh'}" in proc.stdout
+    # ...but a file of that name the user wrote stays as it is.
+    path.write_text(with_iso)
+    assert run_doit("vm", f"recipe={path}", cwd=tmp_path).returncode == 0
+    mine = "#!/bin/sh\n# my own installer\n"
+    (plan.dir / "i-install.sh").write_text(mine)
+    path.write_text(with_iso.replace(f'source = "iso", iso = "{iso}", unattended = false', 'source = "none"'))
+    assert run_doit("vm", f"recipe={path}", cwd=tmp_path).returncode == 0
+    assert (plan.dir / "i-install.sh").read_text() == mine
 
 
 def test_install_runs_once(tmp_path):
