@@ -172,5 +172,12 @@ def names() -> list[str]:
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(f"usage: {sys.argv[0]} DEST [{'|'.join(names())} ...]")
-    for n in sys.argv[2:] or names():
+    wanted = sys.argv[2:] or names()
+    unknown = sorted(set(wanted) - set(names()))
+    if unknown:
+        sys.exit(f"error: unknown fixture {', '.join(unknown)}; choose from {', '.join(names())}")
+    taken = [str(Path(sys.argv[1]) / n) for n in wanted if (Path(sys.argv[1]) / n).exists()]
+    if taken:
+        sys.exit(f"error: {', '.join(taken)} already exists; remove it or pick another DEST")
+    for n in wanted:
         print(build(n, Path(sys.argv[1]) / n))
