@@ -1,10 +1,13 @@
 """Verified downloads: stream to ``.part`` hashing in the same pass, resume, cache, signed sums."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +115,8 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
     """Download ``url`` (or copy a local file) to ``dest``, verified by sha256 or signed SHA256SUMS.
 
     ``dest`` appears only once its hash matches; a mismatch deletes the download.  An
-    interrupted download leaves ``dest.part`` and the next call resumes it.
+    interrupted download leaves ``dest.part`` and the next call resumes it.  Two fetches to
+    one ``dest`` take turns; the later one reuses the earlier one's file.
     """
     dest = Path(dest)
     if (sha256 is None) == (sums_url is None):
@@ -135,30 +139,37 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DownloadError(f"cannot create {dest.parent}: {exc.strerror}; choose another -o") from None
-        if dest.is_file() and sha256_file(dest) == expected:
-            _store(dest, cached)
-            return FetchResult(dest, expected, 0, False, False)
-        if cached.is_file():
-            if sha256_file(cached) == expected:
-                _link_or_copy(cached, dest)
-                return FetchResult(dest, expected, 0, True, False)
-            cached.unlink()  # damaged cache entry (e.g. a hardlinked copy was edited): fetch anew
-        part = dest.with_name(dest.name + ".part")
-        bar = Progress(dest.name, progress)
-        local = local_source(url)
-        try:
-            if local is not None:
-                if not local.is_file():
-                    raise DownloadError(f"{url}: no such file; check the path")
-                digest = hashlib.sha256()
-                bar.begin(0, local.stat().st_size)
-                downloaded, resumed = hash_into(local, digest, part, bar), False
-                got = digest.hexdigest()
-                bar.close(downloaded)
-            else:
-                got, downloaded, resumed = transfer(session, url, part, limits, tries, bar)
-        except OSError as exc:  # the network's errors are handled inside; this is the disk
-            raise DownloadError(f"{url} -> {part}: {exc.strerror}; free space or choose another -o") from None
+        with _dest_lock(dest):
+            return _fetch_to(session, url, dest, expected, cached, progress, limits, tries)
+
+
+def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, cached: Path,
+              progress: bool | None, limits: tuple[float, float], tries: int) -> FetchResult:
+    """The body of fetch() once the sum is known and ``dest`` is locked for this process."""
+    if dest.is_file() and sha256_file(dest) == expected:
+        _store(dest, cached)
+        return FetchResult(dest, expected, 0, False, False)
+    if cached.is_file():
+        if sha256_file(cached) == expected:
+            _link_or_copy(cached, dest)
+            return FetchResult(dest, expected, 0, True, False)
+        cached.unlink()  # damaged cache entry (e.g. a hardlinked copy was edited): fetch anew
+    part = dest.with_name(dest.name + ".part")
+    bar = Progress(dest.name, progress)
+    local = local_source(url)
+    try:
+        if local is not None:
+            if not local.is_file():
+                raise DownloadError(f"{url}: no such file; check the path")
+            digest = hashlib.sha256()
+            bar.begin(0, local.stat().st_size)
+            downloaded, resumed = hash_into(local, digest, part, bar), False
+            got = digest.hexdigest()
+            bar.close(downloaded)
+        else:
+            got, downloaded, resumed = transfer(session, url, part, limits, tries, bar)
+    except OSError as exc:  # the network's errors are handled inside; this is the disk
+        raise DownloadError(f"{url} -> {part}: {exc.strerror}; free space or choose another -o") from None
     if got != expected:
         part.unlink(missing_ok=True)
         advice = (f"the copy was deleted ({local} is left as it is) - check it is the right file"
@@ -169,6 +180,42 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
     _store(part, cached)
     os.replace(part, dest)
     return FetchResult(dest, expected, downloaded, False, resumed)
+
+
+@contextlib.contextmanager
+def _dest_lock(dest: Path):
+    """Hold ``.<name>.lock`` beside ``dest`` so two fetches of one file take turns.
+
+    The second waits, then finds the first's verified file and downloads nothing; neither
+    can append to the other's ``.part``.  The lock file is removed while still held, so a
+    waiter that wakes on a removed file opens the new one and locks again.
+    """
+    lock, announced = dest.with_name(f".{dest.name}.lock"), False
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise DownloadError(f"cannot write {lock}: {exc.strerror}; choose another -o") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not announced:
+                print(f"{dest}: another lfspass fetch is writing it; waiting", file=sys.stderr, flush=True)
+                announced = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        held = os.fstat(fd)
+        try:
+            now = os.stat(lock)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # the holder removed it as we waited: lock the new one
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _store(path: Path, cached: Path) -> None:

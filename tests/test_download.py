@@ -64,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "stallhead":
             srv.release.wait(30)  # say nothing at all, not even headers
             return
-        if body is None or mode not in ("data", "cut", "stall", "norange", "wrongrange"):
+        if body is None or mode not in ("data", "cut", "stall", "norange", "wrongrange", "slow"):
             return self._plain(404, b"not here")
         start = 0
         m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
@@ -93,8 +93,15 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "stall":  # the first answer trickles 1000 bytes, later ones none, then all hang
             end = start + (0 if name in srv.cut_done else 1000)
             srv.cut_done.add(name)
-        self.wfile.write(body[start:end])
-        self.wfile.flush()
+        if mode == "slow":  # a second or so per file: long enough for a second client to arrive
+            step = max(1, (end - start) // 20)
+            for at in range(start, end, step):
+                self.wfile.write(body[at:min(at + step, end)])
+                self.wfile.flush()
+                srv.release.wait(0.05)
+        else:
+            self.wfile.write(body[start:end])
+            self.wfile.flush()
         srv.served[name] = srv.served.get(name, 0) + end - start
         if mode == "stall":
             srv.release.wait(30)
@@ -146,6 +153,27 @@ def test_fetch_verifies_and_reports(server, tmp_path, cache):
     assert SHA in proc.stdout
     assert proc.stderr == ""  # not a terminal: no progress line
     assert not dest.with_name("disk.img.part").exists()
+
+
+def test_two_fetches_of_one_file_take_turns(server, tmp_path, cache):
+    """A second fetch to the same -o while the first runs waits and reuses its file."""
+    dest = tmp_path / "out" / "disk.img"
+    argv = [sys.executable, "-m", "lfspass", "fetch", server.url("slow/disk.img"), "--sha256", SHA,
+            "-o", str(dest)]
+    env = dict(os.environ, LFSPASS_CACHE=str(cache), LFSPASS_RETRIES="1", LFSPASS_TIMEOUT="5,5")
+    first = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(200):  # start the second once the first is downloading
+        if server.served.get("disk.img") or any(p.endswith("disk.img") for p, _ in server.requests):
+            break
+        first.poll() is None or pytest.fail("the first fetch ended before the second started")
+        threading.Event().wait(0.02)
+    second = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, err + second.stderr
+    assert dest.read_bytes() == PAYLOAD
+    assert "another lfspass fetch is writing it; waiting" in second.stderr
+    assert [p for p, _ in server.requests] == ["/slow/disk.img"]  # downloaded once, never resumed into
+    assert sorted(x.name for x in dest.parent.iterdir()) == ["disk.img"]  # no .part, no .lock
 
 
 def test_wrong_sha256_leaves_nothing(server, tmp_path, cache):
