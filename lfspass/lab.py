@@ -164,11 +164,18 @@ def _not_a_lab(recipe) -> None:
                        "run the lab with recipe=recipes/lab.toml, or use `lfspass doctor` on a real host")
 
 
+def _files_under(path: Path) -> list[Path]:
+    """``path`` itself when it is a file, the files below it when a folder, else nothing."""
+    if path.is_file():
+        return [path]
+    return [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+
+
 def lab_tasks(ctx) -> Iterator[dict]:
     """doit sub-tasks ``lab:initramfs`` and ``lab:boot`` for the context's recipe and kernel."""
     from doit.tools import config_changed
 
-    from .initramfs import BUSYBOX, INIT_SCRIPT, build_initramfs
+    from .initramfs import BOOT_FILES, BUSYBOX, INIT_SCRIPT, build_initramfs
     from .tasks import fail, run_action
     from .vfio import AUTOLOAD_FILES, MODPROBE_CONF
 
@@ -183,16 +190,19 @@ def lab_tasks(ctx) -> Iterator[dict]:
     except LfspassError as exc:
         fail(exc)
     paths = lab_paths(recipe, iommu)
-    boot_files = [recipe.root / MODPROBE_CONF, recipe.root / AUTOLOAD_FILES[recipe.host.init]]
+    # Every file the initramfs copies: lfspass's own (maybe not written yet) and any other
+    # file in those folders, whose names also go into uptodate so a removed one counts.
+    boot_files = sorted({recipe.root / MODPROBE_CONF, recipe.root / AUTOLOAD_FILES[recipe.host.init],
+                         *(p for rel in BOOT_FILES for p in _files_under(recipe.root / rel))})
     yield {
         "name": "initramfs",
-        "doc": "busybox initramfs with the installed kernel's modules and lfspass's modprobe.d / autoload files",
+        "doc": "busybox initramfs with the installed kernel's modules and the root's modprobe.d / autoload files",
         "actions": [(run_action, [build_initramfs, recipe.root, release, paths.initramfs])],
         # A missing busybox is left to the action, which names the package to install.
         "file_dep": ctx.kernel_inputs() + [str(p) for p in boot_files] + [str(INIT_SCRIPT)]
                     + ([str(BUSYBOX)] if BUSYBOX.is_file() else []),
         "targets": [str(paths.initramfs)],
-        "uptodate": [config_changed(f"{release} {recipe.root}")],
+        "uptodate": [config_changed(json.dumps([release, str(recipe.root), list(map(str, boot_files))]))],
         "clean": True,
     }
     fingerprint = json.dumps([release, iommu, recipe.lab.timeout, recipe.lab.memory, recipe.lab.accel, str(recipe.root)])

@@ -151,6 +151,18 @@ def test_lab_module_variant_whole_job_then_only_the_boot(tmp_path):
     assert ran == [".  lab:boot"], second.stdout
     cached = run_doit("lab=cached", cwd=REPO)
     assert cached.returncode == 0 and not [l for l in cached.stdout.splitlines() if l.startswith(".  ")], cached.stdout
+    # The user's own modprobe.d file goes into the image like lfspass's, and so does its removal.
+    mine = LAB / "root/etc/modprobe.d/zz-user.conf"
+    mine.write_text("options vfio_iommu_type1 allow_unsafe_interrupts=0\n")
+    try:
+        added = run_doit(cwd=REPO)
+        assert added.returncode == 0 and ".  lab:initramfs" in added.stdout, added.stdout + added.stderr
+        assert "etc/modprobe.d/zz-user.conf" in _members(LAB / "initramfs.cpio.gz")
+    finally:
+        mine.unlink()
+    removed = run_doit(cwd=REPO)
+    assert removed.returncode == 0 and ".  lab:initramfs" in removed.stdout, removed.stdout + removed.stderr
+    assert "etc/modprobe.d/zz-user.conf" not in _members(LAB / "initramfs.cpio.gz")
 
 
 @pytest.mark.slow
