@@ -195,6 +195,9 @@ def _dest_lock(dest: Path):
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
+            if dest.is_file():  # a read-only folder that already holds it: check it, write nothing
+                yield
+                return
             raise DownloadError(f"cannot write {lock}: {exc.strerror}; choose another -o") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -176,6 +176,20 @@ def test_two_fetches_of_one_file_take_turns(server, tmp_path, cache):
     assert sorted(x.name for x in dest.parent.iterdir()) == ["disk.img"]  # no .part, no .lock
 
 
+def test_lock_that_cannot_be_made(server, tmp_path, cache):
+    """No lock file possible (here a folder in its place): a verified file is still accepted,
+    a missing one is an error that names the lock and writes nothing."""
+    dest = tmp_path / "disk.img"
+    (tmp_path / ".disk.img.lock").mkdir()
+    proc = fetch_cli(server.url("data/disk.img"), "--sha256", SHA, "-o", str(dest), cache=cache)
+    assert_one_error_line(proc, ".disk.img.lock", "choose another -o")
+    no_leftovers(dest)
+    dest.write_bytes(PAYLOAD)
+    proc = fetch_cli(server.url("data/disk.img"), "--sha256", SHA, "-o", str(dest), cache=cache)
+    assert proc.returncode == 0 and dest.read_bytes() == PAYLOAD, proc.stderr
+    assert [p for p, _ in server.requests] == []  # never downloaded
+
+
 def test_wrong_sha256_leaves_nothing(server, tmp_path, cache):
     dest = tmp_path / "disk.img"
     wrong = "0" * 64
