@@ -7,9 +7,9 @@ sendfile, so the server is not the bottleneck), alternating, each writing a fres
 the same folder.  curl only writes; lfspass also hashes (sha256) in the same pass and
 verifies before moving the file into place.  ``curl+sha256sum`` is what a careful user
 runs by hand: curl, then sha256sum over the file (wall times added).  The sha256 line is
-this CPU's single-core hash rate, which caps any client that hashes what it receives.  Wall time includes process start-up.
-Peak memory is the child's ru_maxrss from wait4.  Page-cache writeback makes single runs
-noisy, so both best and median are shown.  Goals: ratio >= 0.9, peak <= 64 MiB.
+this CPU's single-core hash rate, which caps any client that hashes what it receives.
+Wall time includes process start-up.  Peak memory is the child's ru_maxrss from wait4.
+Page-cache writeback makes single runs noisy, so both best and median are shown.  Goals: ratio >= 0.9, peak <= 64 MiB.
 """
 from __future__ import annotations
 

@@ -16,11 +16,19 @@ from .vmplan import VmPlan
 EMULATOR = "/usr/bin/qemu-system-x86_64"  # Debian's path; libvirt wants it absolute
 
 
+INSTALL_PURPOSE = " (interactive install over VNC)"
+
+
+def _written_by(plan: VmPlan, purpose: str) -> str:
+    """The start of a launcher's second line: how lfspass recognises a script it wrote."""
+    return f"# VM {plan.name}{purpose}: written by lfspass "
+
+
 def script_text(plan: VmPlan, argv: list[str], purpose: str = "") -> str:
     """A POSIX sh script that execs ``argv``; every item shlex-quoted, one option per line."""
     vm = plan.vm
     lines = ["#!/bin/sh",
-             f"# VM {plan.name}{purpose}: written by lfspass from {plan.recipe.path}; edit the recipe, not this file.",
+             f"{_written_by(plan, purpose)}from {plan.recipe.path}; edit the recipe, not this file.",
              "# The serial console and QEMU monitor share this terminal: Ctrl-A c switches, Ctrl-A x quits."]
     if vm.vnc.enabled:
         lines.append(f"# VNC: {vm.vnc.listen}:{5900 + vm.vnc.display} (from elsewhere: ssh -L "
@@ -100,14 +108,15 @@ def domain_xml(plan: VmPlan, xml_path: Path) -> str:
         raise TemplateError(f"template {TEMPLATES / 'domain.xml.j2'}: {exc.message}") from None
 
 
+def _install_sh(plan: VmPlan) -> Path:
+    return plan.dir / f"{plan.name}-install.sh"
+
+
 def launcher_paths(plan: VmPlan) -> dict[str, Path]:
     paths = {"sh": plan.dir / f"{plan.name}.sh", "xml": plan.dir / f"{plan.name}.xml"}
     if plan.vm.installer.source != "none":
-        paths["install_sh"] = plan.dir / f"{plan.name}-install.sh"
+        paths["install_sh"] = _install_sh(plan)
     return paths
-
-
-INSTALL_PURPOSE = " (interactive install over VNC)"
 
 
 def write_launchers(plan: VmPlan, install_boot: Boot | None = None) -> list[Path]:
@@ -119,11 +128,11 @@ def write_launchers(plan: VmPlan, install_boot: Boot | None = None) -> list[Path
     """
     paths = launcher_paths(plan)
     changed = []
-    stale = plan.dir / f"{plan.name}-install.sh"
+    stale = _install_sh(plan)
     if "install_sh" not in paths and stale.is_file():
         with stale.open(errors="replace") as f:
             head = [f.readline(), f.readline()]
-        if head[1].startswith(f"# VM {plan.name}{INSTALL_PURPOSE}: written by lfspass "):
+        if head[1].startswith(_written_by(plan, INSTALL_PURPOSE)):
             stale.unlink()
             changed.append(stale)
     if write_atomic(paths["sh"], script_text(plan, build_argv(plan)), mode=0o755):

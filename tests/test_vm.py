@@ -221,7 +221,9 @@ def test_iso_media_extracted_and_interactive_launcher(tmp_path):
     assert f"media=cdrom,readonly=on,file={iso}" in text and "bootindex=0" in text
     # The recipe drops the installer: the install launcher lfspass wrote goes away...
     with_iso = path.read_text()
-    path.write_text(with_iso.replace(f'source = "iso", iso = "{iso}", unattended = false', 'source = "none"'))
+    without = with_iso.replace(f'source = "iso", iso = "{iso}", unattended = false', 'source = "none"')
+    assert without != with_iso
+    path.write_text(without)
     proc = run_doit("vm", f"recipe={path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert not (plan.dir / "i-install.sh").exists() and (plan.dir / "i.sh").is_file()
@@ -231,7 +233,7 @@ def test_iso_media_extracted_and_interactive_launcher(tmp_path):
     assert run_doit("vm", f"recipe={path}", cwd=tmp_path).returncode == 0
     mine = "#!/bin/sh\n# my own installer\n"
     (plan.dir / "i-install.sh").write_text(mine)
-    path.write_text(with_iso.replace(f'source = "iso", iso = "{iso}", unattended = false', 'source = "none"'))
+    path.write_text(without)
     assert run_doit("vm", f"recipe={path}", cwd=tmp_path).returncode == 0
     assert (plan.dir / "i-install.sh").read_text() == mine
 
