@@ -2,14 +2,15 @@
 
     doit recipe=recipes/hpe-dl380-t10.toml kernel grub vfio vm
 
-All logic lives in the lfspass package; this file only names the tasks.
+All logic lives in the lfspass package (lfspass.graph ties the stages together);
+this file only names the tasks.
 """
 from doit import get_var
 
-from lfspass.tasks import Reporter, host_task, load_context
+from lfspass import graph
+from lfspass.graph import Reporter
 
-CTX = load_context(get_var("recipe", None))
-ROOT = CTX.recipe.root
+CTX = graph.load_context(get_var("recipe", None))
 
 DOIT_CONFIG = {
     # A lab recipe proves itself in QEMU; a real host's recipe ends with its VMs.
@@ -21,34 +22,25 @@ DOIT_CONFIG = {
 
 def task_kernel():
     """Configure, build and install the recipe's kernel (LFS names, under the install root)."""
-    from lfspass.kernel_tasks import kernel_tasks
-
     if CTX.builds_kernel:
-        yield from kernel_tasks(CTX)
+        yield from graph.kernel_tasks(CTX)
 
 
 def task_grub():
     """Write the GRUB menuentry (IOMMU and vfio parameters) into the root's grub.cfg."""
-    return host_task(CTX, "grub", [ROOT / CTX.recipe.boot.grub_cfg], ["grub-entry.j2"])
+    return graph.grub_task(CTX)
 
 
 def task_vfio():
     """Bind the recipe's devices to vfio-pci at boot (modprobe.d + LFS autoload)."""
-    from lfspass.vfio import AUTOLOAD_FILES, MODPROBE_CONF
-
-    targets = [ROOT / MODPROBE_CONF, ROOT / AUTOLOAD_FILES[CTX.recipe.host.init]]
-    return host_task(CTX, "vfio", targets, ["vfio.conf.j2", "autoload.j2"])
+    return graph.vfio_task(CTX)
 
 
 def task_lab():
     """Boot the installed kernel in QEMU with an emulated IOMMU and check the device lands on vfio-pci."""
-    from lfspass.lab import lab_tasks
-
-    yield from lab_tasks(CTX)
+    yield from graph.lab_tasks(CTX)
 
 
 def task_vm():
     """Fetch firmware and media, make disks, install guests and write their launchers."""
-    from lfspass.vm_tasks import vm_tasks
-
-    yield from vm_tasks(CTX)
+    yield from graph.vm_tasks(CTX)

@@ -1,6 +1,6 @@
 """Run ``python -m lfspass``."""
 import sys
 
-from .cli import main
+from lfspass.cli.main import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from .errors import LfspassError
+from lfspass.errors import LfspassError
 
 
 def _check_writable(path: Path) -> None:
@@ -101,7 +101,7 @@ def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
 
 def require_tool(tool: str, package: str) -> str:
     """Return the path of ``tool`` or raise ToolMissing naming the Debian package."""
-    from .errors import ToolMissing
+    from lfspass.errors import ToolMissing
 
     found = shutil.which(tool)
     if not found:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import PciIdError
+from lfspass.errors import PciIdError
 
 _ID = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{4})$")
 _ADDR = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")

@@ -5,10 +5,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import PciIdError, RecipeError
-from .pci import parse_pci_id
-from .plugins import call_device, call_host, get_plugin_manager, owner_of
-from .recipe import Recipe
+from lfspass.errors import PciIdError, RecipeError
+from lfspass.pci import parse_pci_id
+from lfspass.plugins import call_device, call_host, get_plugin_manager, owner_of
+from lfspass.recipe import Recipe
 
 # Modules lfspass autoloads for vfio-pci, in load order.  vfio_virqfd was folded into
 # vfio.ko in 6.2; it is added only when the installed kernel still ships it.
@@ -69,19 +69,6 @@ def read_kernel_facts(recipe: Recipe, release: str) -> KernelFacts:
     if (moddir / "modules.builtin").is_file():
         facts.builtin = {_modname(l) for l in (moddir / "modules.builtin").read_text().splitlines() if l.strip()}
     return facts
-
-
-def kernel_release(recipe: Recipe) -> str:
-    """The release the recipe's kernel builds: ``[kernel] version`` or the source's own."""
-    if recipe.kernel.version:
-        return recipe.kernel.version
-    if not recipe.kernel.source:
-        raise RecipeError(f"{recipe.path}: [kernel] needs 'source' (a tree or tarball to build) or "
-                          "'version' (the release already installed below the root)")
-    from .ksource import source_release
-
-    local = recipe.kernel.config.get("LOCALVERSION", "")
-    return source_release(Path(recipe.kernel.source), Path(recipe.kernel.build_dir), local)
 
 
 @dataclass(frozen=True)
@@ -197,10 +184,10 @@ def _autoload(facts: KernelFacts, extra: list[str]) -> list[str]:
     return _unique(wanted)
 
 
-def build_plan(recipe: Recipe, release: str | None = None) -> HostPlan:
-    """Compute the host plan; ``release`` overrides the recipe's kernel release."""
+def build_plan(recipe: Recipe, release: str) -> HostPlan:
+    """Compute the host plan for the kernel ``release`` installed below the recipe's root."""
     pm = get_plugin_manager()
-    facts = read_kernel_facts(recipe, release or kernel_release(recipe))
+    facts = read_kernel_facts(recipe, release)
     devices = resolve_devices(recipe)
     cmdline = call_host(pm, "lfspass_cmdline", recipe=recipe)
     modprobe = call_host(pm, "lfspass_modprobe", recipe=recipe)

@@ -6,9 +6,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import RecipeError
-from .pci import parse_pci_address, parse_pci_id
-from .schema import choice, load_table, path_field
+from lfspass.errors import RecipeError
+from lfspass.pci import parse_pci_address, parse_pci_id
+from lfspass.schema import choice, load_table, path_field
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = REPO / "recipes" / "lab.toml"
@@ -210,3 +210,9 @@ def load_recipe(path: str | os.PathLike | None = None) -> Recipe:
     recipe.path = file
     _validate(recipe, file)
     return recipe
+
+
+if __name__ == "__main__":  # python -m lfspass.recipe: print the README's recipe reference
+    from lfspass.schema import markdown_reference
+
+    print(markdown_reference(Recipe), end="")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import TemplateError
+from lfspass.errors import TemplateError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

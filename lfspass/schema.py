@@ -8,7 +8,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError
+from lfspass.errors import RecipeError
 
 
 def choice(*values: str, default: str, doc: str = "") -> Any:
@@ -143,9 +143,3 @@ def markdown_reference(cls: type) -> str:
     lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     lines += [f"| `{k}` | {t} | {d} | {doc} |" for k, t, d, doc in describe(cls)]
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":  # python -m lfspass.schema: print the README's recipe reference
-    from .recipe import Recipe
-
-    print(markdown_reference(Recipe), end="")

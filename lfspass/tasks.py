@@ -1,18 +1,17 @@
-"""doit glue: load the recipe once for dodo.py, report failures as one `error:` line."""
+"""The base every stage's doit tasks share: the task context, one-line failures, the reporter."""
 from __future__ import annotations
 
 import json
 import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from doit.reporter import ConsoleReporter
 
-from . import __version__
-from .errors import LfspassError
-from .plan import kernel_paths, kernel_release
-from .plugins import claims, get_plugin_manager
-from .recipe import Recipe, load_recipe
+from lfspass import __version__
+from lfspass.errors import LfspassError
+from lfspass.plan import kernel_paths
+from lfspass.plugins import claims, get_plugin_manager
+from lfspass.recipe import Recipe
 
 
 @dataclass
@@ -63,19 +62,6 @@ def fail(exc: LfspassError) -> None:
     raise SystemExit(2)
 
 
-def load_context(recipe_arg: str | None) -> Context:
-    """Load the recipe named by ``doit recipe=PATH`` / $LFSPASS_RECIPE / the lab default."""
-    try:
-        from .plan import resolve_devices
-
-        recipe = load_recipe(recipe_arg)
-        get_plugin_manager()
-        return Context(recipe=recipe, release=kernel_release(recipe), devices=resolve_devices(recipe))
-    except LfspassError as exc:
-        fail(exc)
-        raise  # unreachable
-
-
 class Reporter(ConsoleReporter):
     """doit's console reporter, but an expected failure is one `error:` line, no traceback."""
 
@@ -98,44 +84,3 @@ def run_action(func, *args, **kwargs):
         failed.lfspass = True  # tells Reporter to print one line, not a traceback
         return failed
     return result if isinstance(result, dict) else None
-
-
-def _host_fingerprint(ctx: Context) -> str:
-    """Inputs of grub/vfio besides the installed kernel: recipe values, resolved ids, plugins."""
-    ids = [(d.id, d.address, d.plugin) for d in ctx.devices]
-    return ctx.fingerprint("host", "boot", "devices", "vms") + json.dumps(
-        [ids, ctx.recipe.kernel.vfio, ctx.recipe.kernel.lfs_version])
-
-
-def _write(kind: str, recipe: Recipe, release: str) -> None:
-    from .plan import build_plan
-
-    plan = build_plan(recipe, release)  # read the installed kernel now, after kernel:install ran
-    if kind == "grub":
-        from .grub import write_grub
-
-        write_grub(plan)
-    else:
-        from .vfio import write_vfio
-
-        write_vfio(plan)
-
-
-def host_task(ctx: Context, kind: str, targets: list[Path], templates: list[str]) -> dict:
-    """The ``grub`` or ``vfio`` task: file_dep on the installed kernel, uptodate on recipe values."""
-    from doit.tools import config_changed
-
-    from .render import TEMPLATES
-
-    deps = ctx.kernel_inputs() + [str(TEMPLATES / t) for t in templates]
-    if kind == "grub" and ctx.recipe.boot.entry_template:
-        deps.append(ctx.recipe.boot.entry_template)
-    return {
-        "basename": kind,
-        "actions": [(run_action, [_write, kind, ctx.recipe, ctx.release])],
-        "file_dep": deps,
-        "targets": [str(t) for t in targets],
-        "uptodate": [config_changed(_host_fingerprint(ctx))],
-        "clean": [],  # never delete a user's grub.cfg or modprobe.d
-        "verbosity": 2,
-    }

@@ -1,8 +1,7 @@
 """Fallback plugin: any PCI id no other plugin claims, handled by vendor and class."""
 from __future__ import annotations
 
-from lfspass import hookimpl
-from lfspass.gpu import softdeps
+from lfspass.api import hookimpl, softdeps
 
 
 @hookimpl

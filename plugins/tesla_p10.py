@@ -1,8 +1,7 @@
 """NVIDIA Tesla P10 (GP102GL, 10de:1b39): a 32 GiB BAR1 that needs a large 64-bit MMIO window."""
 from __future__ import annotations
 
-from lfspass import hookimpl
-from lfspass.gpu import bar_check, softdeps
+from lfspass.api import HPE_BAR_FIX, OVMF_FIX, Check, bar_check, check_hda, hookimpl, label, softdeps
 
 PCI_ID = "10de:1b39"
 # BAR1 is 32 GiB (+32 MiB BAR3): OVMF's classic 32 GiB 64-bit window cannot hold it,
@@ -36,9 +35,6 @@ def lfspass_doctor_checks(host, recipe, device):
     """BAR1 32 GiB against the guest's 64-bit window, an unassigned BAR1, HPE's RMRR refusal, the HDA function."""
     if device is None:
         return None
-    from lfspass.doctor import Check
-    from lfspass.doctor_devices import HPE_BAR_FIX, OVMF_FIX, check_hda, label
-
     dev, checks = bar_check(host, device, 1, "p10-bar1", "Tesla P10 large BAR1", lambda bar: (
         "warn", f"BAR1 is {bar.size >> 30} GiB: the guest needs a 64-bit MMIO window above 32 GiB "
                 "(classic OVMF has 32 GiB: the seed's guest never initialised)",

@@ -1,8 +1,7 @@
 """NVIDIA Tesla T10 (TU102GL, 10de:1e37): passed through fine in the seed on an HPE DL380 Gen9."""
 from __future__ import annotations
 
-from lfspass import hookimpl
-from lfspass.gpu import bar_check, softdeps
+from lfspass.api import bar_check, check_hda, hookimpl, label, softdeps
 
 PCI_ID = "10de:1e37"
 
@@ -23,8 +22,6 @@ def lfspass_doctor_checks(host, recipe, device):
     """BAR1 16 GiB (fits classic OVMF) and the audio function NVIDIA's HDA quirk exposes."""
     if device is None:
         return None
-    from lfspass.doctor_devices import check_hda, label
-
     dev, checks = bar_check(host, device, 1, "t10-bar1", "Tesla T10 BAR1", lambda bar: (
         "pass", f"BAR1 {bar.size >> 30} GiB fits classic OVMF's 32 GiB 64-bit window (as in the seed)", ""))
     return checks + [check_hda(host, dev, label(device))] if dev is not None else None

@@ -18,7 +18,7 @@ def _third_party(tmp_path: Path) -> dict[str, str]:
     (site / "acme_gpu.py").parent.mkdir(parents=True)
     (site / "acme_gpu.py").write_text(textwrap.dedent('''
         """ACME Fire 9000 (1d17:9000): needs its audio driver held back and a quirky kernel."""
-        from lfspass import hookimpl
+        from lfspass.api import hookimpl
 
         @hookimpl
         def lfspass_pci_ids():
@@ -38,7 +38,7 @@ def _third_party(tmp_path: Path) -> dict[str, str]:
 
         @hookimpl
         def lfspass_kconfig_requests(recipe, device):
-            from lfspass.kconfig import Request
+            from lfspass.api import Request
             if device is None:
                 return None
             return [Request(sym, val, source="plugin:acme_gpu") for sym, val in
@@ -89,7 +89,7 @@ def test_broken_third_party_plugin_is_one_error_line(tmp_path: Path) -> None:
 def test_every_hook_has_a_test() -> None:
     """Each hook spec is named in some test file (datasette's rule)."""
     specs = [n for n in dir(hookspecs) if n.startswith("lfspass_")]
-    text = "".join(p.read_text() for p in (REPO / "tests").glob("test_*.py"))
+    text = "".join(p.read_text() for p in (REPO / "tests").rglob("test_*.py"))
     untested = [n for n in specs if text.count(n) < 1 or (n + "(" not in text and f'"{n}"' not in text)]
     assert not untested, f"hooks without a test: {untested}"
 

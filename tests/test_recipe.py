@@ -79,4 +79,4 @@ def test_readme_recipe_reference_is_current() -> None:
     begin = readme.index("\n", begin) + 1
     end = readme.index("<!-- END recipe-reference -->")
     assert readme[begin:end] == markdown_reference(Recipe), \
-        "README's recipe reference is stale: regenerate it with `python -m lfspass.schema`"
+        "README's recipe reference is stale: regenerate it with `python -m lfspass.recipe`"

@@ -1,0 +1,74 @@
+"""``lfspass kconfig``: apply --set requests to a .config in place and explain refusals."""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from lfspass.errors import KconfigError
+
+_SET = re.compile(r"^(?:CONFIG_)?([A-Za-z0-9_]+)=(.*)$")
+_SHOWN = 10  # human output lists this many knock-on changes; --json lists all
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tree", required=True, type=Path, help="kernel source tree")
+    parser.add_argument("--config", required=True, type=Path,
+                        help=".config to update in place (created when --base is given)")
+    parser.add_argument("--base", help="start from tinyconfig, defconfig or a config file "
+                        "(.xz works) instead of --config's current content")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SYM=VAL",
+                        help="request a value (y, m, n, a number or a string); repeatable")
+    parser.add_argument("--resolve", action="store_true",
+                        help="also switch on the visible symbols a request depends on")
+    parser.add_argument("--arch", default="x86_64", help="kernel ARCH (default x86_64)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def parse_set(text: str) -> tuple[str, str]:
+    """``SYM=VAL`` (CONFIG_ prefix and quotes allowed) -> (SYM, VAL)."""
+    m = _SET.match(text.strip())
+    if not m or not m.group(2):
+        raise KconfigError(f"--set {text!r}: expected SYMBOL=VALUE, e.g. --set VFIO_PCI=m")
+    value = m.group(2)
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return m.group(1), value
+
+
+def run(args: argparse.Namespace) -> int:
+    from lfspass.kernel.kconfig import Request, configure  # kconfiglib loads only when the command runs
+
+    requests = [Request(*parse_set(s), source="--set") for s in args.sets]
+    if not args.tree.is_dir():
+        raise KconfigError(f"--tree {args.tree}: no such folder; pass a kernel source tree")
+    res = configure(args.tree, args.config, requests, base=args.base, resolve=args.resolve,
+                    arch=args.arch)
+    if args.json:
+        from lfspass.cli.output import print_json
+
+        print_json({
+            "config": str(args.config), "changed": res.changed,
+            "changes": [{"symbol": s, "old": o, "new": n} for s, o, n in res.changes],
+            "skipped": [{"symbol": s, "note": n} for s, n in res.skipped],
+            "resolved": [{"symbol": s, "value": v, "why": w} for s, v, w in res.resolved],
+        })
+        return 0
+    if not res.changed:
+        print(f"{args.config}: up to date, nothing changed")
+    else:
+        print(f"{args.config}: written, {len(res.changes)} symbol(s) changed")
+    asked = {r.symbol for r in requests} | {s for s, _, _ in res.resolved}
+    # Requested and resolved symbols first: those are what the user is looking for; the
+    # knock-on changes (hundreds for a new file) are only sampled.
+    mine = [c for c in res.changes if c[0] in asked]
+    others = [c for c in res.changes if c[0] not in asked]
+    for sym, old, new in mine + others[:_SHOWN]:
+        print(f"  {sym}: {old or '(absent)'} -> {new or '(absent)'}")
+    if len(others) > _SHOWN:
+        print(f"  ... and {len(others) - _SHOWN} more (--json lists all)")
+    for sym, value, why in res.resolved:
+        print(f"resolved {sym}={value} ({why})")
+    for sym, note in res.skipped:
+        print(f"skipped {sym}: {note}")
+    return 0

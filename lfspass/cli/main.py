@@ -1,0 +1,64 @@
+"""The ``lfspass`` command: dispatches sub-commands, turns LfspassError into one line."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable
+
+from lfspass import __version__
+from lfspass.errors import LfspassError
+
+# name -> (module, one-line help).  Each module provides
+#   add_arguments(parser: argparse.ArgumentParser) -> None
+#   run(args: argparse.Namespace) -> int
+# Modules are imported only when their command runs, so `lfspass plugins` never pays
+# for kconfiglib or requests.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "plugins": ("lfspass.cli.plugins", "list loaded GPU plugins and the PCI ids each claims"),
+    "kconfig": ("lfspass.cli.kconfig", "apply Kconfig requests to a .config and explain refusals"),
+    "groups": ("lfspass.cli.groups", "list IOMMU groups and whether each can be passed through"),
+    "doctor": ("lfspass.cli.doctor", "diagnose a host (live or saved) for GPU passthrough"),
+    "fetch": ("lfspass.cli.fetch", "download a file and verify its checksum (and signature)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lfspass", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"lfspass {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (modname, help_) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name != modname:
+                raise
+            continue  # a room not built yet stays out of the CLI rather than half-there
+        p = sub.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(run(args) or 0)
+    except LfspassError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `lfspass groups | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Downloads: resumable transfers, sha256 and gpgv signature verification, the cache.
+
+Imports the spine only.
+"""

@@ -1,0 +1,230 @@
+"""Verified downloads: stream to ``.part`` hashing in the same pass, resume, cache, signed sums."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import requests
+
+from lfspass.errors import DownloadError
+from lfspass.fsutil import sha256_file
+from lfspass.progress import Progress
+from lfspass.fetch.signature import parse_sums, verify_detached
+from lfspass.fetch.transfer import (SMALL_LIMIT, check_status, hash_into, make_session, reason, retries_from,
+                       timeouts, transfer)
+
+
+@dataclass
+class FetchResult:
+    """What one fetch did: where the verified file is and how it got there."""
+
+    path: Path
+    sha256: str
+    downloaded_bytes: int
+    from_cache: bool
+    resumed: bool
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """The cache folder: the argument, else $LFSPASS_CACHE, else ~/.cache/lfspass."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("LFSPASS_CACHE") or Path.home() / ".cache" / "lfspass")
+
+
+def local_source(url: str) -> Path | None:
+    """The path a 'URL' names when it is a local file (plain path or file://), else None."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    if parts.scheme in ("http", "https"):
+        return None
+    if "://" in url:
+        raise DownloadError(f"{url}: unsupported scheme {parts.scheme!r}; use http(s)://, file:// or a local path")
+    return Path(url)
+
+
+def url_name(url: str) -> str:
+    """The file name a URL (or path) ends in, e.g. for a SHA256SUMS lookup."""
+    local = local_source(url)
+    return local.name if local is not None else unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+
+
+def read_small(session: requests.Session, url: str, limits: tuple[float, float]) -> bytes:
+    """A checksum list or signature, from a URL or a local file."""
+    local = local_source(url)
+    try:
+        if local is not None:
+            with open(local, "rb") as fh:
+                data = fh.read(SMALL_LIMIT + 1)
+        else:
+            with session.get(url, stream=True, timeout=limits) as resp:
+                check_status(url, resp)
+                data = resp.raw.read(SMALL_LIMIT + 1)
+    except FileNotFoundError:
+        raise DownloadError(f"{url}: no such file; check the path") from None
+    except (OSError, requests.RequestException) as exc:
+        raise DownloadError(f"cannot read {url}: {reason(exc)}; check the URL and the network") from None
+    if len(data) > SMALL_LIMIT:
+        raise DownloadError(f"{url} is over {SMALL_LIMIT >> 20} MiB: not a checksum list or signature; check the URL")
+    return data
+
+
+def signed_sum(session: requests.Session, url: str, sums_url: str, signature_url: str | None,
+               keyring: Path | None, fingerprint: str | None, limits: tuple[float, float]) -> str:
+    """Verify SHA256SUMS with its signature first, then return the sum it gives for ``url``."""
+    signature_url = signature_url or sums_url + ".sign"  # Debian's layout: SHA256SUMS.sign beside it
+    with tempfile.TemporaryDirectory(prefix="lfspass-sums-") as tmp:
+        sums, sig = Path(tmp, "SHA256SUMS"), Path(tmp, "SHA256SUMS.sign")
+        sums.write_bytes(read_small(session, sums_url, limits))
+        sig.write_bytes(read_small(session, signature_url, limits))
+        verify_detached(sums, sig, keyring, fingerprint, what=sums_url)
+        # Parse the very bytes gpgv checked, never a second copy.
+        return parse_sums(sums.read_text(errors="replace"), url_name(url), source=sums_url)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Put ``src``'s bytes at ``dst`` atomically: a hardlink when possible, else a copy."""
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:  # another filesystem, or links not allowed there
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | None = None,
+          signature_url: str | None = None, keyring: Path | None = None, fingerprint: str | None = None,
+          cache_dir: Path | None = None, progress: bool | None = None,
+          timeout: float | tuple[float, float] | None = None, retries: int | None = None) -> FetchResult:
+    """Download ``url`` (or copy a local file) to ``dest``, verified by sha256 or signed SHA256SUMS.
+
+    ``dest`` appears only once its hash matches; a mismatch deletes the download.  An
+    interrupted download leaves ``dest.part`` and the next call resumes it.  Two fetches to
+    one ``dest`` take turns; the later one reuses the earlier one's file.
+    """
+    dest = Path(dest)
+    if (sha256 is None) == (sums_url is None):
+        raise DownloadError(
+            f"{url}: refusing an unverified download; pass --sha256 HEX or --sums URL (exactly one)"
+            if sha256 is None else f"{url}: pass either --sha256 or --sums, not both"
+        )
+    if sums_url is None and (signature_url or keyring or fingerprint):
+        raise DownloadError(f"{url}: --signature, --keyring and --fingerprint check a --sums list; pass --sums URL too")
+    limits, tries = timeouts(timeout), retries_from(retries)
+    with make_session(tries) as session:
+        if sums_url is not None:
+            expected = signed_sum(session, url, sums_url, signature_url, keyring, fingerprint, limits)
+        else:
+            expected = sha256.strip().lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", expected):
+                raise DownloadError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits); copy it from the publisher's SHA256SUMS")
+        cached = cache_root(cache_dir) / "sha256" / expected
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DownloadError(f"cannot create {dest.parent}: {exc.strerror}; choose another -o") from None
+        with _dest_lock(dest):
+            return _fetch_to(session, url, dest, expected, cached, progress, limits, tries)
+
+
+def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, cached: Path,
+              progress: bool | None, limits: tuple[float, float], tries: int) -> FetchResult:
+    """The body of fetch() once the sum is known and ``dest`` is locked for this process."""
+    if dest.is_file() and sha256_file(dest) == expected:
+        _store(dest, cached)
+        return FetchResult(dest, expected, 0, False, False)
+    if cached.is_file():
+        if sha256_file(cached) == expected:
+            _link_or_copy(cached, dest)
+            return FetchResult(dest, expected, 0, True, False)
+        cached.unlink()  # damaged cache entry (e.g. a hardlinked copy was edited): fetch anew
+    part = dest.with_name(dest.name + ".part")
+    bar = Progress(dest.name, progress)
+    local = local_source(url)
+    try:
+        if local is not None:
+            if not local.is_file():
+                raise DownloadError(f"{url}: no such file; check the path")
+            digest = hashlib.sha256()
+            bar.begin(0, local.stat().st_size)
+            downloaded, resumed = hash_into(local, digest, part, bar), False
+            got = digest.hexdigest()
+            bar.close(downloaded)
+        else:
+            got, downloaded, resumed = transfer(session, url, part, limits, tries, bar)
+    except OSError as exc:  # the network's errors are handled inside; this is the disk
+        raise DownloadError(f"{url} -> {part}: {exc.strerror}; free space or choose another -o") from None
+    if got != expected:
+        part.unlink(missing_ok=True)
+        advice = (f"the copy was deleted ({local} is left as it is) - check it is the right file"
+                  if local is not None else
+                  "the download was deleted - if the file was updated upstream fix the recipe's sha256 "
+                  "(or sums), otherwise run again or use another mirror")
+        raise DownloadError(f"{url}: sha256 mismatch: expected {expected}, got {got}; {advice}")
+    _store(part, cached)
+    os.replace(part, dest)
+    return FetchResult(dest, expected, downloaded, False, resumed)
+
+
+@contextlib.contextmanager
+def _dest_lock(dest: Path):
+    """Hold ``.<name>.lock`` beside ``dest`` so two fetches of one file take turns.
+
+    The second waits, then finds the first's verified file and downloads nothing; neither
+    can append to the other's ``.part``.  The lock file is removed while still held, so a
+    waiter that wakes on a removed file opens the new one and locks again.
+    """
+    lock, announced = dest.with_name(f".{dest.name}.lock"), False
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if dest.is_file():  # a read-only folder that already holds it: check it, write nothing
+                yield
+                return
+            raise DownloadError(f"cannot write {lock}: {exc.strerror}; choose another -o") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not announced:
+                print(f"{dest}: another lfspass fetch is writing it; waiting", file=sys.stderr, flush=True)
+                announced = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        held = os.fstat(fd)
+        try:
+            now = os.stat(lock)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # the holder removed it as we waited: lock the new one
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _store(path: Path, cached: Path) -> None:
+    """Add a verified file to the cache; a cache we cannot write only costs a later download."""
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(path, cached)
+    except OSError:
+        pass

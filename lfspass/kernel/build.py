@@ -1,0 +1,253 @@
+"""Kernel build: prepare the source, run `make bzImage modules` reproducibly, keep the log."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lfspass.errors import BuildError
+from lfspass.fsutil import require_tool, write_atomic
+from lfspass.kernel.source import extracted_tree, extraction_marker, is_tarball, tarball_info
+
+_CC_LINE = re.compile(r"^\s+CC(\s|\s\[M\]\s)")
+_ERROR_LINE = re.compile(r"error:|Error \d|\*\*\*|undefined reference")
+
+
+@dataclass(frozen=True)
+class BuildLayout:
+    """Where one recipe's kernel is prepared and built (everything under ``build_dir``)."""
+
+    build_dir: Path
+
+    @property
+    def obj(self) -> Path:
+        return self.build_dir / "obj"
+
+    @property
+    def config(self) -> Path:
+        return self.obj / ".config"
+
+    @property
+    def log(self) -> Path:
+        return self.build_dir / "build.log"
+
+    @property
+    def stamp(self) -> Path:
+        """Digest of the build outputs; rewritten only when they change (install's file_dep)."""
+        return self.build_dir / "build.json"
+
+    @property
+    def config_result(self) -> Path:
+        """What the config step decided (skipped/resolved requests), read by the manifest."""
+        return self.build_dir / "config.json"
+
+    @property
+    def bzimage(self) -> Path:
+        return self.obj / "arch" / "x86" / "boot" / "bzImage"
+
+    @property
+    def system_map(self) -> Path:
+        return self.obj / "System.map"
+
+
+def source_identity(source: Path, build_dir: Path) -> Path:
+    """The file doit watches for a source: the tarball itself, or a tree's top Makefile.
+
+    A tree folder is used read-only and in place; its identity is cheap on purpose
+    (Makefile + localversion files, see :func:`tree_identity`): edits deeper in the
+    tree are seen by make, not by doit (``doit forget kernel`` forces a rebuild).
+    """
+    return source if is_tarball(source) else source / "Makefile"
+
+
+def tree_identity(tree: Path) -> str:
+    """A cheap digest of what names a tree's release: Makefile, localversion*, git HEAD."""
+    h = hashlib.sha256()
+    for f in [tree / "Makefile", *sorted(tree.glob("localversion*")), tree / ".git" / "HEAD"]:
+        if f.is_file():
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def prepare_source(source: Path, build_dir: Path) -> Path:
+    """The tree to build: a folder as is, or a tarball extracted once into ``<build_dir>/src``.
+
+    Extraction goes to a temporary folder beside the target and is renamed into
+    place, with a marker naming the tarball (path, size, mtime): an interrupted run
+    leaves no half tree, and another tarball with the same top folder replaces it.
+    """
+    if source.is_dir():
+        if not (source / "Makefile").is_file() or not (source / "Kconfig").is_file():
+            raise BuildError(f"[kernel] source = {str(source)!r}: not a Linux tree (no Makefile/Kconfig); "
+                             "point it at an extracted kernel source folder")
+        if (source / ".config").exists():
+            raise BuildError(f"{source}/.config exists: the tree was configured in place, and make refuses "
+                             f"out-of-tree (O=) builds then; run `make -C {source} mrproper` or use a clean copy")
+        return source
+    info = tarball_info(source, build_dir)
+    done = extracted_tree(source, build_dir, info)
+    if done is not None and done.is_dir():
+        return done
+    tree = build_dir / "src" / info["top"]
+    marker = extraction_marker(tree)
+    require_tool("tar", "tar")
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    print(f"kernel: extracting {source} into {tree.parent} (once)", file=sys.stderr, flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=tree.parent))
+    try:
+        proc = subprocess.run(["tar", "-C", str(tmp), "-xf", str(source)], capture_output=True, text=True)
+        if proc.returncode != 0 or not (tmp / info["top"]).is_dir():
+            last = (proc.stderr.strip().splitlines() or ["no tree in it"])[-1]
+            raise BuildError(f"{source}: extraction failed ({last}); check the file "
+                             "(`xz -t`) or reinstall it (apt-get install --reinstall linux-source-6.1)")
+        marker.unlink(missing_ok=True)
+        if tree.exists():
+            old = Path(tempfile.mkdtemp(prefix=".old-", dir=tree.parent))
+            os.rename(tree, old / "tree")
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(tmp / info["top"], tree)
+        write_atomic(marker, json.dumps({"key": info["key"], "source": str(source)}) + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tree
+
+
+def build_timestamp(recipe_timestamp: str, tree: Path) -> str:
+    """KBUILD_BUILD_TIMESTAMP: the recipe's, else SOURCE_DATE_EPOCH, else the tree Makefile's mtime."""
+    if recipe_timestamp:
+        return recipe_timestamp
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if not epoch.isdigit():
+        epoch = str(int((tree / "Makefile").stat().st_mtime))
+    # The form `date` prints under LC_ALL=C TZ=UTC; the kernel puts it in `uname -v`.
+    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
+
+
+def ccache_dir(build_dir: Path) -> Path:
+    """$CCACHE_DIR when set (shared caches), else ``ccache`` beside the build folder."""
+    return Path(os.environ.get("CCACHE_DIR") or build_dir.resolve().parent / "ccache")
+
+
+def make_env(tree: Path, build_dir: Path, timestamp: str, use_ccache: bool) -> tuple[dict[str, str], list[str]]:
+    """(environment additions, make variables) for a reproducible build.
+
+    Fixed user/host/version/timestamp make ``uname -v`` and the modules' vermagic the
+    same on every machine; the prefix maps keep build paths out of the objects
+    (kbuild already maps the tree for ``__FILE__``; these cover debug info too).
+    ``LOCALVERSION=`` stops setlocalversion adding ``+`` for a git tree, so the
+    release is the one lfspass computes from the Makefile and the recipe.
+    """
+    tree, obj = tree.resolve(), (build_dir / "obj").resolve()
+    env = {
+        "KBUILD_BUILD_TIMESTAMP": timestamp,
+        "KBUILD_BUILD_USER": "lfspass",
+        "KBUILD_BUILD_HOST": "lfspass",
+        "KBUILD_BUILD_VERSION": "1",
+        "KCFLAGS": f"-ffile-prefix-map={tree}=. -ffile-prefix-map={obj}=.",
+        "LOCALVERSION": "",
+        "LC_ALL": "C",
+        "TZ": "UTC",
+    }
+    make_vars: list[str] = []
+    if use_ccache and shutil.which("ccache"):
+        base = Path(os.path.commonpath([tree, obj]))
+        env["CCACHE_DIR"] = str(ccache_dir(build_dir))
+        if base != Path("/"):
+            env["CCACHE_BASEDIR"] = str(base)  # paths below it hash as relative ones
+        # The prefix maps name absolute paths but make the object independent of them,
+        # so they must not split the cache between two build folders.
+        env["CCACHE_IGNOREOPTIONS"] = "-ffile-prefix-map=*"
+        env["CCACHE_NOHASHDIR"] = "1"
+        # The kernel Makefile sets CC itself, so it must be a make variable, not env.
+        make_vars.append("CC=ccache gcc")
+    return env, make_vars
+
+
+def reproducible_env_digest(env: dict[str, str]) -> dict[str, str]:
+    """The part of the make environment that shapes the output (for config_changed/manifest)."""
+    return {k: env[k] for k in sorted(env) if k.startswith("KBUILD_") or k in ("KCFLAGS", "LOCALVERSION")}
+
+
+def make_command(tree: Path, build_dir: Path, jobs: int, make_vars: list[str], *targets: str) -> list[str]:
+    n = jobs or os.cpu_count() or 1
+    return ["make", "-C", str(tree.resolve()), f"O={(build_dir / 'obj').resolve()}", f"-j{n}",
+            *make_vars, *targets]
+
+
+class _Progress:
+    """A counter of compiled files: one rewritten line on a tty, else a line a minute."""
+
+    def __init__(self, expected: int, stream=None) -> None:
+        self.stream = stream or sys.__stderr__
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.expected, self.count, self.start = expected, 0, time.monotonic()
+        self.last = 0.0
+
+    def line(self, text: str) -> None:
+        if not _CC_LINE.match(text):
+            return
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= (0.2 if self.tty else 60.0):
+            self.last = now
+            self.show(now)
+
+    def show(self, now: float) -> None:
+        pct = f" (~{min(99, 100 * self.count // self.expected)}%)" if self.expected else ""
+        msg = f"kernel build: {self.count} files compiled{pct}, {int(now - self.start)} s"
+        self.stream.write(f"\r{msg}\x1b[K" if self.tty else msg + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def last_error(log_lines: list[str]) -> str:
+    """The most telling failure line: the last compiler/linker error, else make's own."""
+    hits = [l.strip() for l in log_lines if _ERROR_LINE.search(l)]
+    precise = [l for l in hits if "error:" in l or "undefined reference" in l]
+    return (precise or hits or [l.strip() for l in log_lines if l.strip()] or ["no output"])[-1]
+
+
+def run_make(cmd: list[str], env_add: dict[str, str], log: Path, counter: Path | None = None) -> None:
+    """Run ``cmd`` appending to ``log``; on failure raise BuildError with the last error line."""
+    require_tool("make", "build-essential")
+    env = dict(os.environ)
+    env.update(env_add)
+    expected = 0
+    if counter is not None:
+        try:
+            expected = int(counter.read_text())
+        except (OSError, ValueError):
+            pass
+    progress = _Progress(expected)
+    tail: list[str] = []
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8", errors="replace") as fh:
+        fh.write("$ " + " ".join(f"{k}={v!r}" for k, v in env_add.items()) + " " + " ".join(cmd) + "\n")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace")
+        assert proc.stdout is not None
+        for text in proc.stdout:
+            fh.write(text)
+            progress.line(text)
+            tail.append(text)
+            del tail[:-400]
+        rc = proc.wait()
+    progress.close()
+    if rc != 0:
+        raise BuildError(f"kernel build failed (`{' '.join(cmd[3:])}` exited {rc}): {last_error(tail)}; "
+                         f"full log: {log}")
+    if counter is not None and progress.count > expected:
+        write_atomic(counter, f"{progress.count}\n")

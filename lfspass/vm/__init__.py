@@ -1,0 +1,5 @@
+"""Guests: the VM plan, QEMU argv, launcher scripts and libvirt XML, OVMF firmware, qcow2
+disks, installs, and the `vm:*` doit tasks.
+
+Imports the spine, `host/` (devices the VM gets) and `fetch/` (media and firmware).
+"""

@@ -1,0 +1,117 @@
+"""OVMF for a VM: CODE from the recipe, a download or QEMU's descriptors; a per-VM VARS copy kept forever."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lfspass.errors import VmError
+from lfspass.recipe import FirmwareSpec
+
+VARS_NAME = "OVMF_VARS.fd"
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """The two pflash images a VM boots with, and what the CODE build needs."""
+
+    code: Path            # shared, read-only
+    vars_template: Path   # copied once into the VM's folder
+    vars: Path            # the VM's own UEFI variables
+    secure_boot: bool = False
+    requires_smm: bool = False
+
+
+def _matches(desc: dict, secure_boot: bool) -> bool:
+    """x86_64 + q35 + uefi on flash, with Secure Boot exactly when asked."""
+    if "uefi" not in desc.get("interface-types", []):
+        return False
+    mapping = desc.get("mapping", {})
+    if mapping.get("device") != "flash" or "nvram-template" not in mapping:
+        return False
+    targets = desc.get("targets", [])
+    if not any(t.get("architecture") == "x86_64" and any(m.startswith("pc-q35") for m in t.get("machines", []))
+               for t in targets):
+        return False
+    return ("secure-boot" in desc.get("features", [])) == secure_boot
+
+
+def find_descriptor(folder: Path, secure_boot: bool = False) -> tuple[Path, dict]:
+    """The first matching descriptor in QEMU's priority order (file-name order, as QEMU and libvirt read them)."""
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix == ".json")
+    except OSError:
+        files = []
+    for file in files:
+        try:
+            desc = json.loads(file.read_text())
+        except (OSError, ValueError):
+            continue  # a broken descriptor is skipped, as QEMU's tools do
+        if _matches(desc, secure_boot):
+            return file, desc
+    kind = "Secure Boot " if secure_boot else ""
+    raise VmError(f"no {kind}x86_64 q35 UEFI firmware descriptor in {folder}: install Debian's ovmf "
+                  "(apt-get install ovmf), or set [vms.firmware] code and vars (or code_url + code_sha256)")
+
+
+def vm_firmware(spec: FirmwareSpec, vm_dir: Path, fetched: dict[str, Path] | None = None) -> Firmware:
+    """Resolve CODE and VARS-template paths; ``fetched`` maps 'code'/'vars' to downloaded files."""
+    fetched = fetched or {}
+    code = Path(spec.code) if spec.code else fetched.get("code")
+    template = Path(spec.vars) if spec.vars else fetched.get("vars")
+    secure, smm = spec.secure_boot, False
+    if code is None or template is None:
+        file, desc = find_descriptor(Path(spec.descriptors), spec.secure_boot)
+        mapping = desc["mapping"]
+        code = code or Path(mapping["executable"]["filename"])
+        template = template or Path(mapping["nvram-template"]["filename"])
+        smm = "requires-smm" in desc.get("features", [])
+    return Firmware(code=code, vars_template=template, vars=vm_dir / VARS_NAME, secure_boot=secure,
+                    requires_smm=smm or secure)
+
+
+def download_targets(spec: FirmwareSpec, vm_dir: Path) -> dict[str, tuple[str, str, Path]]:
+    """'code'/'vars' -> (url, sha256, destination) for the firmware the recipe downloads."""
+    out = {}
+    for part in ("code", "vars"):
+        url, sha = getattr(spec, f"{part}_url"), getattr(spec, f"{part}_sha256")
+        if url and not getattr(spec, part):
+            out[part] = (url, sha, vm_dir / "firmware" / f"OVMF_{part.upper()}.fd")
+    return out
+
+
+def check_files(fw: Firmware) -> None:
+    for what, path in (("CODE", fw.code), ("VARS template", fw.vars_template)):
+        if not path.is_file():
+            raise VmError(f"OVMF {what} {path} does not exist: install Debian's ovmf or fix [vms.firmware]")
+
+
+def prepare_vars(fw: Firmware) -> bool:
+    """Copy the VARS template to the VM's folder once; True when it was made now.
+
+    The copy holds the guest's UEFI variables (boot entries, Secure Boot keys), so an
+    existing one is never replaced, not even when the recipe names another template.
+    """
+    check_files(fw)
+    if fw.vars.exists():
+        have, want = fw.vars.stat().st_size, fw.vars_template.stat().st_size
+        if have != want:
+            raise VmError(f"{fw.vars} is {have} bytes but the firmware's VARS template {fw.vars_template} is {want}: "
+                          f"they belong to different OVMF builds; move {fw.vars} away to start with fresh UEFI "
+                          "variables, or go back to the firmware it was made for")
+        return False
+    fw.vars.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fw.vars.with_name(f".{fw.vars.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(fw.vars_template, tmp)
+        os.chmod(tmp, 0o644)  # Debian's template is 0644 too, but a downloaded one may be read-only
+        # A link fails when the name exists: a VARS file that appeared meanwhile is kept.
+        try:
+            os.link(tmp, fw.vars)
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,249 @@
+"""Unattended Debian install: installer kernel + preseed served on 127.0.0.1, serial log, run once."""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from lfspass.errors import VmError
+from lfspass.fsutil import require_tool, write_atomic
+from lfspass.vm.qemu import Boot, build_argv
+from lfspass.render import render
+from lfspass.vm.plan import VmPlan
+
+GUEST_HOST, GUEST_DNS = "10.0.2.100", "10.0.2.3"   # slirp: a guestfwd address and its DNS
+DONE_MARKER = "lfspass-install-done"
+REINSTALL_ENV = "LFSPASS_REINSTALL"
+RELAY = '''#!{python}
+"""guestfwd relay for one connection: stdin/stdout <-> the preseed server (written by lfspass)."""
+import socket, sys, threading
+s = socket.create_connection(("127.0.0.1", {port}))
+def up():
+    while data := sys.stdin.buffer.read1(65536):
+        s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while data := s.recv(65536):
+    sys.stdout.buffer.write(data); sys.stdout.buffer.flush()
+'''
+
+
+def install_dir(plan: VmPlan) -> Path:
+    return plan.dir / "install"
+
+
+def marker_path(plan: VmPlan) -> Path:
+    return plan.dir / "installed.json"
+
+
+def iso_path(plan: VmPlan) -> Path | None:
+    inst = plan.vm.installer
+    if inst.source != "iso":
+        return None
+    if inst.iso:
+        return Path(inst.iso)
+    if not inst.iso_url:
+        raise VmError(f"{plan.where}.installer: source = \"iso\" needs iso (a local file) or iso_url")
+    if not inst.iso_sha256 and not inst.sums_url:
+        raise VmError(f"{plan.where}.installer.iso_url needs iso_sha256 or sums_url (+ signature_url): "
+                      "lfspass does not install from unverified media")
+    return install_dir(plan) / (Path(urlsplit(inst.iso_url).path).name or "installer.iso")
+
+
+def kernel_initrd(plan: VmPlan) -> tuple[Path, Path]:
+    """Where the installer's kernel and initrd are (netboot package) or will be (ISO extract)."""
+    if plan.vm.installer.source == "netboot":
+        base = Path(plan.vm.installer.netboot)
+        return base / "linux", base / "initrd.gz"
+    return install_dir(plan) / "vmlinuz", install_dir(plan) / "initrd.gz"
+
+
+def extract_iso(plan: VmPlan) -> None:
+    """Copy /install.amd/{vmlinuz,initrd.gz} out of the ISO with xorriso."""
+    iso, (kernel, initrd) = iso_path(plan), kernel_initrd(plan)
+    if iso is None:
+        return
+    if not iso.is_file():
+        raise VmError(f"{iso}: installer ISO missing; run `doit vm` (fetch) or fix {plan.where}.installer.iso")
+    tool = require_tool("xorriso", "xorriso")
+    kernel.parent.mkdir(parents=True, exist_ok=True)
+    tmp_k, tmp_i = kernel.with_suffix(".tmp"), initrd.with_suffix(".tmp")
+    proc = subprocess.run([tool, "-osirrox", "on", "-indev", str(iso), "-extract", "/install.amd/vmlinuz", str(tmp_k),
+                           "-extract", "/install.amd/initrd.gz", str(tmp_i)], capture_output=True, text=True)
+    if proc.returncode != 0 or not (tmp_k.is_file() and tmp_i.is_file()):
+        tmp_k.unlink(missing_ok=True), tmp_i.unlink(missing_ok=True)
+        raise VmError(f"{iso} has no /install.amd/vmlinuz and initrd.gz (xorriso: {proc.stderr.strip()[-200:]}); "
+                      "use a Debian amd64 netinst or DVD image")
+    os.replace(tmp_k, kernel)
+    os.replace(tmp_i, initrd)
+
+
+def preseed_text(plan: VmPlan) -> str:
+    inst = plan.vm.installer
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", inst.user):
+        raise VmError(f"{plan.where}.installer.user = {inst.user!r}: use a lower-case login such as debian")
+    if any(c in inst.ssh_key + inst.password_hash for c in "'\n\\"):
+        raise VmError(f"{plan.where}.installer: ssh_key and password_hash must be one line without quotes or backslashes")
+    hostname = re.sub(r"[^a-z0-9-]", "-", plan.name.lower()).strip("-")[:63] or "debian"
+    context = dict(name=plan.name, recipe=str(plan.recipe.path), hostname=hostname, mirror=inst.mirror,
+                   user=inst.user, password_hash=inst.password_hash, ssh_key=inst.ssh_key, done_marker=DONE_MARKER)
+    return render(Path(inst.preseed) if inst.preseed else "preseed.cfg.j2", **context)
+
+
+def unattended_append(plan: VmPlan) -> list[str]:
+    hostname = re.sub(r"[^a-z0-9-]", "-", plan.name.lower()).strip("-") or "debian"
+    return ["auto=true", "priority=critical", f"url=http://{GUEST_HOST}/preseed.cfg",
+            f"netcfg/get_nameservers={GUEST_DNS}", f"hostname={hostname}", "domain=",
+            "console=ttyS0,115200n8", *plan.vm.installer.append]
+
+
+def interactive_boot(plan: VmPlan) -> Boot:
+    """The seed's way, kept: the installer on the VNC screen, typed by hand."""
+    iso = iso_path(plan)
+    if iso is not None:
+        return Boot(cdrom=iso, passthrough=False)
+    kernel, initrd = kernel_initrd(plan)
+    return Boot(kernel=kernel, initrd=initrd, append=list(plan.vm.installer.append), passthrough=False)
+
+
+class PreseedServer(http.server.ThreadingHTTPServer):
+    """Serves one preseed at /preseed.cfg on 127.0.0.1 and remembers every request line."""
+
+    def __init__(self, text: str) -> None:
+        self.body, self.requests = text.encode(), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                outer.requests.append(f"GET {self.path}")
+                ok = self.path.split("?")[0] == "/preseed.cfg"
+                self.send_response(200 if ok else 404)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(outer.body) if ok else 0))
+                self.end_headers()
+                if ok:
+                    self.wfile.write(outer.body)
+
+            def log_message(self, *args: object) -> None:
+                pass  # requests are kept in .requests, not printed over the progress lines
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+@dataclass
+class InstallRun:
+    """A running unattended install: its QEMU, preseed server and serial log."""
+
+    plan: VmPlan
+    proc: subprocess.Popen
+    server: PreseedServer
+    serial_log: Path
+    argv: list[str] = field(default_factory=list)
+
+    def finished_ok(self) -> bool:
+        try:
+            return DONE_MARKER in self.serial_log.read_text(errors="replace")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.server.stop()
+
+
+def start_install(plan: VmPlan) -> InstallRun:
+    """Render the preseed, start its server and the relay, and start QEMU on the installer."""
+    extract_iso(plan)
+    kernel, initrd = kernel_initrd(plan)
+    for f in (kernel, initrd):
+        if not f.is_file():
+            raise VmError(f"{f}: installer file missing; apt-get install debian-installer-12-netboot-amd64, "
+                          f"or set {plan.where}.installer.netboot")
+    folder = install_dir(plan)
+    server = PreseedServer(preseed_text(plan))
+    try:
+        write_atomic(folder / "preseed.cfg", server.body)  # kept beside the log for reading afterwards
+        relay = folder / "relay.py"
+        # QEMU splits option values at commas and runs one command per guest connection,
+        # so the relay lives in a file and the guestfwd value stays comma-free.
+        write_atomic(relay, RELAY.format(python=sys.executable, port=server.port), mode=0o755)
+        serial = folder / "serial.log"
+        serial.unlink(missing_ok=True)
+        boot = Boot(kernel=kernel, initrd=initrd, append=unattended_append(plan), cdrom=iso_path(plan),
+                    serial_log=serial, guestfwd=f"tcp:{GUEST_HOST}:80-cmd:{shlex.quote(str(relay))}", passthrough=False,
+                    no_reboot=True)
+        argv = build_argv(plan, boot)
+        write_atomic(folder / "qemu-argv.json", json.dumps(argv, indent=1) + "\n")
+        qemu_log = open(folder / "qemu.log", "wb")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
+        qemu_log.close()
+    except BaseException:
+        server.stop()
+        raise
+    return InstallRun(plan, proc, server, serial, argv)
+
+
+def run_install(plan: VmPlan, *, force: bool | None = None, say=print) -> bool:
+    """Install once; True when an install ran now.  ``force`` (or $LFSPASS_REINSTALL=1) installs again."""
+    marker = marker_path(plan)
+    force = bool(os.environ.get(REINSTALL_ENV)) if force is None else force
+    if marker.exists() and not force:
+        return False
+    if plan.vm.installer.source == "netboot" and plan.vm.restrict:
+        say(f"{plan.name}: note: restrict = true keeps the netboot installer off the mirror; "
+            "the install can only finish with network access (set restrict = false)")
+    run = start_install(plan)
+    say(f"{plan.name}: installing (serial log {run.serial_log}; VNC {plan.vm.vnc.listen}:{5900 + plan.vm.vnc.display})")
+    limit, started = plan.vm.installer.timeout * 60, time.monotonic()
+    next_note = started + 60
+    try:
+        while True:
+            try:
+                run.proc.wait(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if now - started > limit:
+                raise VmError(f"{plan.name}: install still running after {plan.vm.installer.timeout} min; stopped it. "
+                              f"See {run.serial_log}; raise installer.timeout for slow hosts")
+            if now >= next_note:  # a line a minute: long installs show they are alive
+                next_note += 60
+                say(f"{plan.name}: installing, {int(now - started) // 60} min, preseed fetched: "
+                    f"{'yes' if 'GET /preseed.cfg' in run.server.requests else 'not yet'}")
+    finally:
+        run.stop()
+    if run.proc.returncode != 0 or not run.finished_ok():
+        try:
+            said = [l for l in (install_dir(plan) / "qemu.log").read_text(errors="replace").splitlines() if l.strip()]
+        except OSError:
+            said = []
+        last = f", QEMU said: {said[-1].strip()[:200]}" if said else ""
+        raise VmError(f"{plan.name}: install did not finish (QEMU exit {run.proc.returncode}{last}; no '{DONE_MARKER}' "
+                      f"in {run.serial_log}); read that log and {install_dir(plan) / 'qemu.log'}, then run "
+                      f"`{REINSTALL_ENV}=1 doit vm:install:{plan.name}`")
+    write_atomic(marker, json.dumps({"vm": plan.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                     "source": plan.vm.installer.source}, indent=1) + "\n")
+    say(f"{plan.name}: installed; start it with {plan.dir / (plan.name + '.sh')}")
+    return True

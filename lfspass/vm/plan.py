@@ -1,0 +1,202 @@
+"""Recipe VM -> VmPlan: folders, disk, firmware, accelerator, passthrough groups and plugin quirks."""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lfspass.vm.disk import parse_size
+from lfspass.errors import LfspassError, VmError
+from lfspass.vm.firmware import Firmware, download_targets, vm_firmware
+from lfspass.host.read import Host
+from lfspass.pci import parse_pci_address, parse_pci_id
+from lfspass.plan import Device, resolve_devices
+from lfspass.plugins import call_device, call_host, get_plugin_manager, owner_of
+from lfspass.recipe import Recipe, VmSpec
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+KVM_GET_API_VERSION = 0xAE00  # _IO(KVMIO, 0x00); the stable API answers 12
+
+
+@dataclass
+class VmPlan:
+    """Everything the argv builder, the launchers and the install read about one VM."""
+
+    recipe: Recipe
+    vm: VmSpec
+    index: int
+    dir: Path
+    disk: Path
+    memory_mib: int
+    accel: str
+    mac: str
+    firmware: Firmware
+    devices: list[Device] = field(default_factory=list)     # every function handed over, with addresses
+    notes: list[str] = field(default_factory=list)          # said in the launcher's header
+    cpu_flags: list[str] = field(default_factory=list)
+    vm_args: list[str] = field(default_factory=list)
+    device_args: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.vm.name
+
+    @property
+    def where(self) -> str:
+        return f"{self.recipe.path}: vms[{self.index}]"
+
+
+def kvm_usable(dev: str = "/dev/kvm") -> bool:
+    """True when ``dev`` opens read-write and speaks the stable KVM API."""
+    try:
+        fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, KVM_GET_API_VERSION) == 12
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def vm_dir(recipe: Recipe, vm: VmSpec) -> Path:
+    return Path(vm.dir) if vm.dir else recipe.root / "var/lib/lfspass/vms" / vm.name
+
+
+def default_mac(name: str) -> str:
+    """QEMU's locally administered 52:54:00 prefix + 3 bytes of the name's sha256 (stable per VM)."""
+    h = hashlib.sha256(name.encode()).hexdigest()
+    return "52:54:00:" + ":".join(h[i:i + 2] for i in (0, 2, 4))
+
+
+def _group_members(host: Host, address: str) -> list[str]:
+    """Every non-bridge function in ``address``'s IOMMU group (just itself when groups are unknown)."""
+    dev = host.pci_device(address)
+    if dev is None or dev.iommu_group is None:
+        return [address]
+    members = host.iommu_groups.get(dev.iommu_group, [address])
+    return [a for a in members if a == address or not ((d := host.pci_device(a)) and d.is_bridge)]
+
+
+def _wanted(recipe: Recipe, vm: VmSpec, index: int, planned: list[Device]) -> list[Device]:
+    """The [[devices]] entries this VM names, each found by id or address."""
+    out: list[Device] = []
+    for j, entry in enumerate(vm.devices):
+        where = f"{recipe.path}: vms[{index}].devices[{j}]"
+        if re.fullmatch(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{4}", entry.strip()):
+            key = parse_pci_id(entry, where)
+            found = [d for d in planned if d.id == key and not d.companion_of]
+        else:
+            key = parse_pci_address(entry, where)
+            found = [d for d in planned if d.address == key]
+        if not found:
+            raise VmError(f"{where} = {entry!r} is not in [[devices]]; add it there too, so the host "
+                          "hands it to vfio-pci at boot")
+        out += [d for d in found if d not in out]
+    return out
+
+
+def _passthrough(plan: VmPlan, planned: list[Device], wanted: list[Device], host: Host) -> None:
+    pm = get_plugin_manager()
+    by_addr = {d.address: d for d in planned if d.address}
+    for dev in wanted:
+        addresses = [dev.address] if dev.address else [d.address for d in host.find_id(dev.id)]
+        if not addresses:
+            msg = (f"{plan.where}.devices: {dev.id} is not present under {host.root / 'sys/bus/pci/devices'}")
+            if plan.vm.missing_devices == "error":
+                raise VmError(f"{msg}; give its address in [[devices]] (lspci -Dnn -d {dev.id}) or set "
+                              "missing_devices = \"skip\"")
+            plan.notes.append(f"{dev.id} ({dev.name or 'device'}) is not on this host: left out (missing_devices = skip)")
+            continue
+        for address in addresses:
+            for member in [*_group_members(host, address),
+                           *[d.address for d in planned if d.companion_of == address]]:
+                if any(d.address == member for d in plan.devices):
+                    continue
+                if member in by_addr:
+                    found = by_addr[member]
+                elif member == address:
+                    found = dataclasses.replace(dev, address=address)
+                else:
+                    info = host.pci_device(member)
+                    mid = info.id if info and info.id else ""
+                    found = Device(id=mid, address=member, pci_class=f"0x{info.pci_class:06x}" if info and
+                                   info.pci_class is not None else "", plugin=owner_of(pm, mid) if mid else "",
+                                   companion_of=address)
+                    plan.notes.append(f"{member} shares IOMMU group with {address}: passed through too "
+                                      "(bind it to vfio-pci on the host as well)")
+                if not found.name and (info := host.pci_device(member)) is not None and info.name:
+                    found = dataclasses.replace(found, name=info.name)  # pci.ids name, for the XML comments
+                plan.devices.append(found)
+
+
+def _dedupe_options(args: list[str]) -> list[str]:
+    """Drop repeated ``-opt value`` pairs (two P10s must not add the same -fw_cfg name twice)."""
+    out: list[str] = []
+    seen: set[tuple[str, ...]] = set()
+    i = 0
+    while i < len(args):
+        pair = tuple(args[i:i + 2]) if i + 1 < len(args) and not args[i + 1].startswith("-") else (args[i],)
+        if pair not in seen:
+            seen.add(pair)
+            out += pair
+        i += len(pair)
+    return out
+
+
+def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> VmPlan:
+    """Resolve one VM; ``accel`` overrides ``auto`` detection (golden tests pin it)."""
+    index = recipe.vms.index(vm)
+    where = f"{recipe.path}: vms[{index}]"
+    folder = vm_dir(recipe, vm)
+    if vm.cpus < 1:
+        raise VmError(f"{where}.cpus = {vm.cpus}: expected 1 or more vCPUs")
+    memory = parse_size(vm.memory, f"{where}.memory", default_unit="M")
+    if memory < (64 << 20):
+        raise VmError(f"{where}.memory = {vm.memory!r}: give at least 64M (OVMF alone needs that)")
+    parse_size(vm.disk.size, f"{where}.disk.size")
+    mac = (vm.mac or default_mac(vm.name)).lower()
+    if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac) or int(mac[:2], 16) & 1:
+        raise VmError(f"{where}.mac = {vm.mac!r}: expected a unicast MAC such as 52:54:00:12:34:56")
+    if vm.vnc.enabled and vm.vnc.listen not in LOOPBACK and not vm.vnc.password:
+        raise VmError(f"{where}.vnc.listen = {vm.vnc.listen!r} exposes the screen beyond this host without a "
+                      "password: set vnc.password = true, or listen on 127.0.0.1 and use `ssh -L`")
+    if not 0 <= vm.vnc.display < 100:
+        raise VmError(f"{where}.vnc.display = {vm.vnc.display}: expected 0..99 (port 5900 + N)")
+    for part in ("code", "vars"):
+        if bool(getattr(vm.firmware, f"{part}_url")) != bool(getattr(vm.firmware, f"{part}_sha256")):
+            raise VmError(f"{where}.firmware.{part}_url needs {part}_sha256 (and the other way round): "
+                          "lfspass does not boot unverified firmware")
+    fetched = {k: dest for k, (_, _, dest) in download_targets(vm.firmware, folder).items()}
+    chosen = accel or vm.accel
+    if chosen == "auto":
+        chosen = "kvm" if kvm_usable() else "tcg"
+    plan = VmPlan(recipe=recipe, vm=vm, index=index, dir=folder,
+                  disk=Path(vm.disk.path) if vm.disk.path else folder / f"{vm.name}.qcow2",
+                  memory_mib=memory >> 20, accel=chosen, mac=mac,
+                  firmware=vm_firmware(vm.firmware, folder, fetched))
+    if vm.devices:
+        planned = resolve_devices(recipe)
+        wanted = _wanted(recipe, vm, index, planned)
+        try:
+            host = Host(recipe.host.sysfs_root)
+        except LfspassError as exc:
+            raise VmError(f"{recipe.path}: host.sysfs_root: {exc.one_line()}") from None
+        _passthrough(plan, planned, wanted, host)
+    pm = get_plugin_manager()
+    flags = call_host(pm, "lfspass_cpu_flags", vm=vm)
+    device_args: list[str] = []
+    for dev in plan.devices:
+        flags += call_device(pm, "lfspass_cpu_flags", dev, vm=vm)
+        device_args += call_device(pm, "lfspass_qemu_device_args", dev, vm=vm)
+    if recipe.host.cpu_vendor == "amd":
+        flags.append("topoext=on")  # AMD guests see SMT siblings only with topoext
+    plan.cpu_flags = list(dict.fromkeys(flags))
+    plan.vm_args = _dedupe_options(call_host(pm, "lfspass_qemu_vm_args", vm=vm))
+    plan.device_args = _dedupe_options(device_args)
+    return plan

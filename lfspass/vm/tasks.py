@@ -1,0 +1,130 @@
+"""doit sub-tasks per VM: fetch, firmware, disk, install (when asked) and launcher."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+from lfspass.vm.disk import ensure_disk
+from lfspass.errors import LfspassError
+from lfspass.vm.firmware import download_targets, prepare_vars
+from lfspass.vm.install import REINSTALL_ENV, interactive_boot, iso_path, marker_path, run_install
+from lfspass.vm.launcher import domain_xml, launcher_paths, script_text, write_launchers
+from lfspass.vm.qemu import build_argv
+from lfspass.recipe import Recipe
+from lfspass.render import TEMPLATES
+from lfspass.tasks import Context, run_action
+from lfspass.vm.plan import VmPlan, build_vm_plan
+
+
+def _raise(exc: LfspassError) -> None:
+    raise exc
+
+
+def _plan(recipe: Recipe, name: str) -> VmPlan:
+    return build_vm_plan(recipe, next(v for v in recipe.vms if v.name == name))
+
+
+def downloads(plan: VmPlan) -> list[dict]:
+    """Every file the VM downloads: url, verification and destination."""
+    out = [dict(url=url, dest=dest, sha256=sha) for url, sha, dest in download_targets(plan.vm.firmware, plan.dir).values()]
+    inst = plan.vm.installer
+    iso = iso_path(plan)
+    if iso is not None and not inst.iso:
+        out.append(dict(url=inst.iso_url, dest=iso, sha256=inst.iso_sha256 or None, sums_url=inst.sums_url or None,
+                        signature_url=inst.signature_url or None, keyring=Path(inst.keyring) if inst.keyring else None))
+    return out
+
+
+def _fetch(recipe: Recipe, name: str) -> None:
+    from lfspass.fetch.download import fetch
+
+    for item in downloads(_plan(recipe, name)):
+        kwargs = {k: v for k, v in item.items() if k not in ("url", "dest") and v is not None}
+        result = fetch(item["url"], Path(item["dest"]), **kwargs)
+        how = "from the cache" if result.from_cache else f"{result.downloaded_bytes} bytes downloaded"
+        print(f"{result.path}: sha256 {result.sha256} verified ({how})")
+
+
+def _firmware(recipe: Recipe, name: str) -> None:
+    fw = _plan(recipe, name).firmware
+    print(f"{fw.vars}: {'made from ' + str(fw.vars_template) if prepare_vars(fw) else 'kept (holds the UEFI variables)'}")
+
+
+def _disk(recipe: Recipe, name: str) -> None:
+    plan = _plan(recipe, name)
+    made = ensure_disk(plan.disk, plan.vm.disk.size, f"{plan.where}.disk.size")
+    print(f"{plan.disk}: {'created, ' + plan.vm.disk.size if made else 'kept as it is'}")
+
+
+def _install(recipe: Recipe, name: str) -> None:
+    run_install(_plan(recipe, name))
+
+
+def _launchers(recipe: Recipe, name: str) -> None:
+    plan = _plan(recipe, name)
+    boot = interactive_boot(plan) if plan.vm.installer.source != "none" else None
+    for path in write_launchers(plan, boot):
+        print(f"{'wrote' if path.exists() else 'removed (the recipe has no installer now)'} {path}")
+
+
+def _rendered(plan: VmPlan) -> str:
+    """What the launchers will contain: their config_changed value covers recipe, plugins and sysfs."""
+    paths = launcher_paths(plan)
+    text = script_text(plan, build_argv(plan)) + domain_xml(plan, paths["xml"])
+    if plan.vm.installer.source != "none":
+        text += script_text(plan, build_argv(plan, interactive_boot(plan)))
+    return text
+
+
+def vm_tasks(ctx: Context) -> Iterator[dict]:
+    from doit.tools import config_changed
+
+    recipe = ctx.recipe
+    installs = []
+    for vm in recipe.vms:
+        n = vm.name
+        try:
+            plan = build_vm_plan(recipe, vm)
+            rendered = _rendered(plan)
+        except LfspassError as exc:
+            # Only this VM's tasks fail (one `error:` line when run); grub, vfio and kernel
+            # of the same recipe must still load.
+            yield {"name": f"launcher:{n}", "actions": [(run_action, [_raise, exc])], "verbosity": 2,
+                   "doc": f"{n}: cannot be planned ({exc.one_line()})"}
+            continue
+        args = [recipe, n]
+        items = downloads(plan)
+        pre = []
+        if items:
+            pre.append(f"vm:fetch:{n}")
+            yield {"name": f"fetch:{n}", "actions": [(run_action, [_fetch, *args])],
+                   "targets": [str(i["dest"]) for i in items],
+                   "uptodate": [config_changed(repr([(i["url"], i.get("sha256"), i.get("sums_url")) for i in items]))],
+                   "clean": [], "verbosity": 2, "doc": "download and verify firmware and installer media"}
+        fw = plan.firmware
+        fetched = {str(i["dest"]) for i in items}
+        fw_deps = [str(p) for p in (fw.code, fw.vars_template) if p.exists() or str(p) in fetched]
+        yield {"name": f"firmware:{n}", "actions": [(run_action, [_firmware, *args])],
+               "file_dep": fw_deps, "task_dep": pre, "targets": [str(fw.vars)],
+               "uptodate": [config_changed(repr(vm.firmware))], "clean": [], "verbosity": 2,
+               "doc": "the VM's own copy of OVMF VARS (made once, then kept)"}
+        yield {"name": f"disk:{n}", "actions": [(run_action, [_disk, *args])], "targets": [str(plan.disk)],
+               "uptodate": [config_changed(f"{plan.disk} {vm.disk.size}")], "clean": [], "verbosity": 2,
+               "doc": "the qcow2 disk (made once, never resized or overwritten)"}
+        if vm.installer.source != "none" and vm.installer.unattended:
+            marker = marker_path(plan)
+            installs.append(f"vm:install:{n}")
+            # Runs once: the marker, not the media, decides (a changed netboot package must
+            # not wipe an installed guest).  LFSPASS_REINSTALL=1 asks again.
+            yield {"name": f"install:{n}", "actions": [(run_action, [_install, *args])],
+                   "task_dep": [*pre, f"vm:firmware:{n}", f"vm:disk:{n}"], "targets": [str(marker)],
+                   "uptodate": [lambda marker=marker: marker.exists() and not os.environ.get(REINSTALL_ENV)],
+                   "clean": [], "verbosity": 2, "doc": f"unattended install (once; {REINSTALL_ENV}=1 again)"}
+        paths = launcher_paths(plan)
+        yield {"name": f"launcher:{n}", "actions": [(run_action, [_launchers, *args])],
+               "file_dep": [str(TEMPLATES / "domain.xml.j2")], "targets": [str(p) for p in paths.values()],
+               "uptodate": [config_changed(rendered)], "clean": [], "verbosity": 2,
+               "doc": f"{n}.sh and {n}.xml (libvirt) launchers"}
+    if installs:
+        yield {"name": "install", "actions": None, "task_dep": installs, "doc": "unattended installs of every VM"}

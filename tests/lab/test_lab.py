@@ -1,0 +1,204 @@
+"""The virtual lab: initramfs bytes, GRUB line parsing, and real QEMU boots of the installed kernels."""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, assert_one_error_line, run_doit
+from lfspass.errors import LfspassError
+from lfspass.lab.initramfs import build_initramfs
+from lfspass.lab.qemu import BEGIN_MARK, END_MARK, extract_host, grub_entry, lab_cmdline
+
+GRUB_CFG = """\
+set default=0
+menuentry "Debian" {
+  linux /boot/vmlinuz-6.1.0-28-amd64 root=UUID=x ro quiet
+}
+### BEGIN lfspass (generated from lab.toml; edit the recipe, not this block) ###
+# lfspass kernel: 6.1.192
+menuentry "GNU/Linux, Linux 6.1.192-lfs-12.2" {
+  search --no-floppy --set=root --fs-uuid 5e1f0c7a-1ab0-4c1b-9d2e-1ab000000001
+  linux   /boot/vmlinuz-6.1.192-lfs-12.2 root=PARTUUID=1ab00000-0000-4000-8000-000000000001 ro intel_iommu=on iommu=pt vfio-pci.ids=1234:11e8 panic=-1
+}
+# lfspass kernel: 6.1.100
+menuentry "GNU/Linux, Linux 6.1.100-lfs-12.2" {
+  linux   /boot/vmlinuz-6.1.100-lfs-12.2 root=PARTUUID=1ab00000-0000-4000-8000-000000000001 ro intel_iommu=on
+}
+### END lfspass ###
+"""
+
+
+def _install_root(tmp: Path) -> Path:
+    root = tmp / "root"
+    mods = root / "lib/modules/6.1.192"
+    (mods / "kernel/drivers/vfio/pci").mkdir(parents=True)
+    (mods / "kernel/drivers/vfio/pci/vfio-pci.ko").write_bytes(b"\x7fELF not really")
+    (mods / "modules.dep").write_text("kernel/drivers/vfio/pci/vfio-pci.ko:\n")
+    (mods / "build").symlink_to("/usr/src/linux-6.1.192")  # leaves the root: must not be packed
+    (root / "etc/modprobe.d").mkdir(parents=True)
+    (root / "etc/modprobe.d/vfio.conf").write_text("options vfio-pci ids=1234:11e8\n")
+    (root / "etc/sysconfig").mkdir()
+    (root / "etc/sysconfig/modules").write_text("# comment\nvfio\nvfio-pci\n")
+    (root / "boot").mkdir()
+    (root / "boot/config-6.1.192").write_text("CONFIG_VFIO_PCI=m\n")
+    return root
+
+
+def _members(image: Path) -> dict[str, str]:
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=gzip.decompress(image.read_bytes()),
+                             capture_output=True, check=True).stdout.decode()
+    return {re.search(r" 1970 (\S+)", line).group(1): line for line in listing.splitlines()}
+
+
+def test_initramfs_is_deterministic_and_holds_the_generated_files(tmp_path):
+    root = _install_root(tmp_path)
+    a, b = tmp_path / "a.cpio.gz", tmp_path / "b.cpio.gz"
+    assert build_initramfs(root, "6.1.192", a)
+    (root / "lib/modules/6.1.192/modules.dep").touch()  # a new mtime alone changes nothing
+    assert build_initramfs(root, "6.1.192", b)
+    assert a.read_bytes() == b.read_bytes()
+    assert not build_initramfs(root, "6.1.192", a)  # unchanged bytes: file left alone
+    members = _members(a)
+    for name in ("init", "bin/busybox", "bin/sh", "sbin/modprobe", "etc/modprobe.d/vfio.conf",
+                 "etc/sysconfig/modules", "boot/config-6.1.192", "lib/modules/6.1.192/modules.dep",
+                 "lib/modules/6.1.192/kernel/drivers/vfio/pci/vfio-pci.ko", "dev/console"):
+        assert name in members, name
+    assert "lib/modules/6.1.192/build" not in members
+    assert members["dev/console"].startswith("crw-------")
+    assert all(" root     root " in line and "1970" in line for line in members.values())
+    assert list(members) == sorted(members)
+    (root / "etc/modprobe.d/vfio.conf").write_text("options vfio-pci ids=10de:1e37\n")
+    assert build_initramfs(root, "6.1.192", a)
+    assert a.read_bytes() != b.read_bytes()
+
+
+def test_initramfs_names_a_missing_kernel(tmp_path):
+    with pytest.raises(LfspassError, match=r"lib/modules/6\.9\.9 not found.*doit kernel"):
+        build_initramfs(tmp_path, "6.9.9", tmp_path / "i.gz")
+    assert not (tmp_path / "i.gz").exists()
+
+
+def test_grub_entry_takes_the_newest_lfspass_linux_line(tmp_path):
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_text(GRUB_CFG)
+    entry = grub_entry(cfg)
+    assert entry.kernel == "/boot/vmlinuz-6.1.192-lfs-12.2"
+    assert lab_cmdline(entry.params) == ["intel_iommu=on", "iommu=pt", "vfio-pci.ids=1234:11e8", "panic=-1",
+                                         "console=ttyS0"]
+    assert lab_cmdline(["root=/dev/vda1", "rw", "console=ttyS0,115200", "panic=5"]) == ["console=ttyS0,115200", "panic=5"]
+
+
+def test_grub_without_lfspass_block_says_run_grub(tmp_path):
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_text(GRUB_CFG.split("### BEGIN")[0])
+    with pytest.raises(LfspassError, match="no lfspass block.*doit grub"):
+        grub_entry(cfg)
+
+
+def test_extract_host_reads_what_busybox_sends(tmp_path):
+    """The guest's own pipeline (busybox tar | gzip | base64), decoded on the host side."""
+    src = tmp_path / "save"
+    (src / "sys/kernel/iommu_groups/3/devices").mkdir(parents=True)
+    (src / "sys/kernel/iommu_groups/3/devices/0000:00:01.0").symlink_to("../../../../devices/pci0000:00/0000:00:01.0")
+    (src / "dmesg.txt").write_text("DMAR: IOMMU enabled\n")
+    blob = subprocess.run(f"busybox tar -C {src} -c . | busybox gzip -c | busybox base64", shell=True,
+                          capture_output=True, check=True).stdout.decode()
+    out = tmp_path / "ttyS1"
+    out.write_text(f"noise\r\n{BEGIN_MARK}\r\n{blob.replace(chr(10), chr(13) + chr(10))}{END_MARK}\r\n")
+    dest = extract_host(out, tmp_path / "host", tmp_path / "guest.log")
+    assert (dest / "dmesg.txt").read_text() == "DMAR: IOMMU enabled\n"
+    assert str((dest / "sys/kernel/iommu_groups/3/devices/0000:00:01.0").readlink()).startswith("../../../../devices")
+    out.write_text("kernel panic\n")
+    with pytest.raises(LfspassError, match="sent no host state"):
+        extract_host(out, tmp_path / "host", tmp_path / "guest.log")
+    assert (dest / "dmesg.txt").exists()  # a failed run leaves the last good copy alone
+
+
+def test_bad_lab_switch_is_one_error_line():
+    proc = run_doit("lab", "iommu=maybe", cwd=REPO)
+    assert_one_error_line(proc, "iommu='maybe'", "expected on or off", "iommu=off")
+    proc = run_doit("list", cwd=REPO, env={"LFSPASS_LAB_IOMMU": "perhaps"})
+    assert_one_error_line(proc, "LFSPASS_LAB_IOMMU='perhaps'")
+
+
+# --- real boots: the kernels `doit` builds and installs (slow) ---------------------------------
+
+LAB = REPO / "build" / "lab"
+
+
+def _verdict(lab_dir: Path) -> dict:
+    return json.loads((lab_dir / "verdict.json").read_text())
+
+
+@pytest.mark.slow
+def test_lab_module_variant_whole_job_then_only_the_boot(tmp_path):
+    first = run_doit(cwd=REPO)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "lab: PASS" in first.stdout
+    verdict = _verdict(LAB)
+    assert verdict["driver"] == "vfio-pci" and verdict["iommu_enabled"] is True
+    assert verdict["id"] == "1234:11e8" and isinstance(verdict["group"], int)
+    assert "vfio-pci.ids" not in verdict["cmdline"]  # the module path: modprobe.d, not the command line
+    assert "lfspass-lab: /etc/sysconfig/modules loaded: vfio" in (LAB / "guest.log").read_text()
+    second = run_doit(cwd=REPO)
+    assert second.returncode == 0, second.stderr[-3000:]
+    ran = [line for line in second.stdout.splitlines() if line.startswith(".  ")]
+    assert ran == [".  lab:boot"], second.stdout
+    cached = run_doit("lab=cached", cwd=REPO)
+    assert cached.returncode == 0 and not [l for l in cached.stdout.splitlines() if l.startswith(".  ")], cached.stdout
+    # The user's own modprobe.d file goes into the image like lfspass's, and so does its removal.
+    mine = LAB / "root/etc/modprobe.d/zz-user.conf"
+    mine.write_text("options vfio_iommu_type1 allow_unsafe_interrupts=0\n")
+    try:
+        added = run_doit(cwd=REPO)
+        assert added.returncode == 0 and ".  lab:initramfs" in added.stdout, added.stdout + added.stderr
+        assert "etc/modprobe.d/zz-user.conf" in _members(LAB / "initramfs.cpio.gz")
+    finally:
+        mine.unlink()
+    removed = run_doit(cwd=REPO)
+    assert removed.returncode == 0 and ".  lab:initramfs" in removed.stdout, removed.stdout + removed.stderr
+    assert "etc/modprobe.d/zz-user.conf" not in _members(LAB / "initramfs.cpio.gz")
+
+
+@pytest.mark.slow
+def test_lab_negative_without_iommu_fails_with_doctors_message():
+    proc = run_doit("lab", "iommu=off", cwd=REPO)
+    line = assert_one_error_line(proc, "lab failed", "iommu:", "IOMMU")
+    assert "vfio-pci" in line
+    verdict = _verdict(LAB / "no-iommu")
+    assert verdict["iommu_enabled"] is False and verdict["driver"] != "vfio-pci"
+
+
+@pytest.mark.slow
+def test_lab_builtin_variant_binds_through_the_command_line():
+    # Its own doit database, so switching recipes never makes the other one look changed.
+    lab_dir = REPO / "build" / "lab-builtin"
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    proc = run_doit(f"recipe={REPO / 'recipes' / 'lab-builtin.toml'}", cwd=lab_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "lab: PASS" in proc.stdout
+    verdict = _verdict(lab_dir)
+    assert verdict["driver"] == "vfio-pci" and verdict["iommu_enabled"] is True
+    assert "vfio-pci.ids=1234:11e8" in verdict["cmdline"]
+
+
+DI_KERNEL = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux")
+
+
+def test_boot_kills_a_guest_that_overstays(tmp_path):
+    """A real kernel that never powers off (Debian's installer) is killed with a message naming the log."""
+    if not DI_KERNEL.is_file():
+        pytest.fail(f"{DI_KERNEL} missing: apt-get install debian-installer-12-netboot-amd64 (see .ci/run)")
+    from lfspass.lab.qemu import boot, qemu_argv
+
+    log, out = tmp_path / "guest.log", tmp_path / "ttyS1"
+    argv = qemu_argv(DI_KERNEL, DI_KERNEL.with_name("initrd.gz"), ["console=ttyS0"], log, out)
+    assert argv[argv.index("-accel") + 1] == "tcg" and "intel-iommu,intremap=on" in argv
+    with pytest.raises(LfspassError, match=rf"still running after 2 s, killed.*{log}"):
+        boot(argv, log, out, timeout=2)
+    assert "edu" in argv and "intel-iommu,intremap=on" not in qemu_argv(DI_KERNEL, DI_KERNEL, [], log, out, iommu=False)
