@@ -34,7 +34,7 @@ def lfspass_kconfig_requests(recipe, device) -> list | None:
 
     :param recipe: the loaded :class:`lfspass.recipe.Recipe`.
     :param device: a :class:`lfspass.plan.Device`, or ``None`` for the host-wide call.
-    :return: a list of :class:`lfspass.kernel.kconfig.Request` (``symbol``, ``value``,
+    :return: a list of :class:`lfspass.api.Request` (``symbol``, ``value``,
         ``source``, ``optional``).  A request the kernel refuses stops the build
         with an explanation, so ask only for what the device really needs.
     """
@@ -108,5 +108,5 @@ def lfspass_doctor_checks(host, recipe, device) -> list | None:
     :param host: the :class:`lfspass.host.read.Host` being read (live or saved root).
     :param recipe: the loaded recipe, or ``None`` when doctor runs without one.
     :param device: the device, or ``None`` for the host-wide call.
-    :return: a list of :class:`lfspass.doctor.run.Check` (id, status, title, detail, fix).
+    :return: a list of :class:`lfspass.api.Check` (id, status, title, detail, fix).
     """

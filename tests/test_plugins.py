@@ -121,3 +121,22 @@ def test_plugin_kconfig_requests_reach_the_kernel_config(tmp_path: Path, linux_t
     # The fix it offers is the recipe's switch, not the standalone command's flag.
     assert f"resolve = true under [kernel] in {recipe}" in proc.stderr
     assert "--resolve" not in proc.stderr
+
+
+def test_third_party_claim_beats_a_builtin_whatever_the_install_order(tmp_path: Path) -> None:
+    """A plugin claiming the T10's id owns it; `lfspass plugins` names the overridden built-in claim."""
+    env = _third_party(tmp_path)
+    module = Path(env["PYTHONPATH"]) / "acme_gpu.py"
+    module.write_text(module.read_text().replace('["1d17:9000"]', '["1d17:9000", "10de:1e37"]'))
+    listed = json.loads(run_cli("plugins", "--json", env=env, check=True).stdout)
+    assert listed["owners"]["10de:1e37"] == "acme_gpu"
+    assert listed["overridden"] == {"10de:1e37": ["tesla_t10"]}
+    t10 = next(p for p in listed["plugins"] if p["name"] == "tesla_t10")
+    assert t10["builtin"] and t10["overridden"] == {"10de:1e37": "acme_gpu"}
+    text = run_cli("plugins", env=env, check=True).stdout
+    assert "10de:1e37 overridden by acme_gpu" in text
+    # The winner's device hooks run for the card; the built-in T10's softdeps do not.
+    recipe = write_case(tmp_path, "intel-sysvinit-module")
+    assert run_doit(f"recipe={recipe}", "vfio", cwd=tmp_path, env=env).returncode == 0
+    conf = (tmp_path / "root/etc/modprobe.d/vfio.conf").read_text()
+    assert "softdep acmefb pre: vfio-pci" in conf and "softdep nouveau pre: vfio-pci" not in conf
