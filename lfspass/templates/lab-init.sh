@@ -29,7 +29,7 @@ for conf in /etc/modules-load.d/*.conf; do
     done < "$conf"
 done
 
-# --- save the host in the layout of `lfspass doctor --save` (lfspass/hostsave.py): device
+# --- save the host in the layout of `lfspass doctor --save` (lfspass/host/save.py): device
 # folders where the kernel nests them, every link with the kernel's own relative text.
 S=/save
 rel=$(uname -r)
