@@ -48,6 +48,8 @@ class BootSection:
     iommu_pt: bool = field(default=True, metadata={"doc": "add iommu=pt (identity-map host devices; weaker DMA hardening)"})
     acs_override: str = field(default="", metadata={"doc": "pcie_acs_override= value; needs the out-of-tree ACS patch"})
     microcode: str = field(default="", metadata={"doc": "initrd line for early microcode, e.g. /boot/microcode.img"})
+    initrd: str = field(default="", metadata={"doc": "initramfs GRUB loads after microcode, as GRUB sees it, e.g. "
+                                                     "/boot/initrd.img (the lab installs its busybox initramfs there)"})
     cmdline: list[str] = field(default_factory=list, metadata={"doc": "extra kernel parameters"})
     grub_cfg: str = field(default="boot/grub/grub.cfg", metadata={"doc": "grub.cfg path below the install root"})
     title: str = field(default="", metadata={"doc": "menuentry title; empty = 'GNU/Linux, Linux <rel>-lfs-<lfsver>'"})
@@ -91,6 +93,9 @@ class VncSpec:
     listen: str = _doc("127.0.0.1", "address VNC listens on; anything but loopback needs password = true")
     display: int = _doc(0, "VNC display number N (TCP port 5900 + N)")
     password: bool = _doc(False, "require a VNC password (set it in the QEMU monitor: change vnc password)")
+    password_file: str = path_field("", "file holding the VNC password (1-8 characters, no newline; mode 0600 "
+                                        "or 0400): the launcher and the libvirt XML both require it; needed "
+                                        "for a listen address other than loopback")
 
 
 @dataclass
@@ -114,6 +119,10 @@ class InstallerSpec:
     password_hash: str = _doc("", "crypt(3) hash for that user (mkpasswd -m sha-512); empty = locked, use ssh_key")
     ssh_key: str = _doc("", "public key put in the user's ~/.ssh/authorized_keys")
     timeout: int = _doc(180, "minutes before an unfinished unattended install is stopped")
+    silence: int = _doc(900, "seconds without new serial output before an unattended install is "
+                             "called stuck and stopped; 0 = wait for timeout")
+    overwrite: bool = _doc(False, "with LFSPASS_REINSTALL=1: install over a disk that holds data "
+                                  "(an internal qcow2 snapshot is taken first)")
 
 
 @dataclass
@@ -144,6 +153,9 @@ class LabSection:
     enabled: bool = field(default=False, metadata={"doc": "this recipe is a virtual lab: `doit` boots its kernel in QEMU "
                                                           "(task lab) instead of preparing VMs"})
     iommu: bool = field(default=True, metadata={"doc": "give the lab guest an emulated VT-d (false = the negative lab)"})
+    nested: bool = field(default=False, metadata={"doc": "the nested lab: after the lab boot, `doit vm` plans from the "
+                                                         "host the guest saved, then the guest runs the first VM's "
+                                                         "launcher (task nested; recipes/lab-nested.toml)"})
     dir: str = path_field("", "where the lab keeps initramfs, guest log and verdict.json; empty = the folder above [host] root")
     timeout: int = field(default=120, metadata={"doc": "seconds the guest may run before the lab gives up"})
     memory: str = field(default="256M", metadata={"doc": "lab guest memory (QEMU -m)"})

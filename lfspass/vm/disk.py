@@ -22,6 +22,22 @@ def parse_size(text: str, where: str, default_unit: str = "") -> int:
     return int(m.group(1)) * _UNITS[unit]
 
 
+def private_dir(folder: Path) -> Path:
+    """Create ``folder`` (and parents) 0700, or take group and other rights off an existing one.
+
+    A VM folder holds the guest's disk, UEFI variables, preseed and logs: only its owner reads it.
+    """
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = folder.stat().st_mode & 0o7777
+        if mode & 0o077:
+            os.chmod(folder, mode & ~0o077)
+    except OSError as exc:
+        raise VmError(f"cannot create {folder} as a private folder: {exc.strerror}; "
+                      "set [[vms]] dir elsewhere or fix its owner") from None
+    return folder
+
+
 def human(n: int) -> str:
     for unit in ("T", "G", "M", "K"):
         if n % _UNITS[unit] == 0:
@@ -67,6 +83,7 @@ def ensure_disk(path: Path, size: str, where: str = "disk.size") -> bool:
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise VmError(f"qemu-img create {path} failed: {proc.stderr.strip()}")
+        os.chmod(tmp, 0o600)  # the guest's data: its owner only
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         # link + unlink renames without ever replacing: a disk made meanwhile wins and is kept.
@@ -77,3 +94,30 @@ def ensure_disk(path: Path, size: str, where: str = "disk.size") -> bool:
     finally:
         tmp.unlink(missing_ok=True)
     return True
+
+
+def data_extents(path: Path) -> list[tuple[int, int]]:
+    """(start, length) of every guest-visible range that holds non-zero data (``qemu-img map``).
+
+    A disk lfspass just made maps to nothing; a partition table, a file system or any
+    written sector shows up here, so an install never starts on a disk holding a guest.
+    """
+    tool = require_tool("qemu-img", "qemu-utils")
+    proc = subprocess.run([tool, "map", "-U", "--output=json", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VmError(f"{path} is not a disk image qemu-img can read ({proc.stderr.strip()[-200:]}); "
+                      "move it away or point [vms.disk] path elsewhere")
+    try:
+        return [(int(e["start"]), int(e["length"])) for e in json.loads(proc.stdout)
+                if e.get("data") and not e.get("zero")]
+    except (ValueError, KeyError, TypeError):
+        raise VmError(f"qemu-img map {path} gave output lfspass cannot read; check the image by hand") from None
+
+
+def take_snapshot(path: Path, name: str) -> None:
+    """An internal qcow2 snapshot (the disk's state now, kept inside the same file)."""
+    tool = require_tool("qemu-img", "qemu-utils")
+    proc = subprocess.run([tool, "snapshot", "-c", name, str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VmError(f"cannot snapshot {path} before reinstalling ({proc.stderr.strip()[-200:]}); "
+                      "the install was not started: stop whatever holds the image, or copy it away yourself")

@@ -4,13 +4,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from lfspass.errors import VmError
 from lfspass.recipe import FirmwareSpec
+from lfspass.vm.disk import private_dir
 
 VARS_NAME = "OVMF_VARS.fd"
+# An authenticated variable's header ends in its vendor GUID, then the UTF-16 name: PK in
+# EFI_GLOBAL_VARIABLE's namespace, 44 header bytes before the GUID starting 0x55AA, state 0x3F (added).
+_PK = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c").bytes_le + "PK".encode("utf-16-le") + b"\0\0"
+_HEADER = 44
 
 
 @dataclass(frozen=True)
@@ -88,25 +94,51 @@ def check_files(fw: Firmware) -> None:
             raise VmError(f"OVMF {what} {path} does not exist: install Debian's ovmf or fix [vms.firmware]")
 
 
+def pk_enrolled(path: Path) -> bool:
+    """True when the variable store holds a live Platform Key (Secure Boot keys are enrolled)."""
+    data = path.read_bytes()
+    at = data.find(_PK)
+    while at >= 0:
+        if at >= _HEADER and data[at - _HEADER:at - _HEADER + 3] == b"\xaa\x55\x3f":
+            return True
+        at = data.find(_PK, at + 1)
+    return False
+
+
+def check_vars(fw: Firmware) -> None:
+    """Everything prepare_vars would refuse, checked before any VM file is written."""
+    check_files(fw)
+    if fw.secure_boot and not pk_enrolled(fw.vars_template):
+        raise VmError(f"secure_boot = true but the VARS template {fw.vars_template} has no Secure Boot keys enrolled "
+                      "(the guest would boot unsigned code): use one with keys, e.g. /usr/share/OVMF/OVMF_VARS_4M.ms.fd, "
+                      "or leave [vms.firmware] vars empty")
+    if not fw.vars.exists():
+        return
+    have, want = fw.vars.stat().st_size, fw.vars_template.stat().st_size
+    if have != want:
+        raise VmError(f"{fw.vars} is {have} bytes but the firmware's VARS template {fw.vars_template} is {want}: "
+                      f"they belong to different OVMF builds; move {fw.vars} away to start with fresh UEFI "
+                      "variables, or go back to the firmware it was made for")
+    if fw.secure_boot and not pk_enrolled(fw.vars):
+        raise VmError(f"secure_boot = true but {fw.vars} has no Secure Boot keys enrolled (it was made from a plain "
+                      f"template; the guest would boot unsigned code): keep the old one with `mv {fw.vars} "
+                      f"{fw.vars}.plain` and run again, lfspass then makes a new one from {fw.vars_template}")
+
+
 def prepare_vars(fw: Firmware) -> bool:
     """Copy the VARS template to the VM's folder once; True when it was made now.
 
     The copy holds the guest's UEFI variables (boot entries, Secure Boot keys), so an
     existing one is never replaced, not even when the recipe names another template.
     """
-    check_files(fw)
+    check_vars(fw)
     if fw.vars.exists():
-        have, want = fw.vars.stat().st_size, fw.vars_template.stat().st_size
-        if have != want:
-            raise VmError(f"{fw.vars} is {have} bytes but the firmware's VARS template {fw.vars_template} is {want}: "
-                          f"they belong to different OVMF builds; move {fw.vars} away to start with fresh UEFI "
-                          "variables, or go back to the firmware it was made for")
         return False
-    fw.vars.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(fw.vars.parent)
     tmp = fw.vars.with_name(f".{fw.vars.name}.{os.getpid()}.tmp")
     try:
         shutil.copyfile(fw.vars_template, tmp)
-        os.chmod(tmp, 0o644)  # Debian's template is 0644 too, but a downloaded one may be read-only
+        os.chmod(tmp, 0o600)  # the guest's UEFI variables: its owner only
         # A link fails when the name exists: a VARS file that appeared meanwhile is kept.
         try:
             os.link(tmp, fw.vars)

@@ -1,13 +1,12 @@
-"""Unattended Debian install: installer kernel + preseed served on 127.0.0.1, serial log, run once."""
+"""Unattended Debian install: installer kernel + preseed through guestfwd, a watched serial log, run once."""
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
 import shlex
 import subprocess
-import sys
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,25 +15,16 @@ from urllib.parse import urlsplit
 
 from lfspass.errors import VmError
 from lfspass.fsutil import require_tool, write_atomic
+from lfspass.vm.disk import data_extents, private_dir, take_snapshot
+from lfspass.vm.preseed import PreseedServer
 from lfspass.vm.qemu import Boot, build_argv
+from lfspass.vm.watch import SerialWatch
 from lfspass.render import render
 from lfspass.vm.plan import VmPlan
 
 GUEST_HOST, GUEST_DNS = "10.0.2.100", "10.0.2.3"   # slirp: a guestfwd address and its DNS
 DONE_MARKER = "lfspass-install-done"
 REINSTALL_ENV = "LFSPASS_REINSTALL"
-RELAY = '''#!{python}
-"""guestfwd relay for one connection: stdin/stdout <-> the preseed server (written by lfspass)."""
-import socket, sys, threading
-s = socket.create_connection(("127.0.0.1", {port}))
-def up():
-    while data := sys.stdin.buffer.read1(65536):
-        s.sendall(data)
-    s.shutdown(socket.SHUT_WR)
-threading.Thread(target=up, daemon=True).start()
-while data := s.recv(65536):
-    sys.stdout.buffer.write(data); sys.stdout.buffer.flush()
-'''
 
 
 def install_dir(plan: VmPlan) -> Path:
@@ -75,7 +65,8 @@ def extract_iso(plan: VmPlan) -> None:
     if not iso.is_file():
         raise VmError(f"{iso}: installer ISO missing; run `doit vm` (fetch) or fix {plan.where}.installer.iso")
     tool = require_tool("xorriso", "xorriso")
-    kernel.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(plan.dir)
+    private_dir(kernel.parent)
     tmp_k, tmp_i = kernel.with_suffix(".tmp"), initrd.with_suffix(".tmp")
     proc = subprocess.run([tool, "-osirrox", "on", "-indev", str(iso), "-extract", "/install.amd/vmlinuz", str(tmp_k),
                            "-extract", "/install.amd/initrd.gz", str(tmp_i)], capture_output=True, text=True)
@@ -115,40 +106,6 @@ def interactive_boot(plan: VmPlan) -> Boot:
     return Boot(kernel=kernel, initrd=initrd, append=list(plan.vm.installer.append), passthrough=False)
 
 
-class PreseedServer(http.server.ThreadingHTTPServer):
-    """Serves one preseed at /preseed.cfg on 127.0.0.1 and remembers every request line."""
-
-    def __init__(self, text: str) -> None:
-        self.body, self.requests = text.encode(), []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                outer.requests.append(f"GET {self.path}")
-                ok = self.path.split("?")[0] == "/preseed.cfg"
-                self.send_response(200 if ok else 404)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(outer.body) if ok else 0))
-                self.end_headers()
-                if ok:
-                    self.wfile.write(outer.body)
-
-            def log_message(self, *args: object) -> None:
-                pass  # requests are kept in .requests, not printed over the progress lines
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
 @dataclass
 class InstallRun:
     """A running unattended install: its QEMU, preseed server and serial log."""
@@ -166,10 +123,23 @@ class InstallRun:
             return False
 
     def stop(self) -> None:
+        """QEMU ends (asked first, then killed), the socket and the served preseed go away."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.server.stop()
+        # The copy holds the password hash; it served its purpose.
+        (install_dir(self.plan) / "preseed.cfg").unlink(missing_ok=True)
+
+
+def _private_file(path: Path) -> None:
+    """An empty 0600 file QEMU then writes into (it keeps an existing file's mode)."""
+    path.unlink(missing_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 def start_install(plan: VmPlan) -> InstallRun:
@@ -180,28 +150,64 @@ def start_install(plan: VmPlan) -> InstallRun:
         if not f.is_file():
             raise VmError(f"{f}: installer file missing; apt-get install debian-installer-12-netboot-amd64, "
                           f"or set {plan.where}.installer.netboot")
+    text = preseed_text(plan)
     folder = install_dir(plan)
-    server = PreseedServer(preseed_text(plan))
+    private_dir(plan.dir)
+    private_dir(folder)
+    server, proc = PreseedServer(text, folder), None
     try:
-        write_atomic(folder / "preseed.cfg", server.body)  # kept beside the log for reading afterwards
+        write_atomic(folder / "preseed.cfg", server.body, mode=0o600)  # readable by its owner during the install
         relay = folder / "relay.py"
         # QEMU splits option values at commas and runs one command per guest connection,
         # so the relay lives in a file and the guestfwd value stays comma-free.
-        write_atomic(relay, RELAY.format(python=sys.executable, port=server.port), mode=0o755)
+        write_atomic(relay, server.relay_text(), mode=0o700)
         serial = folder / "serial.log"
-        serial.unlink(missing_ok=True)
+        _private_file(serial)
         boot = Boot(kernel=kernel, initrd=initrd, append=unattended_append(plan), cdrom=iso_path(plan),
                     serial_log=serial, guestfwd=f"tcp:{GUEST_HOST}:80-cmd:{shlex.quote(str(relay))}", passthrough=False,
                     no_reboot=True)
         argv = build_argv(plan, boot)
-        write_atomic(folder / "qemu-argv.json", json.dumps(argv, indent=1) + "\n")
-        qemu_log = open(folder / "qemu.log", "wb")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
-        qemu_log.close()
+        write_atomic(folder / "qemu-argv.json", json.dumps(argv, indent=1) + "\n", mode=0o600)
+        qemu_log = folder / "qemu.log"
+        _private_file(qemu_log)
+        with open(qemu_log, "wb") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        (folder / "qemu.pid").write_text(f"{proc.pid}\n")
     except BaseException:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         server.stop()
         raise
     return InstallRun(plan, proc, server, serial, argv)
+
+
+class Stopped(VmError):
+    """SIGTERM (or SIGHUP) arrived while an install ran."""
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Stopped(f"stopped by {signal.Signals(signum).name}")
+
+
+def guard_disk(plan: VmPlan, force: bool, say=print) -> None:
+    """Refuse to install onto a disk that holds data, unless asked twice; then snapshot it first."""
+    if not plan.disk.exists():
+        raise VmError(f"{plan.disk}: the VM's disk is missing; run `doit vm:disk:{plan.name}` first")
+    used = data_extents(plan.disk)
+    if not used:
+        return
+    size = sum(n for _, n in used)
+    if not (force and plan.vm.installer.overwrite):
+        raise VmError(f"{plan.disk} already holds data ({size} bytes written, first at offset {used[0][0]}); "
+                      f"the installer would partition it, so it was not started. Either point "
+                      f"{plan.where}.disk.path at a new image, or to install over it on purpose set "
+                      f"{plan.where}.installer.overwrite = true and run with {REINSTALL_ENV}=1 "
+                      "(lfspass snapshots the disk first)")
+    snap = "lfspass-before-install-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    take_snapshot(plan.disk, snap)
+    say(f"{plan.name}: {plan.disk} held data: saved as internal snapshot {snap}; to go back to it: "
+        f"qemu-img snapshot -a {snap} {plan.disk} (with the VM stopped)")
 
 
 def run_install(plan: VmPlan, *, force: bool | None = None, say=print) -> bool:
@@ -213,17 +219,26 @@ def run_install(plan: VmPlan, *, force: bool | None = None, say=print) -> bool:
     if plan.vm.installer.source == "netboot" and plan.vm.restrict:
         say(f"{plan.name}: note: restrict = true keeps the netboot installer off the mirror; "
             "the install can only finish with network access (set restrict = false)")
-    run = start_install(plan)
-    say(f"{plan.name}: installing (serial log {run.serial_log}; VNC {plan.vm.vnc.listen}:{5900 + plan.vm.vnc.display})")
-    limit, started = plan.vm.installer.timeout * 60, time.monotonic()
-    next_note = started + 60
+    guard_disk(plan, force, say)
+    # SIGTERM to doit must not leave QEMU and the server behind: turn it into an exception
+    # that unwinds through the finally below (SIGINT already raises KeyboardInterrupt).
+    main = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
+    stuck, run = None, None
     try:
+        run = start_install(plan)
+        say(f"{plan.name}: installing (serial log {run.serial_log}; VNC {plan.vm.vnc.listen}:{5900 + plan.vm.vnc.display})")
+        limit, started = plan.vm.installer.timeout * 60, time.monotonic()
+        watch = SerialWatch(run.serial_log, plan.vm.installer.silence)
+        next_note = started + 60
         while True:
             try:
                 run.proc.wait(timeout=1)
                 break
             except subprocess.TimeoutExpired:
                 pass
+            if (stuck := watch.poll()) is not None:
+                break
             now = time.monotonic()
             if now - started > limit:
                 raise VmError(f"{plan.name}: install still running after {plan.vm.installer.timeout} min; stopped it. "
@@ -232,8 +247,17 @@ def run_install(plan: VmPlan, *, force: bool | None = None, say=print) -> bool:
                 next_note += 60
                 say(f"{plan.name}: installing, {int(now - started) // 60} min, preseed fetched: "
                     f"{'yes' if 'GET /preseed.cfg' in run.server.requests else 'not yet'}")
+    except Stopped as exc:
+        raise VmError(f"{plan.name}: install {exc}; QEMU and the preseed server were stopped; run "
+                      f"`{REINSTALL_ENV}=1 doit vm:install:{plan.name}` to start over") from None
     finally:
-        run.stop()
+        if run is not None:
+            run.stop()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    if stuck is not None:
+        raise VmError(f"{plan.name}: install stopped: {stuck}. See {run.serial_log}; fix the cause (network, mirror, "
+                      f"preseed), then run `{REINSTALL_ENV}=1 doit vm:install:{plan.name}`")
     if run.proc.returncode != 0 or not run.finished_ok():
         try:
             said = [l for l in (install_dir(plan) / "qemu.log").read_text(errors="replace").splitlines() if l.strip()]

@@ -33,10 +33,14 @@ def script_text(plan: VmPlan, argv: list[str], purpose: str = "") -> str:
     if vm.vnc.enabled:
         lines.append(f"# VNC: {vm.vnc.listen}:{5900 + vm.vnc.display} (from elsewhere: ssh -L "
                      f"{5900 + vm.vnc.display}:127.0.0.1:{5900 + vm.vnc.display} this-host).")
-        if vm.vnc.password:
+        if vm.vnc.password_file:
+            lines.append(f"# VNC asks for the password in {vm.vnc.password_file}.")
+        elif vm.vnc.password:
             lines.append("# VNC needs a password: in the monitor (Ctrl-A c) type `change vnc password`; "
                          "until then nobody can log in.")
     lines += [f"# Note: {n}" for n in plan.notes]
+    # A value with a line break (a device name, an address) must not end a comment and start a command.
+    lines = lines[:1] + ["# " + " ".join(line[1:].split()) if line.startswith("#") else line for line in lines[1:]]
     # Join option/value pairs on one line so the script reads like the seed's command.
     parts, i = [], 1
     while i < len(argv):
@@ -101,7 +105,7 @@ def domain_xml(plan: VmPlan, xml_path: Path) -> str:
         phys_passthrough=phys, cpu_features=features, emulator=EMULATOR, disk=str(plan.disk),
         network=vm.network, restrict=vm.restrict, bridge=vm.bridge, mac=plan.mac,
         vnc=vm.vnc.enabled, vnc_listen=vm.vnc.listen, vnc_port=5900 + vm.vnc.display,
-        vnc_password=vm.vnc.password, hostdevs=hostdevs, qemu_args=qemu_args)
+        vnc_password=vm.vnc.password, vnc_passwd=plan.vnc_password, hostdevs=hostdevs, qemu_args=qemu_args)
     try:
         return _env().get_template("domain.xml.j2").render(**context)
     except jinja2.UndefinedError as exc:
@@ -137,7 +141,8 @@ def write_launchers(plan: VmPlan, install_boot: Boot | None = None) -> list[Path
             changed.append(stale)
     if write_atomic(paths["sh"], script_text(plan, build_argv(plan)), mode=0o755):
         changed.append(paths["sh"])
-    if write_atomic(paths["xml"], domain_xml(plan, paths["xml"])):
+    # The XML may carry the VNC password: its owner only (the folder is 0700 too).
+    if write_atomic(paths["xml"], domain_xml(plan, paths["xml"]), mode=0o600 if plan.vnc_password else None):
         changed.append(paths["xml"])
     if "install_sh" in paths and install_boot is not None:
         text = script_text(plan, build_argv(plan, install_boot), INSTALL_PURPOSE)

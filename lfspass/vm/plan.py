@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +44,7 @@ class VmPlan:
     cpu_flags: list[str] = field(default_factory=list)
     vm_args: list[str] = field(default_factory=list)
     device_args: list[str] = field(default_factory=list)
+    vnc_password: str | None = field(default=None, repr=False)  # from vnc.password_file, for the XML
 
     @property
     def name(self) -> str:
@@ -50,7 +55,7 @@ class VmPlan:
         return f"{self.recipe.path}: vms[{self.index}]"
 
 
-def kvm_usable(dev: str = "/dev/kvm") -> bool:
+def _kvm_api(dev: str) -> bool:
     """True when ``dev`` opens read-write and speaks the stable KVM API."""
     try:
         fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
@@ -62,6 +67,72 @@ def kvm_usable(dev: str = "/dev/kvm") -> bool:
         return False
     finally:
         os.close(fd)
+
+
+@functools.lru_cache(maxsize=None)
+def kvm_probe(dev: str = "/dev/kvm") -> str | None:
+    """None when KVM runs a guest here, else why not (one line).
+
+    Answering the API version is not enough (a nested host can fail every vCPU's MSR
+    setup), so a one-instruction guest runs under ``-accel kvm -cpu host``: its reset
+    vector writes to isa-debug-exit, which QEMU turns into exit status 1.
+    """
+    if not _kvm_api(dev):
+        return f"{dev} is missing or not usable by this user"
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        return "qemu-system-x86_64 is not installed"
+    with tempfile.TemporaryDirectory(prefix="lfspass-kvm-") as tmp:
+        rom = bytearray(b"\xf4" * 65536)  # hlt everywhere
+        rom[-16:-11] = b"\xb0\x00\xe6\xf4\xf4"  # at 0xfffffff0: mov al,0; out 0xf4,al; hlt
+        Path(tmp, "probe.bin").write_bytes(rom)
+        try:
+            proc = subprocess.run([qemu, "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-nodefaults",
+                                   "-display", "none", "-m", "16", "-bios", str(Path(tmp, "probe.bin")),
+                                   "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot"],
+                                  capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return "a test guest under KVM did not finish in 30 s"
+    if proc.returncode == 1:
+        return None
+    said = [line for line in proc.stderr.splitlines() if line.strip()]
+    return "a test guest under KVM failed" + (f" ({' '.join(said[0].split())[:160]})" if said else
+                                              f" (exit {proc.returncode})")
+
+
+def kvm_usable(dev: str = "/dev/kvm") -> bool:
+    """True when KVM can run a guest on this host (see kvm_probe)."""
+    return kvm_probe(dev) is None
+
+
+def _vnc_password(vm: VmSpec, where: str) -> str | None:
+    """The VNC password from vnc.password_file, after checking only its owner can read it.
+
+    A display reachable from other hosts needs it: libvirt's XML can only require a
+    password it is given, and the launcher must not be weaker or stronger than the XML.
+    """
+    vnc = vm.vnc
+    if not vnc.password_file:
+        if vnc.listen not in LOOPBACK:
+            raise VmError(f"{where}.vnc.listen = {vnc.listen!r} exposes the screen beyond this host: set "
+                          "vnc.password_file (a 0600 file holding the password; launcher and XML both require it), "
+                          "or listen on 127.0.0.1 and use `ssh -L`")
+        return None
+    path = Path(vnc.password_file)
+    try:
+        st = path.stat()
+        raw = path.read_bytes()[:64]
+    except OSError as exc:
+        raise VmError(f"{where}.vnc.password_file = {str(path)!r}: {exc.strerror}; write the password into it "
+                      "(printf %s PASSWORD > FILE; chmod 600 FILE)") from None
+    if st.st_mode & 0o077:
+        raise VmError(f"{where}.vnc.password_file {path} is mode {st.st_mode & 0o777:o}: others can read the "
+                      f"password; chmod 600 {path}")
+    text = raw.decode("ascii", errors="replace")
+    if not 1 <= len(text) <= 8 or not all(" " < c < "\x7f" for c in text):
+        raise VmError(f"{where}.vnc.password_file {path}: expected 1 to 8 printable ASCII characters without a "
+                      "newline (VNC uses 8 at most); write it with printf %s PASSWORD > FILE")
+    return text
 
 
 def vm_dir(recipe: Recipe, vm: VmSpec) -> Path:
@@ -163,9 +234,7 @@ def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> Vm
     mac = (vm.mac or default_mac(vm.name)).lower()
     if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac) or int(mac[:2], 16) & 1:
         raise VmError(f"{where}.mac = {vm.mac!r}: expected a unicast MAC such as 52:54:00:12:34:56")
-    if vm.vnc.enabled and vm.vnc.listen not in LOOPBACK and not vm.vnc.password:
-        raise VmError(f"{where}.vnc.listen = {vm.vnc.listen!r} exposes the screen beyond this host without a "
-                      "password: set vnc.password = true, or listen on 127.0.0.1 and use `ssh -L`")
+    vnc_secret = _vnc_password(vm, where) if vm.vnc.enabled else None
     if not 0 <= vm.vnc.display < 100:
         raise VmError(f"{where}.vnc.display = {vm.vnc.display}: expected 0..99 (port 5900 + N)")
     for part in ("code", "vars"):
@@ -174,12 +243,19 @@ def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> Vm
                           "lfspass does not boot unverified firmware")
     fetched = {k: dest for k, (_, _, dest) in download_targets(vm.firmware, folder).items()}
     chosen = accel or vm.accel
+    auto_note = None
     if chosen == "auto":
-        chosen = "kvm" if kvm_usable() else "tcg"
+        why = kvm_probe()
+        chosen = "kvm" if why is None else "tcg"
+        if why is not None:
+            auto_note = f"accel = auto chose tcg (slow): {why}"
     plan = VmPlan(recipe=recipe, vm=vm, index=index, dir=folder,
                   disk=Path(vm.disk.path) if vm.disk.path else folder / f"{vm.name}.qcow2",
                   memory_mib=memory >> 20, accel=chosen, mac=mac,
                   firmware=vm_firmware(vm.firmware, folder, fetched))
+    plan.vnc_password = vnc_secret
+    if auto_note:
+        plan.notes.append(auto_note)
     if vm.devices:
         planned = resolve_devices(recipe)
         wanted = _wanted(recipe, vm, index, planned)

@@ -55,6 +55,10 @@ def _vnc(plan: VmPlan) -> list[str]:
     if not vnc.enabled:
         return ["-display", "none"]
     host = f"[{vnc.listen}]" if ":" in vnc.listen else vnc.listen
+    if vnc.password_file:
+        # QEMU reads the password itself: it never appears in the script or the process list.
+        return ["-object", f"secret,id=vncpass,format=raw,file={opt(vnc.password_file)}", "-vga", "std",
+                "-vnc", f"{host}:{vnc.display},password-secret=vncpass"]
     return ["-vga", "std", "-vnc", f"{host}:{vnc.display}" + (",password=on" if vnc.password else "")]
 
 

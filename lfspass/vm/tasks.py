@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from lfspass.vm.disk import ensure_disk
+from lfspass.vm.check import preflight
+from lfspass.vm.disk import ensure_disk, private_dir
 from lfspass.errors import LfspassError
 from lfspass.vm.firmware import download_targets, prepare_vars
 from lfspass.vm.install import REINSTALL_ENV, interactive_boot, iso_path, marker_path, run_install
@@ -39,7 +40,9 @@ def downloads(plan: VmPlan) -> list[dict]:
 def _fetch(recipe: Recipe, name: str) -> None:
     from lfspass.fetch.download import fetch
 
-    for item in downloads(_plan(recipe, name)):
+    plan = _plan(recipe, name)
+    private_dir(plan.dir)
+    for item in downloads(plan):
         kwargs = {k: v for k, v in item.items() if k not in ("url", "dest") and v is not None}
         result = fetch(item["url"], Path(item["dest"]), **kwargs)
         how = "from the cache" if result.from_cache else f"{result.downloaded_bytes} bytes downloaded"
@@ -53,6 +56,7 @@ def _firmware(recipe: Recipe, name: str) -> None:
 
 def _disk(recipe: Recipe, name: str) -> None:
     plan = _plan(recipe, name)
+    private_dir(plan.dir)
     made = ensure_disk(plan.disk, plan.vm.disk.size, f"{plan.where}.disk.size")
     print(f"{plan.disk}: {'created, ' + plan.vm.disk.size if made else 'kept as it is'}")
 
@@ -63,6 +67,7 @@ def _install(recipe: Recipe, name: str) -> None:
 
 def _launchers(recipe: Recipe, name: str) -> None:
     plan = _plan(recipe, name)
+    private_dir(plan.dir)
     boot = interactive_boot(plan) if plan.vm.installer.source != "none" else None
     for path in write_launchers(plan, boot):
         print(f"{'wrote' if path.exists() else 'removed (the recipe has no installer now)'} {path}")
@@ -82,17 +87,25 @@ def vm_tasks(ctx: Context) -> Iterator[dict]:
 
     recipe = ctx.recipe
     installs = []
+    # Every VM is planned and checked against its existing files before any task writes:
+    # one bad VM must not leave another's VARS or disk half made.
+    planned, failure = [], None
     for vm in recipe.vms:
-        n = vm.name
         try:
             plan = build_vm_plan(recipe, vm)
-            rendered = _rendered(plan)
+            preflight(plan)
+            planned.append((vm, plan, _rendered(plan)))
         except LfspassError as exc:
-            # Only this VM's tasks fail (one `error:` line when run); grub, vfio and kernel
-            # of the same recipe must still load.
-            yield {"name": f"launcher:{n}", "actions": [(run_action, [_raise, exc])], "verbosity": 2,
-                   "doc": f"{n}: cannot be planned ({exc.one_line()})"}
-            continue
+            failure = failure or exc
+    if failure is not None:
+        # Only the VM tasks fail (one `error:` line when run); grub, vfio and kernel of the
+        # same recipe must still load.
+        for vm in recipe.vms:
+            yield {"name": f"launcher:{vm.name}", "actions": [(run_action, [_raise, failure])], "verbosity": 2,
+                   "doc": f"{vm.name}: cannot be planned ({failure.one_line()})"}
+        return
+    for vm, plan, rendered in planned:
+        n = vm.name
         args = [recipe, n]
         items = downloads(plan)
         pre = []
