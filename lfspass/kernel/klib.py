@@ -1,4 +1,9 @@
-"""The one adapter over kconfiglib: parse a kernel tree, apply requests, write .config."""
+"""The one adapter over kconfiglib: parse a tree (newer syntax rewritten), explain and resolve requests.
+
+kconfiglib never writes the .config of a kernel tree (the tree's own conf does, conf.py); it
+explains refusals, finds what --resolve sets, and configures only folders with no kernel
+tree around them (unit-test trees), where there is no conf to run.
+"""
 from __future__ import annotations
 
 import io
@@ -8,7 +13,6 @@ import re
 import subprocess
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +20,7 @@ import kconfiglib as _kc
 
 from lfspass.errors import KconfigError
 from lfspass.model import Request
-from lfspass.fsutil import write_atomic
+from lfspass.kernel.conf import ASSIGN as _ASSIGN, base_files
 from lfspass.kernel import shell as kconfig_shell
 from lfspass.kernel import stamp as stamp
 from lfspass.kernel.why import check_request, explain, fixes, tri
@@ -24,25 +28,26 @@ from lfspass.kernel.why import check_request, explain, fixes, tri
 # Kconfiglib 14.1.0 (2020) predates syntax newer kernels use.  We rewrite those lines
 # while reading, so the installed library stays untouched:
 #   5.13: `option modules` became a bare `modules` line (kernel/module/Kconfig);
-#   6.18: `transitional` marks a symbol kept only to read old .config files.  Dropping the
-#         line keeps the symbol as a promptless one, which is what a new config sees.
+#   6.18: `transitional` marks a renamed symbol's old name: its value is read from an old
+#         .config (the new symbol defaults to it) and never written.  A prompt makes
+#         kconfiglib keep the value it reads; the prompt text keeps resolve off it;
+#   7.x:  `depends on A if B` (conditional dependency) means `A || B = n` (menu.c).
+_TRANSITIONAL = "transitional (lfspass)"
 _REWRITES = (
     (re.compile(r"^([ \t]+)modules[ \t]*(#.*)?$", re.M), r"\1option modules"),
-    (re.compile(r"^([ \t]+)transitional[ \t]*(#.*)?$", re.M), r"\1# transitional (dropped by lfspass)"),
+    (re.compile(r"^([ \t]+)transitional[ \t]*(#.*)?$", re.M), rf'\1prompt "{_TRANSITIONAL}"'),
 )
+_COND_DEP = re.compile(r"^([ \t]+depends[ \t]+on[ \t]+)([^#\n]+?)[ \t]+if[ \t]+([^#\n]+?)[ \t]*(#.*)?$", re.M)
+
+
+def _cond_dep(m: re.Match) -> str:
+    cond = m.group(3).strip()
+    neg = f"{cond} = n" if re.fullmatch(r"\w+", cond) else f"!({cond})"
+    return f"{m.group(1)}({m.group(2)}) || ({neg})"
+
+
 _SRCARCH = {"x86_64": "x86", "i386": "x86", "x86": "x86"}
-_DEFCONFIG = {"x86_64": "arch/x86/configs/x86_64_defconfig", "i386": "arch/x86/configs/i386_defconfig"}
 _CACHE: dict[tuple[str, str], tuple[_kc.Kconfig, dict]] = {}
-
-
-@dataclass
-class ConfigResult:
-    """What configure() did; ``changes`` holds (symbol, old, new), '' meaning absent."""
-
-    changed: bool
-    changes: list[tuple[str, str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    resolved: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class _Kconfig(_kc.Kconfig):
@@ -57,6 +62,7 @@ class _Kconfig(_kc.Kconfig):
             text = fh.read()
         for pattern, repl in _REWRITES:
             text = pattern.sub(repl, text)
+        text = _COND_DEP.sub(_cond_dep, text)
         return io.StringIO(text)
 
 
@@ -117,7 +123,7 @@ def _parse(tree: Path, arch: str) -> tuple[_kc.Kconfig, dict]:
     except _kc.KconfigError as exc:
         msg = " ".join(str(exc).split())
         raise KconfigError(f"cannot parse the Kconfig files of {tree}: {msg}; "
-                           "this kernel uses syntax lfspass does not know yet (report it)") from None
+                           "this tree uses Kconfig syntax kconfiglib does not know") from None
     kconf.warn_assign_override = kconf.warn_assign_redun = False
     meta = {"env": env, "files": stamp.files_key(tree, kconf.kconfig_filenames)}
     if len(_CACHE) >= 2:  # a parsed x86 tree holds ~50 MB; keep the last two trees
@@ -132,19 +138,6 @@ def kernel_symbols(tree: Path, arch: str = "x86_64") -> set[str]:
     return {s.name for s in kconf.unique_defined_syms}
 
 
-def _base_files(tree: Path, base: str | Path | None, arch: str) -> list[Path]:
-    """The files a base reads, for the no-change stamp."""
-    if base is None:
-        return []
-    if base == "tinyconfig":
-        srcarch = _SRCARCH.get(arch, arch)
-        return [tree / "kernel/configs/tiny-base.config", tree / "kernel/configs/tiny.config",
-                tree / f"arch/{srcarch}/configs/tiny.config"]
-    if base == "defconfig":
-        return [tree / _DEFCONFIG.get(arch, f"arch/{_SRCARCH.get(arch, arch)}/configs/defconfig")]
-    return [Path(base)]
-
-
 def _load_base(kconf: _kc.Kconfig, tree: Path, base: str | Path | None, config: Path,
                arch: str) -> None:
     """Put the starting configuration in ``kconf`` (like the matching make target)."""
@@ -155,7 +148,7 @@ def _load_base(kconf: _kc.Kconfig, tree: Path, base: str | Path | None, config: 
                                "(tinyconfig, defconfig or a config file)")
         kconf.load_config(str(config))
         return
-    files = [f for f in _base_files(tree, base, arch) if f.is_file()]
+    files = [f for f in base_files(tree, base, arch) if f.is_file()]
     if base == "defconfig":
         if not files:
             raise KconfigError(f"{tree}: no defconfig for ARCH={arch}; pass --base FILE instead")
@@ -163,7 +156,7 @@ def _load_base(kconf: _kc.Kconfig, tree: Path, base: str | Path | None, config: 
     elif base == "tinyconfig":
         # make tinyconfig = allnoconfig with tiny-base.config as KCONFIG_ALLCONFIG, written
         # out and read back, then the tiny.config fragments merged over it and olddefconfig.
-        allconfig, frags = _base_files(tree, base, arch)[0], files
+        allconfig, frags = base_files(tree, base, arch)[0], files
         if not any(f.name == "tiny.config" for f in frags):
             raise KconfigError(f"{tree}: no kernel/configs/tiny.config; pass --base defconfig or FILE")
         kconf.warn = False
@@ -185,23 +178,6 @@ def _load_base(kconf: _kc.Kconfig, tree: Path, base: str | Path | None, config: 
         kconf.load_config(str(files[0]))
 
 
-_ASSIGN = re.compile(r'^CONFIG_([A-Za-z0-9_]+)=(.*)$|^# CONFIG_([A-Za-z0-9_]+) is not set$', re.M)
-
-
-def _values(text: str) -> dict[str, str]:
-    """Symbol -> value of a .config text ('n' for 'is not set', strings unquoted)."""
-    out = {}
-    for m in _ASSIGN.finditer(text):
-        if m.group(3):
-            out[m.group(3)] = "n"
-        else:
-            val = m.group(2)
-            if len(val) >= 2 and val[0] == val[-1] == '"':
-                val = _kc.unescape(val[1:-1])
-            out[m.group(1)] = val
-    return out
-
-
 def _apply(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]]) -> list[tuple[str, str, str, str]]:
     """Set every wanted value until nothing moves; return refusals (sym, asked, got, source)."""
     for _ in range(4):
@@ -215,40 +191,68 @@ def _apply(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]]) -> list[tuple
             if kconf.syms[n].str_value != v]
 
 
-def configure(tree: Path, config: Path, requests: list[Request], *,
-              base: str | Path | None = None, resolve: bool = False,
-              arch: str = "x86_64", resolve_hint: str = "--resolve") -> ConfigResult:
-    """Start from ``base`` (or ``config``), apply ``requests``, write ``config`` if it changed.
+def _resolve_loop(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]], resolve: bool) -> tuple[list, list]:
+    """Apply ``wanted``; with ``resolve`` add the settable symbols that unblock refusals.
 
-    A request that does not take effect raises KconfigError explaining the blocking
-    dependency; with ``resolve`` visible symbols that unblock it are set and reported.
-    ``resolve_hint`` is how the caller's user turns resolve on, quoted in refusals.
-    The result is a fixed point of the kernel's ``make olddefconfig``.
+    Returns (refusals, resolved) with resolved = [(symbol, value, why)].
     """
-    tree, config = Path(tree).resolve(), Path(config)
-    if base not in (None, "tinyconfig", "defconfig"):
-        base = Path(base)
-    old_bytes = config.read_bytes() if config.is_file() else None
-    # No-change fast path: the same inputs produced exactly this file last time.
-    key = stamp.inputs_key(tree=tree, arch=arch, resolve=resolve, base=base,
-                           requests=sorted(map(_astuple, requests)),
-                           base_files=stamp.files_key(tree, _base_files(tree, base, arch)))
-    if old_bytes is not None:
-        hit = stamp.hit(config, key, tree, old_bytes)
-        if hit:
-            return ConfigResult(False, [], *hit)
+    resolved: list[tuple[str, str, str]] = []
+    refused = _apply(kconf, wanted)
+    for _ in range(8 if resolve else 0):
+        added = False
+        for name, asked, _got, src in refused:
+            for dep, value in fixes(kconf.syms[name], asked) or []:
+                if dep.name not in wanted:
+                    why = f"needed by {name}={asked}"
+                    wanted[dep.name] = (value, f"resolve, {why}")
+                    resolved.append((dep.name, value, why))
+                    added = True
+        if not added:
+            break
+        refused = _apply(kconf, wanted)
+    return refused, resolved
 
-    kconf, meta = _parse(tree, arch)
+
+def _load_text(kconf: _kc.Kconfig, text: str) -> None:
+    kconf.unset_values()
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "config").write_text(text)
+        kconf.load_config(os.path.join(tmp, "config"))
+
+
+def resolve_extra(tree: Path, arch: str, start: str, wanted: dict[str, tuple[str, str]]) -> list:
+    """What --resolve adds for a kernel tree: [(symbol, value, why)] found on ``start`` + ``wanted``."""
+    kconf, _ = _parse(tree, arch)
+    _load_text(kconf, start)
+    return _resolve_loop(kconf, dict(wanted), True)[1]
+
+
+def explain_all(tree: Path, arch: str, result: str, refused: list, hint: str | None) -> list[str]:
+    """One explanation per refusal (sym, asked, got, source), read on the result config."""
+    kconf, _ = _parse(tree, arch)
+    _load_text(kconf, result)
+    out = []
+    for name, asked, got, src in refused:
+        sym = kconf.syms.get(name)
+        out.append(explain(sym, asked, got, src, hint) if sym is not None and sym.nodes else "")
+    return out
+
+
+def configure_kconfiglib(tree: Path, config: Path, requests: list[Request], *, base, resolve: bool,
+                         arch: str, resolve_hint: str) -> tuple[bytes, list, list, list[str]]:
+    """The engine for a Kconfig folder with no kernel tree (so no conf) around it.
+
+    Returns (new bytes, skipped, resolved, Kconfig files read); raises KconfigError on refusals.
+    """
+    kconf, _meta = _parse(tree, arch)
     try:
         _load_base(kconf, tree, base, config, arch)
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raise KconfigError(f"cannot read the starting config ({base or config}): {exc}; "
                            "pass a readable .config (plain or .xz)") from None
-
     wanted: dict[str, tuple[str, str]] = {}
     skipped, problems = [], []
     for req in requests:
-        req = Request(req.symbol.removeprefix("CONFIG_"), req.value, req.source, req.optional)
         sym = kconf.syms.get(req.symbol)
         if req.optional and (sym is None or not sym.nodes):
             skipped.append((req.symbol, f"not in this kernel tree (optional, from {req.source})"))
@@ -263,41 +267,18 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
             wanted.setdefault(req.symbol, (req.value, req.source))
     if problems:
         raise KconfigError("; ".join(problems))
-
-    resolved: list[tuple[str, str, str]] = []
-    refused = _apply(kconf, wanted)
-    # --resolve: set the visible symbols that unblock a refusal, a few levels deep.
-    for _ in range(8 if resolve else 0):
-        added = False
-        for name, asked, _got, src in refused:
-            for dep, value in fixes(kconf.syms[name], asked) or []:
-                if dep.name not in wanted:
-                    why = f"needed by {name}={asked}"
-                    wanted[dep.name] = (value, f"resolve, {why}")
-                    resolved.append((dep.name, value, why))
-                    added = True
-        if not added:
-            break
-        refused = _apply(kconf, wanted)
+    refused, resolved = _resolve_loop(kconf, wanted, resolve)
     if refused:
-        raise KconfigError("; ".join(explain(kconf.syms[n], asked, got, src,
-                                             None if resolve else resolve_hint)
+        raise KconfigError("; ".join(explain(kconf.syms[n], asked, got, src, None if resolve else resolve_hint)
                                      for n, asked, got, src in refused))
-
-    # Header as the kernel's conf writes it, so the file matches `make olddefconfig` byte for byte.
     header = f"#\n# Automatically generated file; DO NOT EDIT.\n# {kconf.mainmenu_text}\n#\n"
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "config")
         kconf.write_config(out, header=header, save_old=False)
-        new_bytes = Path(out).read_bytes()
-    changed = write_atomic(config, new_bytes)
-    old = _values(old_bytes.decode(errors="replace")) if old_bytes is not None else {}
-    new = _values(new_bytes.decode(errors="replace"))
-    changes = [(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
-               if old.get(s, "") != new.get(s, "")]
-    stamp.record(config, key, new_bytes, kconf.kconfig_filenames, meta["files"], skipped, resolved)
-    return ConfigResult(changed, changes, skipped, resolved)
-
-
-def _astuple(req: Request) -> tuple[str, str, str, bool]:
-    return (req.symbol, req.value, req.source, req.optional)
+        text = Path(out).read_text()
+    # A transitional symbol is read, never written (symbol.c).
+    gone = {s.name for s in kconf.unique_defined_syms
+            if any(n.prompt and n.prompt[0] == _TRANSITIONAL for n in s.nodes)}
+    text = "".join(l for l in text.splitlines(True)
+                   if not (m := _ASSIGN.match(l.rstrip("\n"))) or (m.group(1) or m.group(3)) not in gone)
+    return text.encode(), skipped, resolved, list(kconf.kconfig_filenames)

@@ -1,0 +1,188 @@
+"""Drive the tree's own Kconfig (scripts/kconfig/conf, built from that tree) the way the build does.
+
+A full tree is configured with ``make -C <tree> O=<obj> KCONFIG_CONFIG=<file> <target>``,
+run without ARCH when the build is (the header then says ``Linux/x86`` like the build's
+syncconfig writes it).  A Kconfig folder inside a kernel tree (scripts/kconfig/tests/*) is
+read by the enclosing tree's conf with ``srctree`` pointing at the folder, as the kernel's own
+test harness runs it.  ``make`` always runs in an environment lfspass controls: nothing the
+caller exported (CROSS_COMPILE, LLVM, KCFLAGS, ARCH, ...) changes the result.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lfspass.errors import KconfigError
+from lfspass.fsutil import require_tool
+
+SRCARCH = {"x86_64": "x86", "i386": "x86", "x86": "x86"}
+# The host architecture as the top Makefile's SUBARCH names it (uname -m, mapped).
+_HOST_ARCH = {"x86_64": "x86_64", "i686": "i386", "i386": "i386"}.get(platform.machine(), platform.machine())
+# What the kernel's make reads from the environment and must not inherit from the caller.
+INHERITED = ("ARCH", "SRCARCH", "SUBARCH", "CROSS_COMPILE", "LLVM", "LLVM_IAS", "CC", "LD", "AR", "NM",
+             "OBJCOPY", "HOSTCC", "HOSTCXX", "KCFLAGS", "KCPPFLAGS", "KAFLAGS", "KRUSTFLAGS", "KBUILD_OUTPUT",
+             "KBUILD_EXTMOD", "KCONFIG_CONFIG", "KCONFIG_ALLCONFIG", "KCONFIG_DEFCONFIG_LIST",
+             "KCONFIG_OVERWRITECONFIG", "KCONFIG_NOSILENTUPDATE", "KCONFIG_AUTOCONFIG", "KCONFIG_SEED",
+             "KCONFIG_PROBABILITY", "KCONFIG_WARN_CHANGED_INPUT", "INSTALL_MOD_PATH", "INSTALL_PATH",
+             "O", "V", "W", "C", "M", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "LOCALVERSION", "srctree", "objtree")
+
+
+def controlled_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without anything that steers kbuild, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in INHERITED and not k.startswith(("KBUILD_", "KCONFIG_", "CONFIG_"))}
+    env.update({"LC_ALL": "C", "TZ": "UTC"})
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True)
+class KernelConf:
+    """How to run conf for one Kconfig tree."""
+
+    tree: Path      # the folder whose Kconfig is read (srctree)
+    kernel: Path    # the kernel tree conf is built from
+    obj: Path       # where make builds conf (an O= folder)
+    arch: str
+
+    @property
+    def direct(self) -> bool:
+        """True for a Kconfig folder inside a kernel tree (conf runs with srctree = that folder)."""
+        return self.tree != self.kernel
+
+    @property
+    def srcarch(self) -> str:
+        return SRCARCH.get(self.arch, self.arch)
+
+    def make_vars(self) -> list[str]:
+        # The build runs make without ARCH; only a foreign architecture needs it spelt out.
+        return [] if self.arch == _HOST_ARCH else [f"ARCH={self.arch}"]
+
+    def kconfig_env(self) -> dict[str, str]:
+        """$(VAR)s the Kconfig sources use (for reading them without conf)."""
+        arch = self.arch if self.make_vars() else ("x86" if self.srcarch == "x86" else self.arch)
+        return {"SRCARCH": self.srcarch, "ARCH": arch}
+
+
+def _cache_obj(kernel: Path) -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfspass" / "kconfig-obj"
+    return root / hashlib.sha256(str(kernel).encode()).hexdigest()[:16]
+
+
+def locate(tree: Path, arch: str, obj: Path | None = None) -> KernelConf | None:
+    """The conf to use for ``tree``: its own, an enclosing kernel tree's, or None (no kernel there)."""
+    tree = tree.resolve()
+    for cand in [tree, *tree.parents]:
+        if (cand / "scripts" / "kconfig" / "conf.c").is_file() and (cand / "Makefile").is_file():
+            break
+    else:
+        return None
+    if cand == tree and (tree / ".config").exists():
+        raise KconfigError(f"{tree}/.config exists: the tree was configured in place, and make refuses "
+                           f"out-of-tree (O=) configuration then; run `make -C {tree} mrproper` or use a clean copy")
+    return KernelConf(tree, cand, (obj or _cache_obj(cand)).resolve(), arch)
+
+
+def _fail(what: str, proc: subprocess.CompletedProcess) -> KconfigError:
+    lines = [l.strip() for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
+    last = next((l for l in reversed(lines) if "error" in l.lower() or "***" in l), lines[-1] if lines else "no output")
+    return KconfigError(f"{what} failed (exit {proc.returncode}): {last}")
+
+
+def run_make(kc: KernelConf, target: str, config: Path | None, env: dict[str, str] | None = None,
+             arch: bool = False) -> str:
+    """``make <target>`` on ``config`` (read and rewritten in place; None: O=/.config); returns conf's warnings."""
+    require_tool("make", "build-essential")
+    kc.obj.mkdir(parents=True, exist_ok=True)
+    where = [f"KCONFIG_CONFIG={config.resolve()}"] if config is not None else []
+    cmd = ["make", "-s", "-C", str(kc.kernel), f"O={kc.obj}", *where,
+           *([f"ARCH={kc.arch}"] if arch else kc.make_vars()), target]
+    proc = subprocess.run(cmd, env=controlled_env(env), capture_output=True, text=True, errors="replace")
+    if proc.returncode != 0:
+        raise _fail(f"`make {target}` in {kc.kernel}", proc)
+    return proc.stderr
+
+
+def run_conf(kc: KernelConf, mode: str, config: Path, env: dict[str, str] | None = None) -> str:
+    """Run conf ``--<mode>`` on ``config``; returns conf's warnings (stderr)."""
+    if not kc.direct:
+        return run_make(kc, mode, config, env)
+    conf = kc.obj / "scripts" / "kconfig" / "conf"
+    if not conf.is_file():  # conf is built by any kconfig target of its tree
+        with tempfile.TemporaryDirectory(prefix="lfspass-conf-") as tmp:
+            (Path(tmp) / "c").write_text("")
+            run_make(KernelConf(kc.kernel, kc.kernel, kc.obj, kc.arch), "olddefconfig", Path(tmp) / "c")
+    with tempfile.TemporaryDirectory(prefix="lfspass-conf-") as tmp:
+        extra = {"srctree": str(kc.tree), "KCONFIG_CONFIG": str(config.resolve()), "KCONFIG_DEFCONFIG_LIST": "",
+                 **(env or {})}
+        proc = subprocess.run([str(conf), "-s", f"--{mode}", "Kconfig"], cwd=tmp, env=controlled_env(extra),
+                              capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise _fail(f"{conf} --{mode} on {kc.tree}", proc)
+    return proc.stderr
+
+
+def named_base(kc: KernelConf, target: str, tmp: Path) -> str:
+    """What ``make <target>`` (tinyconfig, defconfig, ...) writes, made in a folder of its own.
+
+    Its own O= folder: the fragment targets (tiny.config) merge into ``.config`` there
+    whatever KCONFIG_CONFIG says, and the build folder must not change before the result
+    is verified.
+    """
+    out = tmp / "base.config"
+    if kc.direct:
+        out.write_text("")
+        run_conf(kc, target, out)
+        return out.read_text()
+    private = KernelConf(kc.kernel, kc.kernel, _cache_obj(kc.kernel) / "base", kc.arch)
+    (private.obj / ".config").unlink(missing_ok=True)
+    # ARCH spelt out: `make tinyconfig` without it is a 32-bit x86 kernel; the config
+    # carries 64BIT=y from here, so the build (run without ARCH) keeps it.
+    run_make(private, target, None, arch=True)
+    return (private.obj / ".config").read_text()
+
+
+def warnings_for(stderr: str, symbol: str) -> list[str]:
+    """conf's warnings that name ``symbol`` (value invalid, changed input...), file prefix dropped."""
+    pat = re.compile(rf"\b(CONFIG_)?{re.escape(symbol)}\b")
+    return [re.sub(r"^\S+:\d+:", "", l).strip() for l in stderr.splitlines()
+            if pat.search(l) and "override: reassigning" not in l]
+
+
+ASSIGN = re.compile(r'^CONFIG_([A-Za-z0-9_]+)=(.*)$|^# CONFIG_([A-Za-z0-9_]+) is not set$', re.M)
+
+
+def config_values(text: str) -> dict[str, str]:
+    """Symbol -> value of a .config text ('n' for 'is not set', strings unquoted)."""
+    out = {}
+    for m in ASSIGN.finditer(text):
+        if m.group(3):
+            out[m.group(3)] = "n"
+        else:
+            val = m.group(2)
+            if len(val) >= 2 and val[0] == val[-1] == '"':
+                val = re.sub(r"\\(.)", r"\1", val[1:-1])
+            out[m.group(1)] = val
+    return out
+
+
+def base_files(tree: Path, base: str | Path | None, arch: str) -> list[Path]:
+    """The files a base reads, for the no-change stamp."""
+    if base is None:
+        return []
+    srcarch = SRCARCH.get(arch, arch)
+    if base == "tinyconfig":
+        return [tree / "kernel/configs/tiny-base.config", tree / "kernel/configs/tiny.config",
+                tree / f"arch/{srcarch}/configs/tiny.config"]
+    if base == "defconfig":
+        name = {"x86_64": "x86_64_defconfig", "i386": "i386_defconfig"}.get(arch, "defconfig")
+        return [tree / f"arch/{srcarch}/configs/{name}"]
+    if base in ("allnoconfig", "alldefconfig"):
+        return []
+    return [Path(base)]

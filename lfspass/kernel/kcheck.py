@@ -1,0 +1,212 @@
+"""Requests against a tree's Kconfig sources: known symbol, value conf accepts, held in the result.
+
+Everything here reads ksource's view of the tree (no kconfiglib), so it works on kernels
+whose syntax kconfiglib does not know, and explains a refusal from the symbol's own
+Kconfig lines (file:line) with the values the result config gives them.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+from lfspass.errors import KconfigError, LfspassError
+from lfspass.fsutil import write_atomic
+from lfspass.kernel import ksource, stamp
+from lfspass.kernel.conf import KernelConf
+from lfspass.model import Request
+
+_MEM: dict[str, tuple[ksource.Source, list]] = {}
+_TRI = {"n": 0, "m": 1, "y": 2}
+
+
+def scan_cached(kc: KernelConf) -> ksource.Source:
+    """ksource.scan of the tree, kept in process and on disk until a Kconfig file changes."""
+    env = kc.kconfig_env()
+    ident = hashlib.sha256(json.dumps([str(kc.tree), env], sort_keys=True).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfspass" / f"kconfig-scan-{ident}.json"
+    hit = _MEM.get(ident)
+    if hit is not None and stamp.files_key(kc.tree, hit[0].files) == hit[1]:
+        return hit[0]
+    src = None
+    try:
+        data = json.loads(cache.read_text())
+        key = stamp.files_key(kc.tree, data["files"])
+        if [list(x) for x in key] == data["key"]:
+            src = ksource.Source({n: ksource.Sym(**s) for n, s in data["syms"].items()}, data["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        src = None
+    if src is None:
+        src = ksource.scan(kc.tree, env)
+        key = stamp.files_key(kc.tree, src.files)
+        try:
+            write_atomic(cache, json.dumps({"files": src.files, "key": key,
+                                            "syms": {n: asdict(s) for n, s in src.syms.items()}}))
+        except (OSError, LfspassError):
+            pass  # only speed is lost
+    _MEM[ident] = (src, key)
+    return src
+
+
+def valid_value(kind: str, value: str) -> str | None:
+    """Why conf would reject ``value`` for a ``kind`` symbol (symbol.c sym_string_valid); None if fine."""
+    if kind == "bool" and value not in ("y", "n"):
+        return "bool symbol takes y, n"
+    if kind == "tristate" and value not in ("y", "m", "n"):
+        return "tristate symbol takes y, m, n"
+    if kind == "int" and not re.fullmatch(r"-?(0|[1-9][0-9]*)", value):
+        hint = f"; write {int(value)}" if re.fullmatch(r"-?[0-9]+", value) else ""
+        return f"int symbol takes a decimal number without leading zeros (the kernel's conf rejects {value!r}){hint}"
+    if kind == "hex" and not re.fullmatch(r"(0[xX])?[0-9a-fA-F]+", value):
+        return "hex symbol takes a hex number like 0x1f"
+    if kind == "string" and "\n" in value:
+        return "string symbol takes one line"
+    return None
+
+
+def check_requests(src: ksource.Source, requests: list[Request]) -> tuple[dict[str, tuple[str, str]], list]:
+    """(symbol -> (value, source), skipped optional ones); raises on unknown symbols, bad values, conflicts."""
+    wanted: dict[str, tuple[str, str]] = {}
+    skipped, problems = [], []
+    for req in requests:
+        sym = src.syms.get(req.symbol)
+        if sym is None or sym.transitional:
+            if req.optional:
+                skipped.append((req.symbol, f"not in this kernel tree (optional, from {req.source})"))
+                continue
+            if sym is not None:
+                problems.append(f"{req.symbol} (from {req.source}): an old name this tree keeps only to read old "
+                                f"configs (transitional, {sym.defs[0]}); request the symbol that replaced it")
+                continue
+            close = difflib.get_close_matches(req.symbol, list(src.syms), n=3, cutoff=0.75)
+            hint = f"did you mean {' or '.join(close)}?" if close else "check the name (no CONFIG_ prefix)"
+            problems.append(f"{req.symbol} (from {req.source}): no such symbol in this kernel tree; {hint}")
+            continue
+        bad = valid_value(sym.type, req.value)
+        if bad:
+            problems.append(f"{req.symbol}={req.value} (from {req.source}): {bad}")
+        elif req.symbol in wanted and wanted[req.symbol][0] != req.value:
+            problems.append(f"{req.symbol}: {wanted[req.symbol][1]} asks {wanted[req.symbol][0]} "
+                            f"but {req.source} asks {req.value}; make them agree")
+        else:
+            wanted.setdefault(req.symbol, (req.value, req.source))
+    if problems:
+        raise KconfigError("; ".join(problems))
+    return wanted, skipped
+
+
+def request_line(sym: ksource.Sym, value: str) -> str:
+    """The .config line that asks conf for ``value``."""
+    if sym.type in ("bool", "tristate") and value == "n":
+        return f"# CONFIG_{sym.name} is not set"
+    if sym.type == "string":
+        return 'CONFIG_%s="%s"' % (sym.name, value.replace("\\", "\\\\").replace('"', '\\"'))
+    return f"CONFIG_{sym.name}={value}"
+
+
+def holds(sym: ksource.Sym, asked: str, got: str | None) -> bool:
+    """Whether the result value ``got`` (None: not written) is the requested one."""
+    if sym.type in ("bool", "tristate"):
+        return (got or "n") == asked
+    return got == asked
+
+
+def _evaluate(expr: str, values: dict[str, str]) -> int | None:
+    """Kconfig tristate value (0/1/2) of ``expr`` over ``values``; None when it cannot be read."""
+    toks = re.findall(r"\"[^\"]*\"|'[^']*'|&&|\|\||!=|<=|>=|[!()=<>]|[A-Za-z0-9_$.-]+", expr)
+    pos = [0]
+
+    def val(tok: str) -> str:
+        return tok[1:-1] if tok[:1] in "\"'" else values.get(tok, tok if tok in _TRI or tok[:1].isdigit() else "n")
+
+    def atom() -> int:
+        tok = toks[pos[0]]
+        pos[0] += 1
+        if tok == "!":
+            return 2 - atom()
+        if tok == "(":
+            v = orx()
+            pos[0] += 1
+            return v
+        if pos[0] < len(toks) and toks[pos[0]] in ("=", "!=", "<", ">", "<=", ">="):
+            op, rhs = toks[pos[0]], val(toks[pos[0] + 1])
+            pos[0] += 2
+            lhs = val(tok)
+            try:
+                a, b = (int(lhs, 0), int(rhs, 0)) if op not in ("=", "!=") else (lhs, rhs)
+            except ValueError:
+                a, b = lhs, rhs
+            res = {"=": a == b, "!=": a != b, "<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[op]
+            return 2 if res else 0
+        return _TRI.get(val(tok), 0)
+
+    def andx() -> int:
+        v = atom()
+        while pos[0] < len(toks) and toks[pos[0]] == "&&":
+            pos[0] += 1
+            v = min(v, atom())
+        return v
+
+    def orx() -> int:
+        v = andx()
+        while pos[0] < len(toks) and toks[pos[0]] == "||":
+            pos[0] += 1
+            v = max(v, andx())
+        return v
+
+    try:
+        return orx()
+    except (IndexError, KeyError, TypeError):
+        return None
+
+
+def explain_source(src: ksource.Source, name: str, asked: str, got: str, source: str,
+                   values: dict[str, str], hint: str | None) -> str:
+    """Why ``name`` did not take ``asked``, from its Kconfig lines (file:line) and the result's values."""
+    sym = src.syms[name]
+    head = f"{name}={asked} (from {source}) refused (got {got or 'nothing'})"
+
+    def shown(expr: str) -> str:
+        names = ksource.names_in(expr)
+        vals = ", ".join(f"{n}={values.get(n, 'n')}" + ("" if n in src.syms else " (not defined for this architecture)")
+                         for n in names)
+        return f"{expr} [{vals}]" if vals else expr
+
+    if sym.type in ("bool", "tristate") and _TRI.get(got or "n", 0) > _TRI.get(asked, 0):
+        sel = [(s, c, w) for s, c, w in sym.selected_by
+               if _TRI.get(values.get(s, "n"), 0) and (not c or _evaluate(c, values))]
+        if sel:
+            return (f"{head}: selected by " + " || ".join(f"{s} [{s}={values.get(s)}]"
+                                                           + (f" if {c}" if c else "") + f" ({w})" for s, c, w in sel)
+                    + f"; turn off {', '.join(dict.fromkeys(s for s, _c, _w in sel))} first")
+        if sym.choice:
+            return f"{head}: is the chosen member of its choice ({sym.defs[0]}); ask for another member =y instead"
+        if asked == "m" and values.get("MODULES", "n") != "y":
+            return f"{head}: MODULES=n turns m into y ({sym.defs[0]}); set MODULES=y"
+        return f"{head}: its default or an implying symbol wins ({sym.defs[0]})"
+    want = 1 if sym.type == "bool" or asked == "m" else 2
+    bad = [(e, w) for e, w in sym.depends if (_evaluate(e, values) or 0) < want]
+    if bad:
+        todo = sorted({n for e, _w in bad for n in _positive(e)
+                       if n in src.syms and _TRI.get(values.get(n, "n"), 0) < want})
+        text = f"{head}: depends on " + " && ".join(f"{shown(e)} ({w})" for e, w in bad)
+        if todo:
+            text += f"; enable {', '.join(todo)}" + (f" or use {hint}" if hint else "")
+        return text
+    if not sym.prompt:
+        return f"{head}: has no prompt (set only by select or default) ({', '.join(sym.defs)})"
+    if sym.ranges:
+        return f"{head}: conf keeps it inside " + ", ".join(f"range {shown(r)} ({w})" for r, w in sym.ranges)
+    if sym.choice:
+        return f"{head}: sits in a choice where another member is chosen ({sym.defs[0]}); ask for only one"
+    return f"{head}: the kernel's conf gave {got or 'nothing'} ({', '.join(sym.defs)})"
+
+
+def _positive(expr: str) -> list[str]:
+    """Names in ``expr`` that must be on to satisfy it (not under a `!`, not compared)."""
+    expr = re.sub(r"!\s*\([^()]*\)|!\s*\w+|\w+\s*!?=\s*\w+", " ", expr)
+    return ksource.names_in(expr)

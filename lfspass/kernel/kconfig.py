@@ -1,0 +1,180 @@
+"""Configure a kernel tree: base + requests through the tree's own conf, then every request verified.
+
+The .config is what ``scripts/kconfig/conf --olddefconfig`` (built from the tree, run as the
+build runs it) makes of the base with the requests written into it: exact by construction,
+on any kernel the tree's own Kconfig understands.  Each request is then read back from the
+result; one that did not take effect stops the run with an explanation (kconfiglib's where it
+parses the tree, else the symbol's Kconfig lines with file:line).  kconfiglib stays off this
+path unless a refusal needs explaining or ``resolve`` is asked.
+"""
+from __future__ import annotations
+
+import lzma
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lfspass.errors import KconfigError
+from lfspass.fsutil import write_atomic
+from lfspass.kernel import conf as kconf_run
+from lfspass.kernel import stamp
+from lfspass.kernel.conf import KernelConf, base_files, config_values
+from lfspass.kernel.kcheck import check_requests, explain_source, holds, request_line, scan_cached
+from lfspass.model import Request
+
+NAMED = ("tinyconfig", "defconfig", "allnoconfig", "alldefconfig")
+_ENGINE = 2  # bump when the same inputs would give other bytes
+
+
+@dataclass
+class ConfigResult:
+    """What configure() did; ``changes`` holds (symbol, old, new), '' meaning absent."""
+
+    changed: bool
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    resolved: list[tuple[str, str, str]] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)  # upgrade notes (new, gone, moved requests)
+
+
+def kernel_symbols(tree: Path, arch: str = "x86_64") -> set[str]:
+    """Names of every symbol the tree's Kconfig files define (for its architecture)."""
+    kc = kconf_run.locate(Path(tree), arch)
+    if kc is None:
+        from lfspass.kernel.klib import kernel_symbols as via_kconfiglib
+        return via_kconfiglib(Path(tree).resolve(), arch)
+    return set(scan_cached(kc).syms)
+
+
+def _read_base(base: str | Path | None, config: Path) -> str:
+    path = config if base is None else Path(base)
+    if base is None and not config.is_file():
+        raise KconfigError(f"{config}: no such config file; create it or pass --base "
+                           f"({', '.join(NAMED)} or a config file)")
+    if not path.is_file():
+        raise KconfigError(f"base config {base}: no such file; pass {', '.join(NAMED)} "
+                           "or an existing config file (.xz works)")
+    try:
+        data = lzma.open(path).read() if path.name.endswith(".xz") else path.read_bytes()
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise KconfigError(f"cannot read the starting config ({path}): {exc}; "
+                           "pass a readable .config (plain or .xz)") from None
+    return data.decode(errors="replace")
+
+
+def _start(kc: KernelConf, base, config: Path, tmp: Path) -> str:
+    """The starting config text: a file's, or what ``make <named base>`` writes."""
+    if base not in NAMED:
+        return _read_base(base, config)
+    return kconf_run.named_base(kc, base, tmp)
+
+
+def configure(tree: Path, config: Path, requests: list[Request], *,
+              base: str | Path | None = None, resolve: bool = False,
+              arch: str = "x86_64", resolve_hint: str = "--resolve", obj: Path | None = None) -> ConfigResult:
+    """Start from ``base`` (or ``config``), apply ``requests``, write ``config`` if it changed.
+
+    A request that does not hold in the result raises KconfigError explaining why; with
+    ``resolve`` the settable symbols that unblock it are added first and reported.
+    ``obj`` is the build's O= folder (conf is built there); None uses a cache folder.
+    """
+    tree, config = Path(tree).resolve(), Path(config)
+    if base is not None and base not in NAMED:
+        base = Path(base)
+    requests = [Request(r.symbol.removeprefix("CONFIG_"), r.value, r.source, r.optional) for r in requests]
+    old_bytes = config.read_bytes() if config.is_file() else None
+    kc = kconf_run.locate(tree, arch, obj)
+    key = stamp.inputs_key(tree=tree, arch=arch, resolve=resolve, base=base, engine=_ENGINE if kc else 0,
+                           requests=sorted((r.symbol, r.value, r.source, r.optional) for r in requests),
+                           base_files=stamp.files_key(tree, base_files(tree, base, arch)))
+    if old_bytes is not None:
+        hit = stamp.hit(config, key, tree, old_bytes)
+        if hit:
+            return ConfigResult(False, [], *hit)
+    summary: list[str] = []
+    if kc is None:
+        from lfspass.kernel.klib import configure_kconfiglib
+        new_bytes, skipped, resolved, files = configure_kconfiglib(
+            tree, config, requests, base=base, resolve=resolve, arch=arch, resolve_hint=resolve_hint)
+    else:
+        new_bytes, skipped, resolved, files, summary = _configure(kc, config, requests, base, resolve, resolve_hint)
+    changed = write_atomic(config, new_bytes)
+    old = config_values(old_bytes.decode(errors="replace")) if old_bytes is not None else {}
+    new = config_values(new_bytes.decode(errors="replace"))
+    changes = [(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
+               if old.get(s, "") != new.get(s, "")]
+    stamp.record(config, key, new_bytes, files, stamp.files_key(tree, files), skipped, resolved)
+    return ConfigResult(changed, changes, skipped, resolved, summary)
+
+
+def _configure(kc: KernelConf, config: Path, requests: list[Request], base, resolve: bool,
+               hint: str) -> tuple[bytes, list, list, list[str], list[str]]:
+    src = scan_cached(kc)
+    wanted, skipped = check_requests(src, requests)
+    resolved: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="lfspass-kconfig-") as tmp_name:
+        tmp = Path(tmp_name)
+        start = _start(kc, base, config, tmp)
+        if resolve:
+            from lfspass.kernel.klib import resolve_extra
+            resolved = resolve_extra(kc.tree, kc.kconfig_env()["ARCH"], start, wanted)
+            for sym, value, why in resolved:
+                wanted.setdefault(sym, (value, f"resolve, {why}"))
+        lines = [request_line(src.syms[n], v) for n, (v, _s) in wanted.items()]
+        work = tmp / "config"
+        work.write_text(start.rstrip("\n") + "\n" + "".join(l + "\n" for l in lines))
+        # KCONFIG_WARN_CHANGED_INPUT (6.13+) makes conf name the inputs it changed.
+        warnings = kconf_run.run_conf(kc, "olddefconfig", work, {"KCONFIG_WARN_CHANGED_INPUT": "1"})
+        out = work.read_text()
+    got = config_values(out)
+    refused = [(n, v, got.get(n, ""), s) for n, (v, s) in wanted.items() if not holds(src.syms[n], v, got.get(n))]
+    if refused:
+        raise KconfigError("; ".join(_explain(kc, src, out, refused, warnings, None if resolve else hint)))
+    return out.encode(), skipped, resolved, src.files, _summary(src, config_values(start), got, wanted)
+
+
+def _explain(kc: KernelConf, src, out: str, refused: list, warnings: str, hint: str | None) -> list[str]:
+    """kconfiglib's explanation where it parses the tree, else the Kconfig lines; conf's own words too."""
+    try:
+        from lfspass.kernel.klib import explain_all
+        texts = explain_all(kc.tree, kc.kconfig_env()["ARCH"], out, refused, hint)
+    except KconfigError:
+        texts = [""] * len(refused)
+    lines = []
+    for (name, asked, got, source), text in zip(refused, texts):
+        text = text or explain_source(src, name, asked, got, source, config_values(out), hint)
+        said = kconf_run.warnings_for(warnings, name)
+        lines.append(text + (f" [the kernel's conf: {'; '.join(said)}]" if said else ""))
+    return lines
+
+
+def _summary(src, start: dict[str, str], got: dict[str, str], wanted: dict) -> list[str]:
+    """Upgrade notes: symbols new to this config that are on, symbols the tree no longer has."""
+    if not start:
+        return []
+    new_on = sorted(s for s, v in got.items() if s not in start and v not in ("n", "") and s not in wanted)
+    gone = sorted(s for s in start if s not in src.syms)
+    moved = sorted(f"{s}: {start[s]} -> {v}" for s, (v, _src) in wanted.items() if start.get(s, v) != v)
+    out = []
+    if new_on:
+        out.append(f"{len(new_on)} symbol(s) new to this config are on: {', '.join(new_on[:20])}"
+                   + (" ..." if len(new_on) > 20 else ""))
+    if gone:
+        out.append(f"{len(gone)} symbol(s) of the starting config are not in this tree: {', '.join(gone[:20])}"
+                   + (" ..." if len(gone) > 20 else ""))
+    if moved:
+        out.append("requests that changed a starting value: " + ", ".join(moved))
+    return out
+
+
+def verify(tree: Path, config: Path, requests: list[Request], arch: str = "x86_64") -> list[str]:
+    """The requests ``config`` breaks (one line each, explained); [] when every one holds."""
+    kc = kconf_run.locate(Path(tree), arch)
+    text = config.read_text(errors="replace")
+    got = config_values(text)
+    if kc is None:
+        return [f"{r.symbol}={r.value}" for r in requests if got.get(r.symbol, "n") != r.value]
+    src = scan_cached(kc)
+    broken = [(r.symbol, r.value, got.get(r.symbol, ""), r.source) for r in requests
+              if r.symbol in src.syms and not holds(src.syms[r.symbol], r.value, got.get(r.symbol))]
+    return _explain(kc, src, text, broken, "", None) if broken else []

@@ -1,0 +1,109 @@
+"""Kernel trees for the tests: Debian's 6.12 (bookworm) and sid's newest linux-source, cached.
+
+sid comes through apt with a private state folder and a suite override (FIELD-NOTES §11):
+the machine's own sources stay untouched, and the mirror is the one the host's apt sources
+name (never a URL written here).  Everything lands under build/test-cache/ and is reused.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+def host_mirror() -> str | None:
+    """The Debian archive URI the host's apt sources use (not the security archive)."""
+    texts = []
+    for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        if f.suffix in (".list", ".sources") or f.name == "sources.list":
+            try:
+                texts.append(f.read_text())
+            except OSError:
+                pass
+    for text in texts:
+        for uri in re.findall(r"^URIs:\s*(\S+)", text, re.M) + re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.M):
+            if "security" not in uri and re.search(r"/debian/?$", uri):
+                return uri.rstrip("/")
+    return None
+
+
+def _apt_opts(state: Path) -> list[str]:
+    return ["-o", f"Dir::Etc::sourcelist={state}/sources.list", "-o", "Dir::Etc::sourceparts=/dev/null",
+            "-o", f"Dir::State::Lists={state}/lists", "-o", f"Dir::Cache={state}/cache",
+            "-o", "Debug::NoLocking=1"]
+
+
+def _extract(deb: Path, dest: Path) -> None:
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+
+
+def sid_tree(cache: Path) -> tuple[Path, Path, str]:
+    """(tree, Debian amd64 config, version) of sid's newest linux-source; raises RuntimeError(reason)."""
+    done = cache / "sid.done"
+    if done.is_file():
+        tree, config, version = done.read_text().split("\n")[:3]
+        if Path(tree, "Kconfig").is_file() and Path(config).is_file():
+            return Path(tree), Path(config), version
+    mirror = host_mirror()
+    if not mirror:
+        raise RuntimeError("no Debian mirror in the host's apt sources")
+    state = cache / "sid-apt"
+    for d in ("lists/partial", "cache/archives/partial"):
+        (state / d).mkdir(parents=True, exist_ok=True)
+    (state / "sources.list").write_text(f"deb [signed-by={KEYRING}] {mirror} sid main\n")
+    up = subprocess.run(["apt-get", *_apt_opts(state), "update"], capture_output=True, text=True)
+    if up.returncode != 0 or not any((state / "lists").glob("*sid*Packages*")):
+        raise RuntimeError(f"sid archive unreachable: {(up.stderr.strip().splitlines() or ['apt-get update failed'])[-1]}")
+    names = subprocess.run(["apt-cache", *_apt_opts(state), "pkgnames", "linux-source-"],
+                           capture_output=True, text=True).stdout.split()
+    vers = sorted((tuple(int(x) for x in n.split("-")[-1].split(".")), n.split("-")[-1])
+                  for n in names if re.fullmatch(r"linux-source-\d+\.\d+", n))
+    if not vers:
+        raise RuntimeError("the sid archive has no linux-source-* package")
+    version = vers[-1][1]
+    debs = cache / "sid-debs"
+    debs.mkdir(exist_ok=True)
+    print(f"kernel_trees: downloading sid's linux-source-{version} (once)", file=sys.stderr)
+    dl = subprocess.run(["apt-get", *_apt_opts(state), "download", f"linux-source-{version}",
+                         f"linux-config-{version}"], cwd=debs, capture_output=True, text=True)
+    if dl.returncode != 0:
+        raise RuntimeError(f"apt-get download linux-source-{version} failed: {dl.stderr.strip()[-200:]}")
+    pkg = cache / "sid-pkg"
+    for deb in sorted(debs.glob(f"linux-*-{version}_*.deb")):
+        _extract(deb, pkg)
+    tarball = pkg / "usr" / "src" / f"linux-source-{version}.tar.xz"
+    config = pkg / "usr" / "src" / f"linux-config-{version}" / "config.amd64_none_amd64.xz"
+    with tarfile.open(tarball) as tf:
+        top = tf.next().name.split("/")[0]
+    subprocess.run(["rm", "-rf", str(cache / top)], check=True)
+    subprocess.run(["tar", "-C", str(cache), "-xf", str(tarball)], check=True)
+    tarball.unlink()  # the tree is what the tests use; the tarball is 150 MB more
+    full = subprocess.run(["dpkg-deb", "-f", str(next(debs.glob(f"linux-source-{version}_*.deb"))), "Version"],
+                          capture_output=True, text=True).stdout.strip()
+    done.write_text(f"{cache / top}\n{config}\n{version} ({full})\n")
+    return cache / top, config, f"{version} ({full})"
+
+
+def bookworm_tree(cache: Path, version: str = "6.12") -> tuple[Path, Path]:
+    """(tree, Debian amd64 config) of bookworm's linux-source-<version>, extracted once."""
+    tarball = Path(f"/usr/src/linux-source-{version}.tar.xz")
+    config = Path(f"/usr/src/linux-config-{version}/config.amd64_none_amd64.xz")
+    if not tarball.is_file() or not config.is_file():
+        raise RuntimeError(f"{tarball} or {config} missing: apt-get install linux-source-{version} "
+                           f"linux-config-{version} (.ci/install)")
+    dest, marker = cache / f"linux-source-{version}", cache / f"linux-source-{version}.extracted"
+    if not marker.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["rm", "-rf", str(dest)], check=True)
+        subprocess.run(["tar", "-C", str(cache), "-xf", str(tarball)], check=True)
+        marker.write_text(str(tarball.stat().st_mtime))
+    return dest, config
+
+
+if __name__ == "__main__":  # prefetch: python tests/kernel/kernel_trees.py
+    root = Path(__file__).resolve().parents[2] / "build" / "test-cache"
+    print(sid_tree(root))
