@@ -10,6 +10,13 @@ class LfspassError(Exception):
     what was expected, and what to do next.
     """
 
+    exit_code = 2  # `lfspass` exits 2 for bad input, 1 for a run that failed (BuildError, DownloadError)
+
+    def __init__(self, *args: object, exit_code: int | None = None) -> None:
+        super().__init__(*args)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
     def one_line(self) -> str:
         """The message folded onto a single line."""
         return " ".join(str(self).split())
@@ -38,9 +45,13 @@ class KconfigError(LfspassError):
 class BuildError(LfspassError):
     """The kernel build or install failed (the message points at the kept log)."""
 
+    exit_code = 1
+
 
 class DownloadError(LfspassError):
     """A download failed, or its checksum or signature did not verify."""
+
+    exit_code = 1
 
 
 class HostError(LfspassError):

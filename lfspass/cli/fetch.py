@@ -17,24 +17,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyring", metavar="FILE", type=Path,
                         help="keyring for gpgv (default: Debian CD signing key from debian-keyring)")
     parser.add_argument("--fingerprint", metavar="FPR", help="require the signature to be by this key")
-    parser.add_argument("-o", "--output", metavar="DEST", type=Path,
+    parser.add_argument("-o", "--output", metavar="DEST",
                         help="where to put the file (default: the URL's file name here)")
     parser.add_argument("--cache", metavar="DIR", type=Path,
                         help="content-addressed cache (default: $LFSPASS_CACHE or ~/.cache/lfspass)")
+    parser.add_argument("--max-size", metavar="SIZE",
+                        help="stop a download that announces no size after SIZE (e.g. 8G; default "
+                             "$LFSPASS_MAX_SIZE or 64G); one that does is held to its own size")
     parser.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.epilog = ("Timeouts and retries: LFSPASS_TIMEOUT=SECONDS or CONNECT,READ (default 15,60), "
-                     "LFSPASS_RETRIES=N (default 4). An interrupted download resumes from DEST.part.")
+                     "LFSPASS_RETRIES=N (default 4; every failed try counts, with backoff). An interrupted "
+                     "download resumes from DEST.part.")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lfspass.fetch.download import fetch, url_name  # requests loads only when a fetch runs
+    from lfspass.errors import DownloadError
+    from lfspass.fetch.download import fetch, safe_name  # requests loads only when a fetch runs
 
-    dest = args.output or Path(url_name(args.url) or "download")
+    if args.output is not None and not str(args.output).strip():
+        raise DownloadError("-o '': give a file name, or leave -o out to use the URL's", exit_code=2)
+    # Without -o the URL's last segment, made one plain name: %2F must not lead out of this folder.
+    dest = Path(args.output) if args.output is not None else Path(safe_name(args.url))
+    if args.keyring is not None and not Path(args.keyring).is_file():
+        raise DownloadError(f"--keyring {args.keyring}: no such file; give a gpg keyring file", exit_code=2)
     result = fetch(
         args.url, dest, sha256=args.sha256, sums_url=args.sums, signature_url=args.signature,
         keyring=args.keyring, fingerprint=args.fingerprint, cache_dir=args.cache,
-        progress=False if args.no_progress else None,
+        progress=False if args.no_progress else None, max_size=args.max_size,
     )
     if args.json:
         print_json(asdict(result))

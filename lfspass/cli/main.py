@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import typing
 from typing import Callable
 
 from lfspass import __version__
@@ -20,11 +21,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "groups": ("lfspass.cli.groups", "list IOMMU groups and whether each can be passed through"),
     "doctor": ("lfspass.cli.doctor", "diagnose a host (live or saved) for GPU passthrough"),
     "fetch": ("lfspass.cli.fetch", "download a file and verify its checksum (and signature)"),
+    "boot": ("lfspass.cli.boot", "boot a new kernel once (try), make it the default after its checks (confirm), status"),
+    "rollback": ("lfspass.cli.rollback", "undo the host files lfspass wrote in a run (and later runs); --list shows runs"),
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose own errors are one `error:` line (exit 2) like every other bad input."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lfspass", description=__doc__)
+    parser = Parser(prog="lfspass", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lfspass {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (modname, help_) in COMMANDS.items():
@@ -45,19 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] | None = getattr(args, "_run", None)
     if run is None:
-        parser.print_help()
+        print(f"error: no command given; one of: {', '.join(COMMANDS)} (see lfspass --help)", file=sys.stderr)
         return 2
     try:
         return int(run(args) or 0)
     except LfspassError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except BrokenPipeError:  # `lfspass groups | head`
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk or a file outside what the command checks: a failed run, said once
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check the path and free space, then run again", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

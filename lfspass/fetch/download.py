@@ -4,9 +4,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -15,12 +15,14 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from lfspass.errors import DownloadError
-from lfspass.fsutil import sha256_file
+from lfspass.errors import DownloadError, LfspassError
+from lfspass.fsutil import sha256_file, write_atomic
 from lfspass.progress import Progress
+
+FICLONE = 0x40049409  # ioctl: share src's blocks copy-on-write (btrfs, xfs)
 from lfspass.fetch.signature import parse_sums, verify_detached
-from lfspass.fetch.transfer import (SMALL_LIMIT, check_status, hash_into, make_session, reason, retries_from,
-                       timeouts, transfer)
+from lfspass.fetch.transfer import (SMALL_LIMIT, Limits, ceiling_from, check_status, hash_into, make_session, reason,
+                                    retries_from, timeouts, transfer)
 
 
 @dataclass
@@ -43,13 +45,22 @@ def cache_root(cache_dir: Path | None = None) -> Path:
 
 def local_source(url: str) -> Path | None:
     """The path a 'URL' names when it is a local file (plain path or file://), else None."""
-    parts = urlsplit(url)
+    if not url or "\0" in url or any(ord(c) < 32 for c in url):
+        raise DownloadError(f"{url!r}: not a URL or path (empty, or with control characters); check it", exit_code=2)
+    try:
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https"):
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        raise DownloadError(f"{url}: not a valid URL ({exc}); check the brackets and the port", exit_code=2) from None
     if parts.scheme == "file":
         return Path(unquote(parts.path))
     if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise DownloadError(f"{url}: no host name; write http(s)://HOST/PATH", exit_code=2)
         return None
     if "://" in url:
-        raise DownloadError(f"{url}: unsupported scheme {parts.scheme!r}; use http(s)://, file:// or a local path")
+        raise DownloadError(f"{url}: unsupported scheme {parts.scheme!r}; use http(s)://, file:// or a local path", exit_code=2)
     return Path(url)
 
 
@@ -57,6 +68,17 @@ def url_name(url: str) -> str:
     """The file name a URL (or path) ends in, e.g. for a SHA256SUMS lookup."""
     local = local_source(url)
     return local.name if local is not None else unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+
+
+def safe_name(url: str) -> str:
+    """``url_name`` made one harmless path segment: a default file name for the current folder.
+
+    ``%2F`` decodes to '/', so a name like ``..%2F..%2Fetc%2Fx`` must not become a path.
+    """
+    name = "".join("_" if c in "/\\" or ord(c) < 32 else c for c in url_name(url)).lstrip(".")
+    while len(name.encode()) > 200:  # a file name may hold 255 bytes; leave room for .part and locks
+        name = name[:-1]
+    return name or "download"
 
 
 def read_small(session: requests.Session, url: str, limits: tuple[float, float]) -> bytes:
@@ -92,26 +114,35 @@ def signed_sum(session: requests.Session, url: str, sums_url: str, signature_url
         return parse_sums(sums.read_text(errors="replace"), url_name(url), source=sums_url)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Put ``src``'s bytes at ``dst`` atomically: a hardlink when possible, else a copy."""
+def _clone_or_copy(src: Path, dst: Path) -> None:
+    """Put ``src``'s bytes at ``dst`` atomically as a file of its own: a reflink where the file
+    system shares blocks copy-on-write, else a copy.  Never a hard link: writing to one name
+    would change the other, and a verified file must stay what was verified."""
     if dst.exists() and os.path.samefile(src, dst):
-        return
+        dst.unlink()  # a hard link left by an older lfspass: replace it by a copy below
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        try:
-            os.link(src, tmp)
-        except OSError:  # another filesystem, or links not allowed there
-            shutil.copyfile(src, tmp)
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            try:
+                fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
+            except OSError:  # no reflinks here (ext4, another file system): copy in the kernel
+                _copy_fd(fin.fileno(), fout.fileno())
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def _copy_fd(fin: int, fout: int) -> None:
+    while os.copy_file_range(fin, fout, 1 << 30):
+        pass
+
+
 def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | None = None,
           signature_url: str | None = None, keyring: Path | None = None, fingerprint: str | None = None,
           cache_dir: Path | None = None, progress: bool | None = None,
-          timeout: float | tuple[float, float] | None = None, retries: int | None = None) -> FetchResult:
+          timeout: float | tuple[float, float] | None = None, retries: int | None = None,
+          size: int | None = None, max_size: str | int | None = None) -> FetchResult:
     """Download ``url`` (or copy a local file) to ``dest``, verified by sha256 or signed SHA256SUMS.
 
     ``dest`` appears only once its hash matches; a mismatch deletes the download.  An
@@ -123,35 +154,43 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
         raise DownloadError(
             f"{url}: refusing an unverified download; pass --sha256 HEX or --sums URL (exactly one)"
             if sha256 is None else f"{url}: pass either --sha256 or --sums, not both"
-        )
+        , exit_code=2)
     if sums_url is None and (signature_url or keyring or fingerprint):
-        raise DownloadError(f"{url}: --signature, --keyring and --fingerprint check a --sums list; pass --sums URL too")
-    limits, tries = timeouts(timeout), retries_from(retries)
+        raise DownloadError(f"{url}: --signature, --keyring and --fingerprint check a --sums list; pass --sums URL too", exit_code=2)
+    limits, budget = timeouts(timeout), Limits(retries_from(retries), ceiling_from(max_size), size)
+    local_source(url)  # a malformed URL fails here, before anything is written
+    if str(dest) in ("", ".") or dest.is_dir():
+        raise DownloadError(f"-o {str(dest)!r} is a folder, not a file name; give the file's path, e.g. -o "
+                            f"{Path(dest, safe_name(url))}", exit_code=2)
+    tries = budget.retries
     with make_session(tries) as session:
         if sums_url is not None:
             expected = signed_sum(session, url, sums_url, signature_url, keyring, fingerprint, limits)
         else:
             expected = sha256.strip().lower()
             if not re.fullmatch(r"[0-9a-f]{64}", expected):
-                raise DownloadError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits); copy it from the publisher's SHA256SUMS")
+                raise DownloadError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits); copy it from the publisher's SHA256SUMS", exit_code=2)
         cached = cache_root(cache_dir) / "sha256" / expected
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DownloadError(f"cannot create {dest.parent}: {exc.strerror}; choose another -o") from None
         with _dest_lock(dest):
-            return _fetch_to(session, url, dest, expected, cached, progress, limits, tries)
+            return _fetch_to(session, url, dest, expected, cached, progress, limits, budget)
 
 
 def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, cached: Path,
-              progress: bool | None, limits: tuple[float, float], tries: int) -> FetchResult:
+              progress: bool | None, limits: tuple[float, float], budget: Limits) -> FetchResult:
     """The body of fetch() once the sum is known and ``dest`` is locked for this process."""
-    if dest.is_file() and sha256_file(dest) == expected:
-        _store(dest, cached)
+    if dest.is_file() and (still_verified(dest, expected, cached.parent.parent) or sha256_file(dest) == expected):
+        if not cached.exists():
+            _store(dest, cached)
+        record_verified(dest, expected, cached.parent.parent)
         return FetchResult(dest, expected, 0, False, False)
     if cached.is_file():
         if sha256_file(cached) == expected:
-            _link_or_copy(cached, dest)
+            _clone_or_copy(cached, dest)
+            record_verified(dest, expected, cached.parent.parent)
             return FetchResult(dest, expected, 0, True, False)
         cached.unlink()  # damaged cache entry (e.g. a hardlinked copy was edited): fetch anew
     part = dest.with_name(dest.name + ".part")
@@ -167,7 +206,7 @@ def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, ca
             got = digest.hexdigest()
             bar.close(downloaded)
         else:
-            got, downloaded, resumed = transfer(session, url, part, limits, tries, bar)
+            got, downloaded, resumed = transfer(session, url, part, limits, budget, bar)
     except OSError as exc:  # the network's errors are handled inside; this is the disk
         raise DownloadError(f"{url} -> {part}: {exc.strerror}; free space or choose another -o") from None
     if got != expected:
@@ -177,9 +216,38 @@ def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, ca
                   "the download was deleted - if the file was updated upstream fix the recipe's sha256 "
                   "(or sums), otherwise run again or use another mirror")
         raise DownloadError(f"{url}: sha256 mismatch: expected {expected}, got {got}; {advice}")
-    _store(part, cached)
     os.replace(part, dest)
+    record_verified(dest, expected, cached.parent.parent)
+    _store(dest, cached)
     return FetchResult(dest, expected, downloaded, False, resumed)
+
+
+def _stamp(dest: Path, cache_dir: Path | None = None) -> Path:
+    """Where the cache remembers a verified destination (not beside it: that folder is the user's)."""
+    key = hashlib.sha256(os.fsencode(Path(dest).absolute())).hexdigest()
+    return cache_root(cache_dir) / "verified" / f"{key}.json"
+
+
+def _identity(dest: Path) -> dict:
+    st = dest.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "dev": st.st_dev}
+
+
+def record_verified(dest: Path, sha: str, cache_dir: Path | None = None) -> None:
+    """Remember that ``dest`` as it is now (size, mtime, inode) hashed to ``sha``."""
+    try:
+        write_atomic(_stamp(dest, cache_dir), json.dumps({"sha256": sha, **_identity(dest)}) + "\n")
+    except (OSError, LfspassError):
+        pass  # a folder we cannot write costs a re-hash next time, nothing else
+
+
+def still_verified(dest: Path, sha: str | None = None, cache_dir: Path | None = None) -> bool:
+    """True when ``dest`` is unchanged since it last verified (as ``sha`` when given); cheap: no hashing."""
+    try:
+        seen = json.loads(_stamp(dest, cache_dir).read_text())
+        return (sha is None or seen.get("sha256") == sha) and all(seen.get(k) == v for k, v in _identity(dest).items())
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @contextlib.contextmanager
@@ -225,6 +293,6 @@ def _store(path: Path, cached: Path) -> None:
     """Add a verified file to the cache; a cache we cannot write only costs a later download."""
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        _link_or_copy(path, cached)
+        _clone_or_copy(path, cached)
     except OSError:
         pass

@@ -49,6 +49,12 @@ def _fetch(recipe: Recipe, name: str) -> None:
         print(f"{result.path}: sha256 {result.sha256} verified ({how})")
 
 
+def _still_verified(items: list[dict]) -> bool:
+    from lfspass.fetch.download import still_verified
+
+    return all(still_verified(Path(i["dest"]), i.get("sha256")) for i in items)
+
+
 def _firmware(recipe: Recipe, name: str) -> None:
     fw = _plan(recipe, name).firmware
     print(f"{fw.vars}: {'made from ' + str(fw.vars_template) if prepare_vars(fw) else 'kept (holds the UEFI variables)'}")
@@ -113,7 +119,10 @@ def vm_tasks(ctx: Context) -> Iterator[dict]:
             pre.append(f"vm:fetch:{n}")
             yield {"name": f"fetch:{n}", "actions": [(run_action, [_fetch, *args])],
                    "targets": [str(i["dest"]) for i in items],
-                   "uptodate": [config_changed(repr([(i["url"], i.get("sha256"), i.get("sums_url")) for i in items]))],
+                   # Re-checked every run: a target changed since it verified (size, mtime, inode)
+                   # is hashed again (and fetched again when it no longer matches).
+                   "uptodate": [config_changed(repr([(i["url"], i.get("sha256"), i.get("sums_url")) for i in items])),
+                                lambda items=items: _still_verified(items)],
                    "clean": [], "verbosity": 2, "doc": "download and verify firmware and installer media"}
         fw = plan.firmware
         fetched = {str(i["dest"]) for i in items}

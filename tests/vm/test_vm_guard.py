@@ -224,3 +224,23 @@ def test_sigterm_to_doit_stops_the_installer(tmp_path):
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert not Path(f"/proc/{qemu}").exists() or "zombie" in Path(f"/proc/{qemu}/status").read_text().lower()
     assert not (folder / "install/preseed.sock").exists() and not (folder / "install/preseed.cfg").exists()
+
+
+def test_vm_fetch_rechecks_a_changed_target(tmp_path):
+    from lfspass.fsutil import sha256_file
+
+    code, tmpl = Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+    body = (f'[[vms]]\nname = "f"\naccel = "tcg"\ndisk = {{ size = "64M" }}\n[vms.firmware]\ncode_url = "file://{code}"\n'
+            f'code_sha256 = "{sha256_file(code)}"\nvars_url = "{tmpl}"\nvars_sha256 = "{sha256_file(tmpl)}"\n')
+    path = write_recipe(tmp_path, body)
+    env = {"LFSPASS_CACHE": str(tmp_path / "cache")}
+    assert run_doit("vm", f"recipe={path}", cwd=tmp_path, env=env).returncode == 0
+    fetched = tmp_path / "root/var/lib/lfspass/vms/f/firmware/OVMF_CODE.fd"
+    again = run_doit("vm", f"recipe={path}", cwd=tmp_path, env=env)
+    assert "-- vm:fetch:f" in again.stdout  # unchanged: not even hashed
+    with open(fetched, "r+b") as fh:  # the verified firmware is changed in place after the fact
+        fh.seek(1 << 20)
+        fh.write(b"evil")
+    again = run_doit("vm", f"recipe={path}", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert ".  vm:fetch:f" in again.stdout and fetched.read_bytes() == code.read_bytes()

@@ -1,0 +1,191 @@
+"""Downloads end: a retry budget against servers that cut and ignore Range, size caps, safe names, no shared inodes."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_one_error_line, run_cli
+from lfspass.errors import DownloadError
+from lfspass.fetch.download import fetch, safe_name, still_verified
+
+PAYLOAD = os.urandom((2 << 20) + 4321)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+CUT = 300_000
+HUGE = 1 << 50  # announced, never sent
+
+
+class Hostile(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), HostileHandler)
+        self.requests: list[str] = []
+        self.sent = 0
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{path}"
+
+
+class HostileHandler(BaseHTTPRequestHandler):
+    """cutnorange: 200 for the whole file, hang up after CUT bytes, every time.
+    bad206: 206 with no Content-Range, body from byte 0.  endless: 200, no length, never ends.
+    liar: says Content-Length N, and sends more on a keep-alive-less connection (read until close)."""
+
+    protocol_version = "HTTP/1.1"
+    server: Hostile
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.requests.append(f"{self.path} {self.headers.get('Range')}")
+        mode = self.path.strip("/").split("/")[0]
+        self.close_connection = True
+        if mode == "cutnorange":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[:CUT])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+        elif mode == "bad206":
+            self.send_response(206)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[:CUT])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+        elif mode == "huge":
+            self.send_response(200)
+            self.send_header("Content-Length", str(HUGE))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[:CUT])
+        elif mode == "endless":
+            self.protocol_version = "HTTP/1.0"
+            self.send_response(200)
+            self.end_headers()
+            block = b"\0" * (1 << 16)
+            try:
+                while self.server.sent < (1 << 30):  # the test's own guard: 1 GiB
+                    self.wfile.write(block)
+                    self.server.sent += len(block)
+            except OSError:
+                pass
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            try:
+                self.wfile.write(PAYLOAD)
+            except OSError:
+                pass  # the client hung up, as some tests want
+
+
+@pytest.fixture
+def hostile():
+    srv = Hostile()
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _env(tmp_path: Path, **extra: str) -> dict:
+    return {"LFSPASS_CACHE": str(tmp_path / "cache"), "LFSPASS_TIMEOUT": "5,5", **extra}
+
+
+def test_cutting_server_that_ignores_range_ends_within_the_budget(hostile, tmp_path):
+    dest = tmp_path / "disk.img"
+    started = time.monotonic()
+    proc = run_cli("fetch", hostile.url("cutnorange/disk.img"), "--sha256", SHA, "-o", str(dest),
+                   env=_env(tmp_path, LFSPASS_RETRIES="3"))
+    assert_one_error_line(proc, "gave up after 4 tries", "connection lost")
+    assert proc.returncode == 1  # a failed run, not bad input
+    assert len(hostile.requests) == 5  # the first try reached new bytes; then 4 fruitless ones
+    assert time.monotonic() - started < 30
+    assert not dest.exists()
+
+
+def test_206_without_content_range_spends_the_budget(hostile, tmp_path):
+    dest = tmp_path / "disk.img"
+    with pytest.raises(DownloadError, match="206 answer without a usable Content-Range"):
+        fetch(hostile.url("bad206/disk.img"), dest, sha256=SHA, cache_dir=tmp_path / "cache", retries=2)
+    assert len(hostile.requests) == 3
+    assert not dest.exists()
+
+
+def test_endless_body_stops_at_the_ceiling_and_leaves_no_part(hostile, tmp_path):
+    dest = tmp_path / "endless.iso"
+    proc = run_cli("fetch", hostile.url("endless/endless.iso"), "--sha256", SHA, "-o", str(dest),
+                   "--max-size", "8M", env=_env(tmp_path))
+    assert_one_error_line(proc, "more than 8388608 bytes", "--max-size")
+    assert not dest.exists() and not dest.with_name("endless.iso.part").exists()
+    assert hostile.sent < (64 << 20)
+    proc = run_cli("fetch", hostile.url("endless/endless.iso"), "--sha256", SHA, "-o", str(dest),
+                   env=_env(tmp_path, LFSPASS_MAX_SIZE="4M"))
+    assert_one_error_line(proc, "more than 4194304 bytes")
+    assert not dest.with_name("endless.iso.part").exists()
+
+
+def test_expected_size_from_the_caller_caps_the_body(hostile, tmp_path):
+    dest = tmp_path / "disk.img"
+    with pytest.raises(DownloadError, match=f"announces {len(PAYLOAD)} bytes but 1000 were expected"):
+        fetch(hostile.url("data/disk.img"), dest, sha256=SHA, cache_dir=tmp_path / "cache", size=1000)
+    assert not dest.with_name("disk.img.part").exists()
+    # A server that announces nothing is held to the caller's size while it sends.
+    with pytest.raises(DownloadError, match="more than 1000 bytes, its expected size"):
+        fetch(hostile.url("endless/disk.img"), dest, sha256=SHA, cache_dir=tmp_path / "cache", size=1000)
+    assert not dest.with_name("disk.img.part").exists()
+
+
+def test_free_space_is_checked_before_writing(hostile, tmp_path):
+    dest = tmp_path / "huge.img"
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    proc = run_cli("fetch", hostile.url("huge/huge.img"), "--sha256", SHA, "-o", str(dest), env=_env(tmp_path))
+    assert_one_error_line(proc, f"{HUGE} more bytes needed but {tmp_path} has")
+    assert HUGE > free
+    assert not dest.exists() and not dest.with_name("huge.img.part").exists()
+
+
+@pytest.mark.parametrize("url, name", [
+    ("http://h/a/..%2F..%2Fetc%2Fpasswd", "_.._etc_passwd"),
+    ("http://h/a/%2e%2e", "download"),
+    ("http://h/a/debian.iso", "debian.iso"),
+    ("http://h/a/x%00y", "x_y"),
+])
+def test_url_names_are_one_segment(url, name):
+    assert safe_name(url) == name
+
+
+def test_fetch_without_o_stays_in_the_current_folder(hostile, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_cli("fetch", hostile.url("data/..%2F..%2Fescaped.img"), "--sha256", SHA,
+                   cwd=work, env=_env(tmp_path, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in work.iterdir()] == ["_.._escaped.img"]
+    assert not (tmp_path / "escaped.img").exists()
+
+
+def test_cache_entry_is_a_separate_file(hostile, tmp_path):
+    dest, cache = tmp_path / "a/disk.img", tmp_path / "cache"
+    fetch(hostile.url("data/disk.img"), dest, sha256=SHA, cache_dir=cache)
+    cached = cache / "sha256" / SHA
+    assert cached.read_bytes() == PAYLOAD and not os.path.samefile(cached, dest)
+    with open(cached, "r+b") as fh:  # someone damages the cache entry in place
+        fh.write(b"XXXX")
+    assert dest.read_bytes() == PAYLOAD  # the verified file did not change with it
+    # A cheap re-check: unchanged file = still verified; a write (new mtime) = not until hashed again.
+    assert still_verified(dest, SHA, cache)
+    with open(dest, "r+b") as fh:
+        fh.write(b"YYYY")
+    assert not still_verified(dest, SHA, cache)
+    res = fetch(hostile.url("data/disk.img"), dest, sha256=SHA, cache_dir=cache)
+    assert dest.read_bytes() == PAYLOAD and res.downloaded_bytes == len(PAYLOAD)
