@@ -15,12 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tree", required=True, type=Path, help="kernel source tree")
     parser.add_argument("--config", required=True, type=Path,
                         help=".config to update in place (created when --base is given)")
-    parser.add_argument("--base", help="start from tinyconfig, defconfig or a config file "
-                        "(.xz works) instead of --config's current content")
+    parser.add_argument("--base", help="start from tinyconfig, defconfig, allnoconfig, alldefconfig or a "
+                        "config file (.xz works) instead of --config's current content")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SYM=VAL",
                         help="request a value (y, m, n, a number or a string); repeatable")
     parser.add_argument("--resolve", action="store_true",
-                        help="also switch on the visible symbols a request depends on")
+                        help="also switch on the symbols a request depends on (never COMPILE_TEST, "
+                        "EXPERT or test options; never turns one off)")
     parser.add_argument("--arch", default="x86_64", help="kernel ARCH (default x86_64)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -37,7 +38,7 @@ def parse_set(text: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lfspass.kernel.kconfig import Request, configure  # kconfiglib loads only when the command runs
+    from lfspass.kernel.kconfig import Request, configure
 
     requests = [Request(*parse_set(s), source="--set") for s in args.sets]
     if not args.tree.is_dir():
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             "changes": [{"symbol": s, "old": o, "new": n} for s, o, n in res.changes],
             "skipped": [{"symbol": s, "note": n} for s, n in res.skipped],
             "resolved": [{"symbol": s, "value": v, "why": w} for s, v, w in res.resolved],
+            "summary": res.summary,
         })
         return 0
     if not res.changed:
@@ -63,12 +65,16 @@ def run(args: argparse.Namespace) -> int:
     # knock-on changes (hundreds for a new file) are only sampled.
     mine = [c for c in res.changes if c[0] in asked]
     others = [c for c in res.changes if c[0] not in asked]
-    for sym, old, new in mine + others[:_SHOWN]:
+    # After --resolve every knock-on change is listed: the user must see all it moved.
+    shown = len(others) if res.resolved else _SHOWN
+    for sym, old, new in mine + others[:shown]:
         print(f"  {sym}: {old or '(absent)'} -> {new or '(absent)'}")
-    if len(others) > _SHOWN:
+    if len(others) > shown:
         print(f"  ... and {len(others) - _SHOWN} more (--json lists all)")
     for sym, value, why in res.resolved:
         print(f"resolved {sym}={value} ({why})")
     for sym, note in res.skipped:
         print(f"skipped {sym}: {note}")
+    for line in res.summary:
+        print(f"upgrade: {line}")
     return 0

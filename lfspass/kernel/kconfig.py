@@ -129,7 +129,9 @@ def _configure(kc: KernelConf, config: Path, requests: list[Request], base, reso
     got = config_values(out)
     refused = [(n, v, got.get(n, ""), s) for n, (v, s) in wanted.items() if not holds(src.syms[n], v, got.get(n))]
     if refused:
-        raise KconfigError("; ".join(_explain(kc, src, out, refused, warnings, None if resolve else hint)))
+        why = "; ".join(_explain(kc, src, out, refused, warnings, None if resolve else hint))
+        raise KconfigError(why + ("; resolve found no safe change (it never turns a symbol off, nor on "
+                                  "COMPILE_TEST, EXPERT or a test option)" if resolve else ""))
     return out.encode(), skipped, resolved, src.files, _summary(src, config_values(start), got, wanted)
 
 

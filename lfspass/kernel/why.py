@@ -42,7 +42,8 @@ def _loc(sym: _kc.Symbol) -> str:
 def _term_str(expr) -> str:
     """``expr`` followed by the current value of each symbol in it: ``A && B [A=y, B=n]``."""
     items = [s for s in _kc.expr_items(expr) if s.__class__ is _kc.Symbol and not s.is_constant]
-    vals = ", ".join(f"{s.name}={s.str_value}" for s in dict.fromkeys(items))
+    vals = ", ".join(f"{s.name}={s.str_value}" if s.nodes else f"{s.name} not defined for this architecture"
+                     for s in dict.fromkeys(items))
     return f"{_kc.expr_str(expr)} [{vals}]" if vals else _kc.expr_str(expr)
 
 
@@ -119,10 +120,22 @@ def explain(sym: _kc.Symbol, asked: str, got: str, source: str, hint: str | None
                       + f" ({_loc(sym)})", bad, _need(sym, want), hint)
 
 
+def _positive(expr) -> list:
+    """Symbols that must be on for ``expr`` (not under a !, not in a comparison)."""
+    if expr.__class__ is not tuple:
+        return [expr] if expr.__class__ is _kc.Symbol and not expr.is_constant else []
+    if expr[0] in (_kc.AND, _kc.OR):
+        return _positive(expr[1]) + _positive(expr[2])
+    return []
+
+
 def _with_todo(text: str, bad: list, want: int, hint: str | None) -> str:
-    """Append what to switch on (the symbols in the failing terms that are too low)."""
-    todo = sorted({s.name for t in bad for s in _kc.expr_items(t)
-                   if s.__class__ is _kc.Symbol and not s.is_constant and s.tri_value < want})
+    """Append what to switch on (the defined symbols in the failing terms that are too low)."""
+    todo = sorted({s.name for t in bad for s in _positive(t) if s.nodes and s.tri_value < want})
+    never = [n for n in todo if n in _NEVER]
+    todo = [n for n in todo if n not in _NEVER]
+    if never and not todo:
+        return text + f"; only {', '.join(never)} would allow it here (not for a kernel meant to run)"
     if todo:
         return text + f"; enable {', '.join(todo)}" + (f" or use {hint}" if hint else "")
     if bad and hint:
@@ -130,9 +143,18 @@ def _with_todo(text: str, bad: list, want: int, hint: str | None) -> str:
     return text
 
 
+# Switches no fix should flip: they open foreign or unfinished code (52 foreign-SoC drivers
+# follow COMPILE_TEST on x86), and a kernel developer never turns them on to satisfy a dependency.
+_NEVER = {"COMPILE_TEST", "EXPERT", "BROKEN", "STAGING"}
+_TESTING = re.compile(r"\btest(s|ing)?\b|debug|\btransitional \(lfspass\)", re.I)
+
+
 def _settable(sym) -> bool:
-    return (sym.__class__ is _kc.Symbol and not sym.is_constant and sym.nodes
-            and sym.orig_type in (_kc.BOOL, _kc.TRISTATE) and any(n.prompt for n in sym.nodes))
+    """A symbol resolve may turn on: defined here, visible, a plain bool/tristate switch, no test option."""
+    return (sym.__class__ is _kc.Symbol and not sym.is_constant and bool(sym.nodes)
+            and sym.orig_type in (_kc.BOOL, _kc.TRISTATE) and sym.name not in _NEVER
+            and any(n.prompt for n in sym.nodes)
+            and not any(n.prompt and _TESTING.search(n.prompt[0]) for n in sym.nodes))
 
 
 def _fix(expr, want: int) -> list | None:
@@ -148,14 +170,12 @@ def _fix(expr, want: int) -> list | None:
         left, right = _fix(expr[1], want), _fix(expr[2], want)
         return None if left is None or right is None else left + right
     if op is _kc.OR:
-        for side in (expr[1], expr[2]):
-            got = _fix(side, want)
-            if got is not None:
-                return got
-        return None
-    if op is _kc.NOT and _settable(expr[1]) and not _selectors(expr[1]):
-        return [(expr[1], "n")]
-    if op is _kc.EQUAL and _settable(expr[1]) and expr[2].is_constant and expr[2].name in _TRI:
+        # The side needing the fewest changes (an already satisfied side needs none).
+        sides = [got for got in (_fix(expr[1], want), _fix(expr[2], want)) if got is not None]
+        return min(sides, key=len) if sides else None
+    # Never a fix that turns something off (`!X`, `X = n`): that is the user's decision.
+    if op is _kc.EQUAL and _settable(expr[1]) and expr[2].is_constant and expr[2].name in ("y", "m") \
+            and expr[1].tri_value < _TRI[expr[2].name]:
         return [(expr[1], expr[2].name)]
     return None
 

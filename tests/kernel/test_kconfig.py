@@ -113,13 +113,19 @@ def test_several_refusals_are_one_line_each_joined(tiny: Path) -> None:
 
 def test_resolve_enables_and_reports_dependencies(tiny: Path) -> None:
     cfg = tiny.parent / "out.config"
-    (tiny.parent / "base.config").write_text("CONFIG_MODULES=y\nCONFIG_D=y\n")
     res = configure(tiny, cfg, [Request("C", "y")], base=tiny.parent / "base.config", resolve=True)
     got = {sym: val for sym, val, _why in res.resolved}
     # C is a bool: Kconfig lets it be y over a module B, so resolve asks B for m only.
-    assert got == {"B": "m", "A": "y", "D": "n"}
+    assert got == {"B": "m", "A": "y"}
     assert "CONFIG_C=y\n" in _cfg(cfg) and "# CONFIG_D is not set\n" in _cfg(cfg)
     assert all("needed by" in why for _s, _v, why in res.resolved)
+
+
+def test_resolve_never_turns_a_symbol_off(tiny: Path) -> None:
+    (tiny.parent / "base.config").write_text("CONFIG_MODULES=y\nCONFIG_D=y\n")
+    with pytest.raises(KconfigError, match=r"C=y .*refused.*!D \[.*D=y"):
+        configure(tiny, tiny.parent / "o", [Request("C", "y")], base=tiny.parent / "base.config", resolve=True)
+    assert not (tiny.parent / "o").exists()
 
 
 def test_selected_symbol_cannot_be_turned_off(tiny: Path) -> None:
