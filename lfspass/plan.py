@@ -119,9 +119,15 @@ def resolve_devices(recipe: Recipe) -> list[Device]:
         if spec.address:
             vendor = _sysfs_attr(sysroot, spec.address, "vendor")
             if vendor:
-                found = parse_pci_id(f"{vendor[2:]}:{_sysfs_attr(sysroot, spec.address, 'device')[2:]}",
-                                     f"{sysroot}/sys/bus/pci/devices/{spec.address}")
+                device = _sysfs_attr(sysroot, spec.address, "device") or ""
+                found = parse_pci_id(f"{vendor[2:]}:{device[2:]}", f"{sysroot}/sys/bus/pci/devices/{spec.address}")
                 cls = _sysfs_attr(sysroot, spec.address, "class")
+                if pci_id and pci_id != found:
+                    # The card at that address would never be bound (vfio-pci ids= names the other).
+                    raise PciIdError(
+                        f"{recipe.path}: devices[{i}] gives address {spec.address} and id {pci_id}, but the "
+                        f"device at {spec.address} is {found} ({sysroot / 'sys/bus/pci/devices' / spec.address}); "
+                        "fix whichever is wrong (lspci -Dnn -s " + spec.address + ")")
                 pci_id = pci_id or found
             elif not pci_id:
                 raise PciIdError(

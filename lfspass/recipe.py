@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lfspass.errors import RecipeError
 from lfspass.pci import parse_pci_address, parse_pci_id
-from lfspass.schema import choice, load_table, path_field
+from lfspass.schema import Rule, choice, load_table, path_field
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = REPO / "recipes" / "lab.toml"
@@ -37,6 +37,8 @@ class KernelSection:
     jobs: int = field(default=0, metadata={"doc": "make -j; 0 = number of CPUs"})
     timestamp: str = field(default="", metadata={"doc": "KBUILD_BUILD_TIMESTAMP; empty = SOURCE_DATE_EPOCH or the tree's date"})
     ccache: bool = field(default=False, metadata={"doc": "compile through ccache when it is installed"})
+    signing_key: str = path_field("", "PEM (private key + certificate) that signs modules when the config "
+                                      "has MODULE_SIG; empty = one lfspass makes once in .lfspass/ beside the recipe")
     docs: bool = field(default=False, metadata={"doc": "also install Documentation to usr/share/doc/linux-<ver>"})
 
 
@@ -100,8 +102,9 @@ class VncSpec:
 
 @dataclass
 class InstallerSpec:
-    source: str = choice("none", "netboot", "iso", default="none",
-                         doc="Debian installer: none, netboot (debian-installer-12-netboot-amd64) or iso")
+    source: str = choice("none", "netboot", "iso", "image", default="none",
+                         doc="Debian installer: none, netboot (debian-installer-12-netboot-amd64), iso, or image "
+                             "(the disk built from packages with mmdebstrap, no installer)")
     iso: str = path_field("", "local installer ISO (offline hosts); or set iso_url")
     iso_url: str = _doc("", "installer ISO to download into VMDIR/install/")
     iso_sha256: str = _doc("", "sha256 of iso_url (or give sums_url)")
@@ -114,7 +117,11 @@ class InstallerSpec:
                                   "false = only the interactive VNC launcher NAME-install.sh")
     preseed: str = path_field("", "preseed file or jinja2 template; empty = lfspass's templates/preseed.cfg.j2")
     append: list[str] = field(default_factory=list, metadata={"doc": "extra installer kernel parameters"})
-    mirror: str = _doc("", "Debian mirror host for the install; empty = none (install from the ISO alone)")
+    mirror: str = _doc("", "Debian mirror host for the install; empty = none (install from the ISO alone); "
+                           "for source = \"image\" an archive URI, empty = the host's own apt sources")
+    suite: str = _doc("", "source = \"image\": Debian release to build, e.g. bookworm; empty = the host's own")
+    packages: list[str] = field(default_factory=list, metadata={"doc": "source = \"image\": packages added to "
+                                                                       "minbase, a kernel, systemd and openssh-server"})
     user: str = _doc("debian", "the first user's login")
     password_hash: str = _doc("", "crypt(3) hash for that user (mkpasswd -m sha-512); empty = locked, use ssh_key")
     ssh_key: str = _doc("", "public key put in the user's ~/.ssh/authorized_keys")
@@ -177,6 +184,56 @@ class Recipe:
         return Path(self.host.root)
 
 
+SIZE = Rule(r"[1-9][0-9]{0,12}[KMGTkmgt]?(i?B)?", "a size such as 512M, 4G or 1T")
+SHA256 = Rule(r"([0-9a-fA-F]{64})?", "empty or 64 hex digits")
+URL = Rule(r"((https?|file)://\S+|/\S*)?", "empty, an http(s):// or file:// URL, or an absolute path")
+HOSTNAME = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+# The valid form of keys whose type alone says too little; schema.py enforces these on load and
+# prints them in the README's recipe reference (python -m lfspass.recipe).
+RULES: dict[str, Rule] = {
+    "kernel.version": Rule(r"([0-9]+\.[0-9]+[0-9A-Za-z.+_-]*)?", "empty or a release such as 6.10.5"),
+    "kernel.lfs_version": Rule(r"[0-9A-Za-z.+_-]{1,32}", "letters, digits, '.', '+', '_', '-'"),
+    "kernel.jobs": Rule(range=(0, 4096)),
+    "boot.grub_cfg": Rule(r"(?!/)(?!(.*/)?\.\.(/|$))[^\s]+", "a relative path below the install root, without '..'"),
+    "devices.address": Rule(r"([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|",
+                            "empty or a PCI address such as 82:00.0 or 0000:82:00.0"),
+    "devices.id": Rule(r"([0-9a-fA-F]{4}:[0-9a-fA-F]{4})?", "empty or vendor:device such as 10de:1e37"),
+    "vms.name": Rule(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}", "1-64 letters, digits, '-', '_', '.' (not first)"),
+    "vms.memory": SIZE,
+    "vms.cpus": Rule(range=(1, 1024)),
+    "vms.devices": Rule(r"([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|[0-9a-fA-F]{4}:[0-9a-fA-F]{4}",
+                        "each a PCI address or a vendor:device id from [[devices]]"),
+    "vms.bridge": Rule(r"[A-Za-z0-9_.-]{1,15}", "an interface name (1-15 letters, digits, '_', '.', '-')"),
+    "vms.mac": Rule(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}|", "empty or a MAC such as 52:54:00:12:34:56"),
+    "vms.firmware.code": Rule(exists="file"),
+    "vms.firmware.vars": Rule(exists="file"),
+    "vms.firmware.code_url": URL,
+    "vms.firmware.code_sha256": SHA256,
+    "vms.firmware.vars_url": URL,
+    "vms.firmware.vars_sha256": SHA256,
+    "vms.disk.size": SIZE,
+    "vms.vnc.listen": Rule(rf"{HOSTNAME}|[0-9A-Fa-f:.]{{2,45}}", "an IPv4 or IPv6 address or a host name"),
+    "vms.vnc.display": Rule(range=(0, 99)),
+    "vms.vnc.password_file": Rule(exists="file"),
+    "vms.installer.iso": Rule(exists="file"),
+    "vms.installer.iso_url": URL,
+    "vms.installer.iso_sha256": SHA256,
+    "vms.installer.sums_url": URL,
+    "vms.installer.signature_url": URL,
+    "vms.installer.keyring": Rule(exists="file"),
+    "vms.installer.preseed": Rule(exists="file"),
+    "vms.installer.mirror": Rule(rf"({HOSTNAME})?", "empty or a host name"),
+    "vms.installer.user": Rule(r"[a-z_][a-z0-9_-]{0,31}", "a lower-case login such as debian"),
+    "vms.installer.password_hash": Rule(r"[^\s'\\]*", "empty or a crypt(3) hash without spaces or quotes"),
+    "vms.installer.ssh_key": Rule(r"[^'\\]*", "one line without quotes or backslashes"),
+    "vms.installer.timeout": Rule(range=(1, 10080)),
+    "vms.installer.silence": Rule(range=(0, 86400)),
+    "lab.timeout": Rule(range=(1, 86400)),
+    "lab.memory": SIZE,
+}
+Recipe.rules = RULES  # read by schema.load_table and schema.describe
+
+
 def recipe_path(explicit: str | os.PathLike | None = None) -> Path:
     """The recipe to use: explicit path, else $LFSPASS_RECIPE, else recipes/lab.toml."""
     chosen = explicit or os.environ.get("LFSPASS_RECIPE") or DEFAULT_RECIPE
@@ -193,6 +250,10 @@ def _validate(recipe: Recipe, file: Path) -> None:
             dev.id = parse_pci_id(dev.id, f"{where}.id")
         if dev.address:
             dev.address = parse_pci_address(dev.address, f"{where}.address")
+    keys = [d.address or d.id for d in recipe.devices]
+    for i, key in enumerate(keys):
+        if key in keys[:i]:
+            raise RecipeError(f"{file}: devices[{i}] repeats devices[{keys.index(key)}] ({key}); list each device once")
     names = set()
     for i, vm in enumerate(recipe.vms):
         where = f"{file}: vms[{i}].name"
@@ -210,13 +271,15 @@ def load_recipe(path: str | os.PathLike | None = None) -> Recipe:
     """Read and check a recipe; relative paths resolve against the recipe's folder."""
     file = recipe_path(path)
     try:
-        data = tomllib.loads(file.read_text())
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{file}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     except FileNotFoundError:
         raise RecipeError(f"{file}: no such recipe; pass recipe=PATH (doit) or --recipe PATH, or set LFSPASS_RECIPE")
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{file}: not valid TOML ({exc}); fix the line it names")
     except OSError as exc:
-        raise RecipeError(f"{file}: cannot read ({exc.strerror})")
+        raise RecipeError(f"{file}: cannot read ({exc.strerror}); give a recipe file") from None
     base = file.resolve().parent
     recipe = load_table(Recipe, data, file, "", base)
     recipe.path = file

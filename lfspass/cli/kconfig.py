@@ -37,12 +37,35 @@ def parse_set(text: str) -> tuple[str, str]:
     return m.group(1), value
 
 
+def _require_text(flag: str, path: Path | None) -> None:
+    """A .config is UTF-8 text: a binary file is refused before kconfiglib reads (or rewrites) it."""
+    if path is None or not path.is_file():
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 20)
+    except OSError as exc:
+        raise KconfigError(f"{flag} {path}: cannot read ({exc.strerror})") from None
+    if path.suffix == ".xz" and head.startswith(b"\xfd7zXZ"):
+        return
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the 1 MiB boundary
+            raise KconfigError(f"{flag} {path}: not a text .config (binary data at byte {exc.start}); "
+                               "give a kernel .config file") from None
+    if b"\0" in head:
+        raise KconfigError(f"{flag} {path}: not a text .config (NUL bytes); give a kernel .config file")
+
+
 def run(args: argparse.Namespace) -> int:
     from lfspass.kernel.kconfig import Request, configure
 
     requests = [Request(*parse_set(s), source="--set") for s in args.sets]
     if not args.tree.is_dir():
         raise KconfigError(f"--tree {args.tree}: no such folder; pass a kernel source tree")
+    for flag, path in (("--config", args.config), ("--base", Path(args.base) if args.base else None)):
+        _require_text(flag, path)
     res = configure(args.tree, args.config, requests, base=args.base, resolve=args.resolve,
                     arch=args.arch)
     if args.json:

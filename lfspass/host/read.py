@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import zlib
 import os
 import posixpath
 import re
@@ -136,7 +137,7 @@ class Host:
         dev.revision = int(rev, 16) if rev else None
         dev.driver = self._link_in(folder, "driver")
         group = self._link_in(folder, "iommu_group")
-        dev.iommu_group = int(group) if group and group.isdigit() else None
+        dev.iommu_group = int(group) if group and group.isascii() and group.isdigit() else None
         numa = (self._read_file(os.path.join(folder, "numa_node"), 64) or "").strip()
         dev.numa_node = int(numa) if re.fullmatch(r"-?\d{1,6}", numa) else None
         dev.bars = parse_resource(self._read_file(os.path.join(folder, "resource"), 8192))
@@ -168,7 +169,8 @@ class Host:
             groups = os.listdir(self.resolve(IOMMU_GROUPS))
         except OSError:
             return out
-        for g in sorted((g for g in groups if g.isdigit()), key=int):
+        # isascii: '²'.isdigit() is True but int('²') fails; a garbled name is skipped, not a crash.
+        for g in sorted((g for g in groups if g.isascii() and g.isdigit()), key=int):
             try:
                 out[int(g)] = sorted(n for n in os.listdir(self.resolve(f"{IOMMU_GROUPS}/{g}/devices")) if _ADDR.match(n))
             except OSError:
@@ -227,7 +229,7 @@ class Host:
             self.kernel_config_source = "proc/config.gz"
             try:
                 text = gzip.decompress(self.resolve("proc/config.gz").read_bytes()).decode("utf-8", "replace")
-            except (OSError, EOFError, gzip.BadGzipFile):
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error):  # a corrupt copy reads as none
                 return None
         cfg = {}
         for line in text.splitlines():

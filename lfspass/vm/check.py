@@ -6,19 +6,20 @@ import os
 from lfspass.errors import VmError
 from lfspass.vm.disk import data_extents, parse_size, virtual_size, human
 from lfspass.vm.firmware import check_vars
-from lfspass.vm.install import REINSTALL_ENV, marker_path
+from lfspass.vm.install import REINSTALL_ENV, iso_path, marker_path
 from lfspass.vm.plan import VmPlan
 
 
 def install_pending(plan: VmPlan) -> bool:
     """An unattended install would run on the next `doit vm`."""
     inst = plan.vm.installer
-    return (inst.source != "none" and inst.unattended
+    return (inst.source in ("netboot", "iso") and inst.unattended
             and (not marker_path(plan).exists() or bool(os.environ.get(REINSTALL_ENV))))
 
 
 def preflight(plan: VmPlan) -> None:
     """Every refusal the VM's tasks would meet later (disk size, VARS, a disk holding data)."""
+    iso_path(plan)  # an ISO URL without a sum is refused here, before any download
     fw = plan.firmware
     if fw.vars_template.exists() and fw.code.exists():
         check_vars(fw)
