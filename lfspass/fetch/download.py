@@ -206,11 +206,20 @@ def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, ca
             got = digest.hexdigest()
             bar.close(downloaded)
         else:
-            got, downloaded, resumed = transfer(session, url, part, limits, budget, bar)
+            tee = None
+            if not cached.exists():
+                try:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    tee = cached.with_name(f".{cached.name}.{os.getpid()}.tee")
+                except OSError:
+                    tee = None  # no cache this time
+            got, downloaded, resumed = transfer(session, url, part, limits, budget, bar, tee)
     except OSError as exc:  # the network's errors are handled inside; this is the disk
         raise DownloadError(f"{url} -> {part}: {exc.strerror}; free space or choose another -o") from None
+    tee = cached.with_name(f".{cached.name}.{os.getpid()}.tee")
     if got != expected:
         part.unlink(missing_ok=True)
+        tee.unlink(missing_ok=True)
         advice = (f"the copy was deleted ({local} is left as it is) - check it is the right file"
                   if local is not None else
                   "the download was deleted - if the file was updated upstream fix the recipe's sha256 "
@@ -218,7 +227,10 @@ def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, ca
         raise DownloadError(f"{url}: sha256 mismatch: expected {expected}, got {got}; {advice}")
     os.replace(part, dest)
     record_verified(dest, expected, cached.parent.parent)
-    _store(dest, cached)
+    if tee.is_file():  # the cache's own copy, written in the same pass as dest
+        os.replace(tee, cached)
+    else:
+        _store(dest, cached)
     return FetchResult(dest, expected, downloaded, False, resumed)
 
 

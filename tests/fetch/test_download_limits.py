@@ -111,6 +111,7 @@ def test_cutting_server_that_ignores_range_ends_within_the_budget(hostile, tmp_p
     assert len(hostile.requests) == 5  # the first try reached new bytes; then 4 fruitless ones
     assert time.monotonic() - started < 30
     assert not dest.exists()
+    assert not (tmp_path / "cache/sha256").exists() or not any((tmp_path / "cache/sha256").iterdir())
 
 
 def test_206_without_content_range_spends_the_budget(hostile, tmp_path):
@@ -179,6 +180,7 @@ def test_cache_entry_is_a_separate_file(hostile, tmp_path):
     fetch(hostile.url("data/disk.img"), dest, sha256=SHA, cache_dir=cache)
     cached = cache / "sha256" / SHA
     assert cached.read_bytes() == PAYLOAD and not os.path.samefile(cached, dest)
+    assert [p.name for p in cached.parent.iterdir()] == [SHA]  # written in the same pass, no .tee left
     with open(cached, "r+b") as fh:  # someone damages the cache entry in place
         fh.write(b"XXXX")
     assert dest.read_bytes() == PAYLOAD  # the verified file did not change with it
