@@ -92,7 +92,7 @@ class DiskSpec:
 @dataclass
 class VncSpec:
     enabled: bool = _doc(True, "a VNC display with an emulated VGA (the seed's way to watch the guest)")
-    listen: str = _doc("127.0.0.1", "address VNC listens on; anything but loopback needs password = true")
+    listen: str = _doc("127.0.0.1", "address VNC listens on; anything but loopback needs password_file")
     display: int = _doc(0, "VNC display number N (TCP port 5900 + N)")
     password: bool = _doc(False, "require a VNC password (set it in the QEMU monitor: change vnc password)")
     password_file: str = path_field("", "file holding the VNC password (1-8 characters, no newline; mode 0600 "
@@ -222,7 +222,10 @@ RULES: dict[str, Rule] = {
     "vms.installer.signature_url": URL,
     "vms.installer.keyring": Rule(exists="file"),
     "vms.installer.preseed": Rule(exists="file"),
-    "vms.installer.mirror": Rule(rf"({HOSTNAME})?", "empty or a host name"),
+    "vms.installer.mirror": Rule(rf"({HOSTNAME}|https?://[^\s'\\]+)?",
+                                 "empty, a host name, or (source = \"image\") an archive URI such as http://HOST/debian"),
+    "vms.installer.suite": Rule(r"[a-z][a-z0-9-]{0,31}|", "empty or a Debian release name such as bookworm"),
+    "vms.installer.packages": Rule(r"[a-z0-9][a-z0-9+.-]{1,99}", "each a Debian package name such as less"),
     "vms.installer.user": Rule(r"[a-z_][a-z0-9_-]{0,31}", "a lower-case login such as debian"),
     "vms.installer.password_hash": Rule(r"[^\s'\\]*", "empty or a crypt(3) hash without spaces or quotes"),
     "vms.installer.ssh_key": Rule(r"[^'\\]*", "one line without quotes or backslashes"),
