@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lfspass.errors import BuildError
 from lfspass.fsutil import require_tool, write_atomic
+from lfspass.kernel.conf import controlled_env
 from lfspass.kernel.source import extracted_tree, extraction_marker, is_tarball, tarball_info
 
 _CC_LINE = re.compile(r"^\s+CC(\s|\s\[M\]\s)")
@@ -142,7 +143,9 @@ def make_env(tree: Path, build_dir: Path, timestamp: str, use_ccache: bool) -> t
 
     Fixed user/host/version/timestamp make ``uname -v`` and the modules' vermagic the
     same on every machine; the prefix maps keep build paths out of the objects
-    (kbuild already maps the tree for ``__FILE__``; these cover debug info too).
+    (kbuild maps the tree for ``__FILE__`` with its own -fmacro-prefix-map; these map debug
+    info only, as Documentation/kbuild/reproducible-builds.rst says, so kbuild's stays in effect:
+    a -ffile-prefix-map given later would override it).
     ``LOCALVERSION=`` stops setlocalversion adding ``+`` for a git tree, so the
     release is the one lfspass computes from the Makefile and the recipe.
     """
@@ -152,7 +155,7 @@ def make_env(tree: Path, build_dir: Path, timestamp: str, use_ccache: bool) -> t
         "KBUILD_BUILD_USER": "lfspass",
         "KBUILD_BUILD_HOST": "lfspass",
         "KBUILD_BUILD_VERSION": "1",
-        "KCFLAGS": f"-ffile-prefix-map={tree}=. -ffile-prefix-map={obj}=.",
+        "KCFLAGS": f"-fdebug-prefix-map={tree}/= -fdebug-prefix-map={obj}/=",
         "LOCALVERSION": "",
         "LC_ALL": "C",
         "TZ": "UTC",
@@ -165,7 +168,7 @@ def make_env(tree: Path, build_dir: Path, timestamp: str, use_ccache: bool) -> t
             env["CCACHE_BASEDIR"] = str(base)  # paths below it hash as relative ones
         # The prefix maps name absolute paths but make the object independent of them,
         # so they must not split the cache between two build folders.
-        env["CCACHE_IGNOREOPTIONS"] = "-ffile-prefix-map=*"
+        env["CCACHE_IGNOREOPTIONS"] = "-fdebug-prefix-map=*"
         env["CCACHE_NOHASHDIR"] = "1"
         # The kernel Makefile sets CC itself, so it must be a make variable, not env.
         make_vars.append("CC=ccache gcc")
@@ -173,8 +176,9 @@ def make_env(tree: Path, build_dir: Path, timestamp: str, use_ccache: bool) -> t
 
 
 def reproducible_env_digest(env: dict[str, str]) -> dict[str, str]:
-    """The part of the make environment that shapes the output (for config_changed/manifest)."""
-    return {k: env[k] for k in sorted(env) if k.startswith("KBUILD_") or k in ("KCFLAGS", "LOCALVERSION")}
+    """The environment make runs in, as the manifest records it: lfspass's settings; every
+    kbuild variable the caller exported (CROSS_COMPILE, LLVM, KCFLAGS, ARCH, ...) is removed."""
+    return {k: env[k] for k in sorted(env) if not k.startswith("CCACHE_")}
 
 
 def make_command(tree: Path, build_dir: Path, jobs: int, make_vars: list[str], *targets: str) -> list[str]:
@@ -223,8 +227,7 @@ def last_error(log_lines: list[str]) -> str:
 def run_make(cmd: list[str], env_add: dict[str, str], log: Path, counter: Path | None = None) -> None:
     """Run ``cmd`` appending to ``log``; on failure raise BuildError with the last error line."""
     require_tool("make", "build-essential")
-    env = dict(os.environ)
-    env.update(env_add)
+    env = controlled_env(env_add)
     expected = 0
     if counter is not None:
         try:

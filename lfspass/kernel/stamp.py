@@ -10,7 +10,7 @@ from pathlib import Path
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic
 
-_VERSION = 1  # bump when configure() would write different bytes for the same inputs
+_VERSION = 2  # bump when configure() would write different bytes for the same inputs
 
 
 def files_key(tree: Path, names: list[str]) -> list[tuple[str, int, int]]:
@@ -59,3 +59,14 @@ def record(config: Path, key: str, out: bytes, kconfig_files: list[str], files: 
             "files": files, "skipped": skipped, "resolved": resolved}))
     except (OSError, LfspassError):
         pass
+
+
+def written_by_lfspass(config: Path) -> bool:
+    """False when ``config`` differs from what configure() last wrote there (a hand edit)."""
+    if not config.exists():
+        return True  # nothing to protect; the missing target reruns the step anyway
+    try:
+        out = json.loads(_path(config).read_text())["out"]
+        return out == hashlib.sha256(config.read_bytes()).hexdigest()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
