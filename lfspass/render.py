@@ -33,3 +33,6 @@ def render(template: str | Path, **context: object) -> str:
         raise TemplateError(f"template {search / name} not found; check the path in the recipe") from None
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template {search / name}:{exc.lineno}: {exc.message}") from None
+    except UnicodeDecodeError as exc:  # a binary file named as a template
+        raise TemplateError(f"template {search / name} is not UTF-8 text (byte {exc.start}); "
+                            "name a jinja2 text template") from None

@@ -252,3 +252,12 @@ def test_kconfig_config_that_is_binary(tmp_path):
     proc = run_cli("kconfig", "--tree", str(tree), "--config", str(config), "--set", "VFIO=m")
     assert_one_error_line(proc, "not a text .config")
     assert config.read_bytes() == before
+
+
+def test_binary_entry_template(tmp_path):
+    (tmp_path / "tmpl.j2").write_bytes(b"\xfa\xfb\x00" + os.urandom(512))
+    path = _recipe(tmp_path, '[boot]\nentry_template = "tmpl.j2"\nroot_device = "/dev/vda1"\n')
+    before = _files(tmp_path)
+    proc = run_doit("grub", f"recipe={path}", cwd=tmp_path)
+    assert_one_error_line(proc, "tmpl.j2", "not UTF-8")
+    assert _files(tmp_path) == before
