@@ -118,7 +118,7 @@ def _install_sh(plan: VmPlan) -> Path:
 
 def launcher_paths(plan: VmPlan) -> dict[str, Path]:
     paths = {"sh": plan.dir / f"{plan.name}.sh", "xml": plan.dir / f"{plan.name}.xml"}
-    if plan.vm.installer.source != "none":
+    if plan.vm.installer.source in ("netboot", "iso"):   # "image" has no installer to launch
         paths["install_sh"] = _install_sh(plan)
     return paths
 

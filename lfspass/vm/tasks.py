@@ -10,12 +10,17 @@ from lfspass.vm.disk import ensure_disk, private_dir
 from lfspass.errors import LfspassError
 from lfspass.vm.firmware import download_targets, prepare_vars
 from lfspass.vm.install import REINSTALL_ENV, interactive_boot, iso_path, marker_path, run_install
+from lfspass.vm.imagebuild import build_image
 from lfspass.vm.launcher import domain_xml, launcher_paths, script_text, write_launchers
 from lfspass.vm.qemu import build_argv
 from lfspass.recipe import Recipe
 from lfspass.render import TEMPLATES
 from lfspass.tasks import Context, run_action
 from lfspass.vm.plan import VmPlan, build_vm_plan
+
+
+# The sources that boot Debian's installer (and so get an NAME-install.sh); "image" builds the disk instead.
+INSTALLERS = ("netboot", "iso")
 
 
 def _raise(exc: LfspassError) -> None:
@@ -71,10 +76,16 @@ def _install(recipe: Recipe, name: str) -> None:
     run_install(_plan(recipe, name))
 
 
+def _build_image(recipe: Recipe, name: str) -> None:
+    plan = _plan(recipe, name)
+    private_dir(plan.dir)
+    build_image(plan)
+
+
 def _launchers(recipe: Recipe, name: str) -> None:
     plan = _plan(recipe, name)
     private_dir(plan.dir)
-    boot = interactive_boot(plan) if plan.vm.installer.source != "none" else None
+    boot = interactive_boot(plan) if plan.vm.installer.source in INSTALLERS else None
     for path in write_launchers(plan, boot):
         print(f"{'wrote' if path.exists() else 'removed (the recipe has no installer now)'} {path}")
 
@@ -83,7 +94,7 @@ def _rendered(plan: VmPlan) -> str:
     """What the launchers will contain: their config_changed value covers recipe, plugins and sysfs."""
     paths = launcher_paths(plan)
     text = script_text(plan, build_argv(plan)) + domain_xml(plan, paths["xml"])
-    if plan.vm.installer.source != "none":
+    if plan.vm.installer.source in INSTALLERS:
         text += script_text(plan, build_argv(plan, interactive_boot(plan)))
     return text
 
@@ -131,10 +142,20 @@ def vm_tasks(ctx: Context) -> Iterator[dict]:
                "file_dep": fw_deps, "task_dep": pre, "targets": [str(fw.vars)],
                "uptodate": [config_changed(repr(vm.firmware))], "clean": [], "verbosity": 2,
                "doc": "the VM's own copy of OVMF VARS (made once, then kept)"}
-        yield {"name": f"disk:{n}", "actions": [(run_action, [_disk, *args])], "targets": [str(plan.disk)],
-               "uptodate": [config_changed(f"{plan.disk} {vm.disk.size}")], "clean": [], "verbosity": 2,
-               "doc": "the qcow2 disk (made once, never resized or overwritten)"}
-        if vm.installer.source != "none" and vm.installer.unattended:
+        if vm.installer.source == "image":
+            # No empty disk first: the image is built beside the disk path and moved there only
+            # when that path is still free.  Runs until a built disk and its installed.json exist.
+            marker = marker_path(plan)
+            installs.append(f"vm:install:{n}")
+            yield {"name": f"install:{n}", "actions": [(run_action, [_build_image, *args])],
+                   "task_dep": [*pre, f"vm:firmware:{n}"], "targets": [str(marker)],
+                   "uptodate": [lambda marker=marker, disk=plan.disk: marker.exists() and disk.exists()],
+                   "clean": [], "verbosity": 2, "doc": "build the disk from Debian packages (mmdebstrap), boot it once"}
+        else:
+            yield {"name": f"disk:{n}", "actions": [(run_action, [_disk, *args])], "targets": [str(plan.disk)],
+                   "uptodate": [config_changed(f"{plan.disk} {vm.disk.size}")], "clean": [], "verbosity": 2,
+                   "doc": "the qcow2 disk (made once, never resized or overwritten)"}
+        if vm.installer.source in INSTALLERS and vm.installer.unattended:
             marker = marker_path(plan)
             installs.append(f"vm:install:{n}")
             # Runs once: the marker, not the media, decides (a changed netboot package must

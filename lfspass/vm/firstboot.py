@@ -1,0 +1,92 @@
+"""First boot of a built image: the VM's OVMF wiring, a throwaway overlay, wait for the serial marker, power off."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from lfspass.errors import VmError
+from lfspass.vm.imageroot import MARKER
+from lfspass.vm.plan import VmPlan
+from lfspass.vm.qemu import Boot, build_argv
+
+# Said on the serial line when the boot cannot reach the marker any more: stop waiting.
+DEAD_ENDS = ("Kernel panic", "grub rescue>", "\ngrub> ", "Give root password for maintenance", "You are in emergency mode",
+             "ALERT!  UUID=")
+
+
+def check_argv(plan: VmPlan, disk: Path, serial: Path, monitor: Path) -> list[str]:
+    """The VM's own argv on ``disk`` under -snapshot: no VNC, no passthrough, user networking to this host only."""
+    vm = dataclasses.replace(plan.vm, network="user", restrict=True,
+                             vnc=dataclasses.replace(plan.vm.vnc, enabled=False))
+    boot_plan = dataclasses.replace(plan, vm=vm, disk=disk)
+    # -snapshot covers every drive (the disk and the VARS copy): the build's bytes stay as built.
+    return build_argv(boot_plan, Boot(serial_log=serial, passthrough=False)) + [
+        "-snapshot", "-monitor", f"unix:{monitor},server=on,wait=off"]
+
+
+def _power_off(monitor: Path, proc: subprocess.Popen, grace: float) -> str:
+    """ACPI power button through the monitor; QEMU is killed when the guest has not stopped in ``grace`` s."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(monitor))
+            s.sendall(b"system_powerdown\n")
+            proc.wait(timeout=grace)
+            return "powered off by the guest"
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    return "stopped (the guest did not power off in time; the overlay is thrown away)"
+
+
+def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say) -> dict:
+    """Boot ``disk`` once; returns the boot facts for installed.json, or raises naming the serial log."""
+    folder.mkdir(parents=True, exist_ok=True)
+    serial, qemu_log = folder / "first-boot-serial.log", folder / "first-boot-qemu.log"
+    serial.unlink(missing_ok=True)
+    # A unix socket path must stay short (108 bytes): keep it in /tmp, whatever the VM folder is.
+    sock_dir = Path(tempfile.mkdtemp(prefix="lfspass-mon-"))
+    monitor = sock_dir / "monitor"
+    argv = check_argv(plan, disk, serial, monitor)
+    (folder / "first-boot-argv.json").write_text(json.dumps(argv, indent=1) + "\n")
+    say(f"first boot: {plan.accel}, serial log {serial}")
+    started = time.monotonic()
+    with open(qemu_log, "wb") as out:
+        proc = subprocess.Popen(["nice", "-n", "10", *argv], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+    line, cause = "", ""
+    try:
+        while not line:
+            text = serial.read_text(errors="replace") if serial.exists() else ""
+            line = next((l.strip() for l in text.splitlines() if MARKER in l), "")
+            dead = next((d for d in DEAD_ENDS if d in text), None)
+            if line:
+                break
+            if dead:
+                cause = f"the guest stopped at {dead!r}"
+            elif proc.poll() is not None:
+                said = qemu_log.read_text(errors="replace").strip().splitlines()
+                cause = f"QEMU exited ({proc.returncode}{': ' + said[-1][:200] if said else ''})"
+            elif time.monotonic() - started > timeout_s:
+                cause = f"no marker after {timeout_s / 60:g} min (raise installer.timeout for slow hosts)"
+            if cause:
+                raise VmError(f"{plan.name}: the image did not boot: {cause}; no '{MARKER}' in {serial}; "
+                              f"QEMU's own log: {qemu_log}")
+            time.sleep(1)
+        seconds = time.monotonic() - started
+        say(f"first boot: marker after {seconds:.0f} s: {line}")
+        how = _power_off(monitor, proc, 90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    say(f"first boot: {how}, {time.monotonic() - started:.0f} s in all")
+    return {"boot_seconds": round(seconds, 1), "marker": line, "serial_log": str(serial), "power_off": how}

@@ -1,0 +1,132 @@
+"""installer.source = "image": packages -> root folder -> GPT disk -> first boot -> moved into place once."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from lfspass.errors import VmError
+from lfspass.fsutil import sha256_file, write_atomic
+from lfspass.vm.disk import parse_size
+from lfspass.vm.firstboot import first_boot
+from lfspass.vm.image import (CACHE_ENV, debs_size, host_mirror, host_suite, image_epoch, mmdebstrap_argv,
+                              package_versions, run_mmdebstrap, stamp)
+from lfspass.vm.imagedisk import Ids, assemble, grub_image, layout, make_esp, make_root_fs, to_qcow2
+from lfspass.vm.imageroot import clamp_times, customize, listing
+from lfspass.vm.install import install_dir, marker_path
+from lfspass.vm.plan import VmPlan
+
+
+def cache_dir(plan: VmPlan) -> Path:
+    """$LFSPASS_APT_CACHE (tests share one), else apt-archives beside the VM folders."""
+    return Path(os.environ.get(CACHE_ENV) or plan.dir.parent / "apt-archives")
+
+
+def log_path(plan: VmPlan) -> Path:
+    return plan.dir / "image-build.log"
+
+
+def tree_path(plan: VmPlan) -> Path:
+    return plan.dir / "image-tree.txt"
+
+
+def build_tree(plan: VmPlan, work: Path, epoch: int, log, say) -> tuple[Path, dict]:
+    """mmdebstrap + lfspass's changes; returns the root folder and the facts for installed.json."""
+    inst = plan.vm.installer
+    suite = inst.suite or host_suite()
+    # A bare host name means what it means for the installer: that host's /debian archive.
+    mirror = (inst.mirror if "://" in inst.mirror else f"http://{inst.mirror}/debian") if inst.mirror else host_mirror(suite)
+    cache = cache_dir(plan)
+    cache.mkdir(parents=True, exist_ok=True)
+    before = debs_size(cache)
+    tree = work / "root"
+    say(f"packages from {suite} at {mirror} ({inst.mirror and 'installer.mirror' or 'the host apt sources'}), "
+        f"apt cache {cache}")
+    env = {"SOURCE_DATE_EPOCH": str(epoch)}
+    run_mmdebstrap(mmdebstrap_argv(tree, suite, mirror, list(inst.packages), cache), tree, cache, env, log, say,
+                   suite, mirror)
+    t = time.monotonic()
+    ids = Ids.for_vm(plan.name)
+    customize(tree, name=plan.name, user=inst.user, ssh_key=inst.ssh_key, password_hash=inst.password_hash,
+              ids=ids, log=log)
+    clamp_times(tree, epoch)
+    write_atomic(tree_path(plan), listing(tree))
+    packages = package_versions(tree)
+    say(f"configuring: {len(packages)} packages installed, user {inst.user}, tree listing {tree_path(plan)}, "
+        f"{time.monotonic() - t:.0f} s")
+    return tree, {"suite": suite, "mirror": mirror, "downloaded_bytes": max(0, debs_size(cache) - before),
+                  "packages": packages}
+
+
+def build_disk(plan: VmPlan, tree: Path, work: Path, out: Path, epoch: int, log, say) -> dict:
+    """The raw GPT disk from ``tree``, then qcow2 at ``out``; returns both checksums."""
+    t = time.monotonic()
+    size = parse_size(plan.vm.disk.size, f"{plan.where}.disk.size")
+    ids = Ids.for_vm(plan.name)
+    efi, esp, root, raw = work / "BOOTX64.EFI", work / "esp.img", work / "root.img", work / "disk.raw"
+    grub_image(efi, ids.root_fs, log)
+    make_esp(esp, efi, ids, epoch, log)
+    fixed = make_root_fs(tree, root, layout(size)[3], ids, epoch, log)
+    shutil.rmtree(tree, ignore_errors=True)   # the folder is in root.img now; free its space early
+    assemble(raw, size, esp, root, ids, log)
+    root.unlink()
+    raw_sha = sha256_file(raw)
+    to_qcow2(raw, out, log)
+    raw.unlink()
+    image_sha = sha256_file(out)
+    say(f"assembling: GPT {plan.vm.disk.size} (ESP {esp.stat().st_size >> 20} MiB + ext4 root, {fixed} inode times "
+        f"set to the timestamp), qcow2 {out.stat().st_size / 1e6:.0f} MB, sha256 {image_sha}, {time.monotonic() - t:.0f} s")
+    return {"image_sha256": image_sha, "raw_sha256": raw_sha, "ids": ids.__dict__}
+
+
+def build_image(plan: VmPlan, say=print) -> bool:
+    """Build, check and place the disk; True when built now.  An existing disk is never touched."""
+    disk, marker = plan.disk, marker_path(plan)
+    if disk.exists() or disk.is_symlink():
+        say(f"{plan.name}: {disk} exists: left as it is, byte for byte (an image is built only where no disk is; "
+            f"name a new [vms.disk] path to build again)")
+        return False
+    epoch, origin = image_epoch(plan.recipe.kernel.timestamp)
+    plan.dir.mkdir(parents=True, exist_ok=True)
+    disk.parent.mkdir(parents=True, exist_ok=True)
+    work = plan.dir / ".image-build"
+    shutil.rmtree(work, ignore_errors=True)   # what a killed run left
+    work.mkdir()
+    tmp = disk.with_name(f".{disk.name}.{os.getpid()}.tmp")
+    logfile = log_path(plan)
+    started = time.monotonic()
+    try:
+        with open(logfile, "w") as log:
+            def step(text: str) -> None:
+                say(f"{plan.name}: {text}")
+                log.write(f"# {text}\n")
+                log.flush()
+
+            step(f"building an image guest, timestamp {stamp(epoch)} from {origin}; full log {logfile}")
+            tree, facts = build_tree(plan, work, epoch, log, step)
+            facts.update(build_disk(plan, tree, work, tmp, epoch, log, step))
+            shutil.rmtree(work, ignore_errors=True)
+            boot = first_boot(plan, tmp, install_dir(plan), plan.vm.installer.timeout * 60, step)
+            # link + unlink places the disk without ever replacing one made meanwhile.
+            try:
+                os.link(tmp, disk)
+            except FileExistsError:
+                step(f"{disk} appeared while building: left as it is; the new image was dropped")
+                return False
+            total = time.monotonic() - started
+            write_atomic(marker, json.dumps({
+                "vm": plan.name, "source": "image", "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "disk": str(disk), "timestamp": epoch, "timestamp_from": origin, "build_seconds": round(total, 1),
+                "build_log": str(logfile), "tree_listing": str(tree_path(plan)), **facts, **boot}, indent=1) + "\n")
+            step(f"installed in {total:.0f} s: {disk} (sha256 {facts['image_sha256']}); {marker}")
+    except VmError:
+        raise
+    except OSError as exc:
+        full = " (the disk is full)" if exc.errno == 28 else ""
+        raise VmError(f"{plan.name}: image build failed{full}: {exc}; full log: {logfile}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return True

@@ -1,0 +1,169 @@
+"""Image guest disk: a GPT raw file with an ESP (GRUB) and an ext4 root made from a folder, then qcow2."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from lfspass.errors import VmError
+from lfspass.fsutil import require_tool
+
+SECTOR = 512
+ESP_MIB = 64
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+ROOT_TYPE = "4F68BCE3-E8CD-4DB1-9679-CDCB5E0EA0D6"   # Discoverable Partitions: Linux root (x86-64)
+# Fixed per VM name: two builds of one VM get the same identifiers, two VMs different ones.
+NAMESPACE = uuid.UUID("7d0c4e0e-5a2b-4f4e-9a51-6c6673706173")
+GRUB_MODULES = ["part_gpt", "fat", "ext2", "search", "search_fs_uuid", "normal", "linux", "configfile", "echo", "test",
+                "serial", "terminal", "gzio", "efi_gop", "all_video", "sleep"]
+
+
+@dataclass(frozen=True)
+class Ids:
+    """Every identifier that would otherwise be random: GPT GUIDs, ext4 UUID and hash seed, FAT volume id."""
+
+    disk: str
+    esp_part: str
+    root_part: str
+    root_fs: str
+    hash_seed: str
+    esp_volid: str
+
+    @classmethod
+    def for_vm(cls, name: str) -> "Ids":
+        u = {k: str(uuid.uuid5(NAMESPACE, f"{name}/{k}")) for k in ("disk", "esp", "root", "fs", "seed")}
+        return cls(u["disk"], u["esp"], u["root"], u["fs"], u["seed"], u["fs"].replace("-", "")[:8].upper())
+
+
+def run(argv: list[str], log, what: str, env: dict | None = None, hint: str = "") -> str:
+    """Run one tool with its output appended to the build log; a failure is a VmError naming the log."""
+    log.write(f"$ {' '.join(argv)}\n")
+    log.flush()
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                          env={**os.environ, **(env or {})})
+    log.write(proc.stdout)
+    log.flush()
+    if proc.returncode != 0:
+        last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1][:200]
+        full = " (the disk is full)" if "No space left" in proc.stdout else ""
+        raise VmError(f"{what} failed{full}: {argv[0]} said: {last}; full log: {log.name}{hint}")
+    return proc.stdout
+
+
+def layout(size: int) -> tuple[int, int, int, int]:
+    """(esp_start, esp_sectors, root_start, root_sectors) on a disk of ``size`` bytes, 1 MiB aligned."""
+    esp_start, esp_len = 2048, ESP_MIB << 11
+    root_start = esp_start + esp_len
+    # The backup GPT takes the last 33 sectors; round the root down to whole MiB.
+    root_len = ((size // SECTOR - 34 - root_start) // 2048) * 2048
+    if root_len < 2048 * 64:
+        raise VmError(f"disk size {size >> 20} MiB is too small for an image guest: give at least 512M")
+    return esp_start, esp_len, root_start, root_len
+
+
+def grub_image(out: Path, root_fs: str, log) -> None:
+    """A standalone GRUB EFI binary that finds the root filesystem by UUID and reads its /boot/grub/grub.cfg."""
+    tool = require_tool("grub-mkimage", "grub-efi-amd64-bin")
+    if not Path("/usr/lib/grub/x86_64-efi/linux.mod").is_file():
+        raise VmError("GRUB's x86_64-efi modules are missing: apt-get install grub-efi-amd64-bin")
+    embedded = out.with_name("grub-embedded.cfg")
+    embedded.write_text(f"search --no-floppy --fs-uuid --set=root {root_fs}\nset prefix=($root)/boot/grub\n")
+    run([tool, "-O", "x86_64-efi", "-p", "/boot/grub", "-c", str(embedded), "-o", str(out), *GRUB_MODULES], log,
+        "grub-mkimage")
+
+
+def make_esp(out: Path, efi: Path, ids: Ids, epoch: int, log) -> None:
+    """FAT32 ESP holding EFI/BOOT/BOOTX64.EFI: fixed volume id, and no clock in it (--invariant, mtools' epoch)."""
+    mkfs = require_tool("mkfs.vfat", "dosfstools")
+    mmd, mcopy = require_tool("mmd", "mtools"), require_tool("mcopy", "mtools")
+    out.unlink(missing_ok=True)
+    run([mkfs, "--invariant", "-F", "32", "-S", "512", "-s", "1", "-i", ids.esp_volid, "-n", "EFI", "-C", str(out),
+         str(ESP_MIB << 10)], log, "mkfs.vfat")
+    env = {"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1"}
+    run([mmd, "-i", str(out), "::/EFI", "::/EFI/BOOT"], log, "mmd", env)
+    run([mcopy, "-i", str(out), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], log, "mcopy", env)
+
+
+def used_inodes(img: Path, log) -> list[int]:
+    """Inode numbers in use, read from dumpe2fs's per-group free-inode ranges."""
+    text = run([require_tool("dumpe2fs", "e2fsprogs"), str(img)], log, "dumpe2fs")
+    per_group = int(re.search(r"^Inodes per group:\s+(\d+)", text, re.M).group(1))
+    used: list[int] = []
+    for m in re.finditer(r"^Group (\d+):.*?^\s+Free inodes: ?([0-9, -]*)$", text, re.M | re.S):
+        first = int(m.group(1)) * per_group + 1
+        free: set[int] = set()
+        for part in filter(None, (p.strip() for p in m.group(2).split(","))):
+            lo, _, hi = part.partition("-")
+            free.update(range(int(lo), int(hi or lo) + 1))
+        used += [n for n in range(first, first + per_group) if n not in free]
+    return used
+
+
+def make_root_fs(tree: Path, out: Path, sectors: int, ids: Ids, epoch: int, log) -> int:
+    """ext4 from ``tree`` (mke2fs -d) with fixed UUID, hash seed and clock; returns the inodes fixed after.
+
+    mke2fs 1.47.0 copies each source file's ctime and atime (the extraction time, FIELD-NOTES §10),
+    and a process cannot set ctime; so every used inode gets both set to ``epoch`` with debugfs.
+    """
+    mke2fs = require_tool("mke2fs", "e2fsprogs")
+    out.unlink(missing_ok=True)
+    env = {"E2FSPROGS_FAKE_TIME": str(epoch)}
+    run(["nice", "-n", "10", mke2fs, "-q", "-F", "-t", "ext4", "-L", "root", "-U", ids.root_fs,
+         "-E", f"hash_seed={ids.hash_seed},root_owner=0:0,lazy_itable_init=1", "-d", str(tree), str(out),
+         f"{sectors // 2}k"], log, "mke2fs", env, "; a bigger disk.size makes room")
+    script = out.with_name("fix-times.debugfs")
+    inodes = [n for n in used_inodes(out, log) if n == 2 or n > 10]
+    with open(script, "w") as fh:
+        for n in inodes:
+            fh.write(f"sif <{n}> ctime @{epoch}\nsif <{n}> atime @{epoch}\n")
+    run([require_tool("debugfs", "e2fsprogs"), "-w", "-f", str(script), str(out)], log, "debugfs (fix times)", env)
+    return len(inodes)
+
+
+def copy_into(src: Path, dst, offset: int) -> None:
+    """Copy ``src``'s data extents into the open file ``dst`` at ``offset`` (holes stay holes)."""
+    with open(src, "rb") as fh:
+        end = os.fstat(fh.fileno()).st_size
+        pos = 0
+        while pos < end:
+            try:
+                pos = os.lseek(fh.fileno(), pos, os.SEEK_DATA)
+            except OSError:
+                break
+            hole = os.lseek(fh.fileno(), pos, os.SEEK_HOLE)
+            fh.seek(pos)
+            while pos < hole:
+                chunk = fh.read(min(8 << 20, hole - pos))
+                os.pwrite(dst.fileno(), chunk, offset + pos)
+                pos += len(chunk)
+
+
+def assemble(raw: Path, size: int, esp: Path, root: Path, ids: Ids, log) -> None:
+    """GPT with fixed GUIDs on a plain file (sfdisk), both partitions copied into place."""
+    esp_start, esp_len, root_start, root_len = layout(size)
+    raw.unlink(missing_ok=True)
+    with open(raw, "wb") as fh:
+        fh.truncate(size)
+    script = (f"label: gpt\nlabel-id: {ids.disk}\nunit: sectors\nfirst-lba: 2048\n"
+              f"start={esp_start}, size={esp_len}, type={ESP_TYPE}, uuid={ids.esp_part}, name=\"EFI\"\n"
+              f"start={root_start}, size={root_len}, type={ROOT_TYPE}, uuid={ids.root_part}, name=\"root\"\n")
+    log.write(script)
+    sfdisk = require_tool("sfdisk", "fdisk")
+    log.write(f"$ {sfdisk} --no-reread --no-tell-kernel {raw}\n")
+    proc = subprocess.run([sfdisk, "--no-reread", "--no-tell-kernel", "-q", str(raw)], input=script, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log.write(proc.stdout)
+    if proc.returncode != 0:
+        raise VmError(f"sfdisk failed: {proc.stdout.strip()[-200:]}; full log: {log.name}")
+    with open(raw, "r+b") as fh:
+        copy_into(esp, fh, esp_start * SECTOR)
+        copy_into(root, fh, root_start * SECTOR)
+        os.fsync(fh.fileno())
+
+
+def to_qcow2(raw: Path, out: Path, log) -> None:
+    run([require_tool("qemu-img", "qemu-utils"), "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)], log,
+        "qemu-img convert")

@@ -1,0 +1,225 @@
+"""installer.source = "image": the lab's image guest built from the archive, booted once, rebuilt byte for byte."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, assert_one_error_line, run_doit
+from lfspass.recipe import load_recipe
+from lfspass.vm.firstboot import first_boot
+from lfspass.vm.firmware import prepare_vars
+from lfspass.vm.image import explain, host_mirror, host_sources, host_suite, image_epoch
+from lfspass.vm.imagedisk import SECTOR, Ids, layout
+from lfspass.vm.plan import build_vm_plan
+
+CACHE = REPO / "build/test-cache/apt-archives"       # one apt cache for every build of the session
+LAB_COPY = REPO / "build/test-cache/image-lab"         # the lab recipe's image guest, built once per session
+VM = "lab-image"
+ENV = {"LFSPASS_APT_CACHE": str(CACHE)}
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_recipe(folder: Path, vm: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "r.toml"
+    path.write_text(f'[host]\nroot = "root"\n[kernel]\nversion = "6.10.5"\ntimestamp = "2024-01-01 00:00:00 UTC"\n'
+                    f'[[vms]]\nname = "img"\naccel = "tcg"\nmemory = "1G"\ncpus = 1\nvnc = {{ enabled = false }}\n'
+                    f'disk = {{ size = "2G" }}\n{vm}')
+    return path
+
+
+@pytest.fixture(scope="session")
+def lab_image():
+    """`doit vm` on a copy of recipes/lab.toml (the acceptance run), from a clean folder, timed."""
+    shutil.rmtree(LAB_COPY, ignore_errors=True)
+    (LAB_COPY / "recipes").mkdir(parents=True)
+    recipe = LAB_COPY / "recipes/lab.toml"
+    recipe.write_text((REPO / "recipes/lab.toml").read_text())
+    started = time.monotonic()
+    proc = run_doit("vm", f"recipe={recipe}", cwd=LAB_COPY, env=ENV)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    folder = LAB_COPY / "build/lab/root/var/lib/lfspass/vms" / VM
+    print(f"\nlab image guest: doit vm took {seconds:.0f} s")
+    return {"proc": proc, "seconds": seconds, "folder": folder, "disk": folder / f"{VM}.qcow2", "recipe": recipe,
+            "installed": json.loads((folder / "installed.json").read_text())}
+
+
+# --- fast: the parts that read the host and the recipe ------------------------------------------
+
+def test_host_sources_deb822_and_one_line(tmp_path):
+    (tmp_path / "sources.list.d").mkdir(parents=True)
+    (tmp_path / "sources.list.d/debian.sources").write_text(
+        "Types: deb\nURIs: http://a.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n\n"
+        "Types: deb\nURIs: http://a.example/debian-security\nSuites: bookworm-security\n")
+    (tmp_path / "sources.list").write_text("# comment\ndeb [arch=amd64] http://b.example/debian trixie main\n")
+    assert host_sources(tmp_path) == [("http://a.example/debian", ["bookworm", "bookworm-updates"]),
+                                      ("http://a.example/debian-security", ["bookworm-security"]),
+                                      ("http://b.example/debian", ["trixie"])]
+    assert host_mirror("trixie", tmp_path) == "http://b.example/debian"
+    assert host_mirror("bookworm", tmp_path) == "http://a.example/debian"
+
+
+def test_host_release_and_mirror_of_this_machine():
+    suite = host_suite()
+    assert re.fullmatch(r"[a-z]+", suite)
+    assert host_mirror(suite).startswith(("http://", "https://", "file:/"))
+
+
+def test_timestamp_from_recipe_or_environment(monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert image_epoch("2024-01-01 00:00:00 UTC") == (1704067200, "[kernel] timestamp")
+    assert image_epoch("") == (1700000000, "SOURCE_DATE_EPOCH")
+
+
+def test_failure_causes_are_named():
+    log = Path("/x/image-build.log")
+    assert "package 'nosuch' does not exist" in explain("E: Unable to locate package nosuch\n", "bookworm", "M", log)
+    assert "cannot be reached" in explain("E: Failed to fetch http://M/dists/bookworm/InRelease\n", "bookworm", "M", log)
+    assert "full" in explain("tar: write error: No space left on device\n", "bookworm", "M", log)
+
+
+def test_identifiers_fixed_per_vm_and_layout():
+    assert Ids.for_vm("a") == Ids.for_vm("a") and Ids.for_vm("a").disk != Ids.for_vm("b").disk
+    esp_start, esp_len, root_start, root_len = layout(2 << 30)
+    assert esp_start * SECTOR == 1 << 20 and root_start == esp_start + esp_len
+    assert (root_start + root_len + 33) * SECTOR <= 2 << 30
+
+
+def test_image_vm_has_install_task_and_no_empty_disk(tmp_path):
+    path = write_recipe(tmp_path, 'installer = { source = "image", suite = "bookworm", packages = ["less"] }\n')
+    recipe = load_recipe(path)
+    assert recipe.vms[0].installer.packages == ["less"]
+    listing = run_doit("list", "--all", f"recipe={path}", cwd=tmp_path).stdout
+    assert "vm:install:img " in listing and "vm:disk:img" not in listing
+
+
+def test_existing_disk_is_left_byte_identical(tmp_path):
+    path = write_recipe(tmp_path, 'installer = { source = "image" }\n')
+    folder = tmp_path / "root/var/lib/lfspass/vms/img"
+    folder.mkdir(parents=True)
+    disk = folder / "img.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "2G"], check=True)
+    with open(disk, "r+b") as fh:   # some guest data at the end of the file
+        fh.seek(0, 2)
+        fh.write(os.urandom(4096))
+    before = _sha(disk)
+    proc = run_doit("vm", f"recipe={path}", cwd=tmp_path, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    assert "exists: left as it is, byte for byte" in proc.stdout
+    assert _sha(disk) == before and not (folder / "installed.json").exists()
+    assert not list(folder.glob(".img.qcow2.*"))
+
+
+def test_unreachable_archive_is_one_error_and_no_disk(tmp_path):
+    path = write_recipe(tmp_path, 'installer = { source = "image", mirror = "http://127.0.0.1:9/debian" }\n')
+    proc = run_doit("vm", f"recipe={path}", cwd=tmp_path, env=ENV)
+    assert_one_error_line(proc, "cannot be reached", "image-build.log")
+    folder = tmp_path / "root/var/lib/lfspass/vms/img"
+    assert not (folder / "img.qcow2").exists() and not list(folder.glob(".img*"))
+    assert (folder / "image-build.log").stat().st_size > 0
+
+
+def test_a_disk_that_does_not_boot_times_out_naming_the_log(tmp_path):
+    """An empty disk never says the marker: one error naming the serial log, QEMU stopped."""
+    path = write_recipe(tmp_path, 'installer = { source = "image" }\n')
+    recipe = load_recipe(path)
+    plan = build_vm_plan(recipe, recipe.vms[0])
+    plan.dir.mkdir(parents=True)
+    prepare_vars(plan.firmware)
+    disk = tmp_path / "empty.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    before = _sha(disk)
+    with pytest.raises(Exception) as err:
+        first_boot(plan, disk, tmp_path / "boot", 15, lambda s: None)
+    line = err.value.one_line()
+    assert "did not boot" in line and "first-boot-serial.log" in line, line
+    assert _sha(disk) == before
+    assert not subprocess.run(["pgrep", "-f", f"file={disk}"], capture_output=True).stdout
+
+
+# --- slow: real mmdebstrap, disk assembly and a TCG boot under OVMF -----------------------------
+
+@pytest.mark.slow
+def test_lab_image_guest_built_and_booted(lab_image):
+    info, folder = lab_image["installed"], lab_image["folder"]
+    assert info["marker"].startswith("lfspass-first-boot: reached multi-user.target")
+    assert info["image_sha256"] == _sha(lab_image["disk"])
+    for pkg in ("linux-image-amd64", "systemd-sysv", "openssh-server", "dbus"):
+        assert info["packages"].get(pkg), pkg
+    assert info["boot_seconds"] > 0 and Path(info["build_log"]).stat().st_size > 0
+    out = lab_image["proc"].stdout
+    for stage in ("resolving packages:", "downloading:", "unpacking:", "installing packages:", "assembling:",
+                  "first boot: marker after"):
+        assert f"{VM}: {stage}" in out, stage
+    # One run says the time it took; the README's lab table quotes it.
+    assert lab_image["seconds"] < 20 * 60
+
+
+@pytest.mark.slow
+def test_lab_image_guest_contents(lab_image, tmp_path):
+    """fstab by UUID, no baked SSH host keys, GRUB config by UUID, the user, a GPT with the fixed GUIDs."""
+    raw = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(lab_image["disk"]), str(raw)], check=True)
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(raw)], capture_output=True, text=True,
+                                      check=True).stdout)["partitiontable"]
+    ids = Ids.for_vm(VM)
+    assert table["label"] == "gpt" and table["id"].lower() == ids.disk
+    esp, root = table["partitions"]
+    assert esp["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" and root["uuid"].lower() == ids.root_part
+    part = tmp_path / "root.img"
+    subprocess.run(["dd", f"if={raw}", f"of={part}", "bs=1M", f"skip={root['start'] // 2048}",
+                    f"count={root['size'] // 2048}", "conv=sparse", "status=none"], check=True)
+
+    def cat(p: str) -> str:
+        return subprocess.run(["debugfs", "-R", f"cat {p}", str(part)], capture_output=True, text=True).stdout
+
+    assert f"UUID={ids.root_fs} / ext4" in cat("/etc/fstab")
+    assert f"root=UUID={ids.root_fs}" in cat("/boot/grub/grub.cfg") and "console=ttyS0" in cat("/boot/grub/grub.cfg")
+    assert cat("/etc/hostname") == f"{VM}\n"
+    assert "debian:" in cat("/etc/passwd")
+    ssh = subprocess.run(["debugfs", "-R", "ls /etc/ssh", str(part)], capture_output=True, text=True).stdout
+    assert "sshd_config" in ssh and "ssh_host_" not in ssh
+    assert "ssh-keygen -A" in cat("/etc/systemd/system/lfspass-ssh-host-keys.service")
+
+
+@pytest.mark.slow
+def test_second_build_same_bytes_from_the_cache(lab_image, tmp_path):
+    """Reproducible: the same VM built again (shared apt cache: nothing downloaded) gives the same qcow2."""
+    from lfspass.vm.imagebuild import build_disk, build_tree
+
+    recipe = load_recipe(lab_image["recipe"])
+    vm = next(v for v in recipe.vms if v.name == VM)
+    plan = build_vm_plan(recipe, vm)
+    import dataclasses
+    plan = dataclasses.replace(plan, dir=tmp_path / "vm")
+    plan.dir.mkdir()
+    os.environ["LFSPASS_APT_CACHE"] = str(CACHE)
+    lines: list[str] = []
+    epoch = lab_image["installed"]["timestamp"]
+    with open(tmp_path / "build.log", "w") as log:
+        tree, facts = build_tree(plan, tmp_path / "work", epoch, log, lines.append)
+        disk = build_disk(plan, tree, tmp_path / "work", tmp_path / "again.qcow2", epoch, log, lines.append)
+    first = lab_image["installed"]
+    assert facts["downloaded_bytes"] == 0, lines
+    assert facts["packages"] == first["packages"]
+    same_tree = (plan.dir / "image-tree.txt").read_text() == Path(first["tree_listing"]).read_text()
+    assert same_tree, "the two builds' file trees differ: diff the two image-tree.txt files"
+    assert disk["raw_sha256"] == first["raw_sha256"]
+    assert disk["image_sha256"] == first["image_sha256"]
