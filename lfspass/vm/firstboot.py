@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -51,6 +52,9 @@ def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say) ->
     folder.mkdir(parents=True, exist_ok=True)
     serial, qemu_log = folder / "first-boot-serial.log", folder / "first-boot-qemu.log"
     serial.unlink(missing_ok=True)
+    for f in (serial, qemu_log):   # made 0600 first: QEMU keeps the mode of a file it opens
+        f.touch(mode=0o600)
+        os.chmod(f, 0o600)
     # A unix socket path must stay short (108 bytes): keep it in /tmp, whatever the VM folder is.
     sock_dir = Path(tempfile.mkdtemp(prefix="lfspass-mon-"))
     monitor = sock_dir / "monitor"

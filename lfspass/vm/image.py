@@ -119,7 +119,26 @@ def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say
     cached = debs_size(cache)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                             env={**os.environ, **env})
-    stage, started, downloaded, output = None, time.monotonic(), 0, []
+    output: list[str] = []
+    try:
+        _follow(proc, tree, cache, cached, log, say, output)
+    finally:
+        if proc.poll() is None:   # stopped from outside: mmdebstrap unmounts and cleans up on SIGTERM
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    log.flush()
+    if proc.returncode != 0:
+        raise VmError(explain("".join(output), suite, mirror, Path(log.name)))
+    return max(0, debs_size(cache) - cached)
+
+
+def _follow(proc: subprocess.Popen, tree: Path, cache: Path, cached: int, log, say, output: list[str]) -> None:
+    """Copy mmdebstrap's lines to the log; say each stage when the next one starts."""
+    stage, started = None, time.monotonic()
     for line in proc.stdout:
         log.write(line)
         output.append(line)
@@ -135,12 +154,8 @@ def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say
             say(f"{stage}: {now - started:.0f} s")
         stage, started = new, now
     proc.wait()
-    log.flush()
-    if proc.returncode != 0:
-        raise VmError(explain("".join(output), suite, mirror, Path(log.name)))
-    if stage:
+    if stage and proc.returncode == 0:
         say(f"{stage}: {time.monotonic() - started:.0f} s")
-    return downloaded
 
 
 def package_versions(tree: Path) -> dict[str, str]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from lfspass.vm.firstboot import first_boot
 from lfspass.vm.image import (CACHE_ENV, debs_size, host_mirror, host_suite, image_epoch, mmdebstrap_argv,
                               package_versions, run_mmdebstrap, stamp)
 from lfspass.vm.imagedisk import Ids, assemble, grub_image, layout, make_esp, make_root_fs, to_qcow2
-from lfspass.vm.imageroot import clamp_times, customize, listing
+from lfspass.vm.imageroot import clamp_times, customize, listing, remove_tree
 from lfspass.vm.install import install_dir, marker_path
 from lfspass.vm.plan import VmPlan
 
@@ -52,7 +53,7 @@ def build_tree(plan: VmPlan, work: Path, epoch: int, log, say) -> tuple[Path, di
     customize(tree, name=plan.name, user=inst.user, ssh_key=inst.ssh_key, password_hash=inst.password_hash,
               ids=ids, log=log)
     clamp_times(tree, epoch)
-    write_atomic(tree_path(plan), listing(tree))
+    write_atomic(tree_path(plan), listing(tree), mode=0o600)
     packages = package_versions(tree)
     say(f"configuring: {len(packages)} packages installed, user {inst.user}, tree listing {tree_path(plan)}, "
         f"{time.monotonic() - t:.0f} s")
@@ -69,16 +70,21 @@ def build_disk(plan: VmPlan, tree: Path, work: Path, out: Path, epoch: int, log,
     grub_image(efi, ids.root_fs, log)
     make_esp(esp, efi, ids, epoch, log)
     fixed = make_root_fs(tree, root, layout(size)[3], ids, epoch, log)
-    shutil.rmtree(tree, ignore_errors=True)   # the folder is in root.img now; free its space early
+    remove_tree(tree)   # the folder is in root.img now; free its space early
     assemble(raw, size, esp, root, ids, log)
     root.unlink()
     raw_sha = sha256_file(raw)
     to_qcow2(raw, out, log)
     raw.unlink()
+    os.chmod(out, 0o600)
     image_sha = sha256_file(out)
     say(f"assembling: GPT {plan.vm.disk.size} (ESP {esp.stat().st_size >> 20} MiB + ext4 root, {fixed} inode times "
         f"set to the timestamp), qcow2 {out.stat().st_size / 1e6:.0f} MB, sha256 {image_sha}, {time.monotonic() - t:.0f} s")
     return {"image_sha256": image_sha, "raw_sha256": raw_sha, "ids": ids.__dict__}
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise VmError(f"image build stopped by {signal.Signals(signum).name}; nothing was left at the disk path")
 
 
 def build_image(plan: VmPlan, say=print) -> bool:
@@ -92,13 +98,18 @@ def build_image(plan: VmPlan, say=print) -> bool:
     plan.dir.mkdir(parents=True, exist_ok=True)
     disk.parent.mkdir(parents=True, exist_ok=True)
     work = plan.dir / ".image-build"
-    shutil.rmtree(work, ignore_errors=True)   # what a killed run left
+    remove_tree(work)   # what a killed run left
     work.mkdir()
     tmp = disk.with_name(f".{disk.name}.{os.getpid()}.tmp")
     logfile = log_path(plan)
     started = time.monotonic()
+    # SIGTERM to doit must not leave mmdebstrap, QEMU or a half-built disk behind: raise instead,
+    # so the finally below runs (SIGINT already raises KeyboardInterrupt).
+    main = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
     try:
         with open(logfile, "w") as log:
+            os.chmod(logfile, 0o600)   # VM files are the owner's only, as the installer's are
             def step(text: str) -> None:
                 say(f"{plan.name}: {text}")
                 log.write(f"# {text}\n")
@@ -107,7 +118,7 @@ def build_image(plan: VmPlan, say=print) -> bool:
             step(f"building an image guest, timestamp {stamp(epoch)} from {origin}; full log {logfile}")
             tree, facts = build_tree(plan, work, epoch, log, step)
             facts.update(build_disk(plan, tree, work, tmp, epoch, log, step))
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
             boot = first_boot(plan, tmp, install_dir(plan), plan.vm.installer.timeout * 60, step)
             # link + unlink places the disk without ever replacing one made meanwhile.
             try:
@@ -119,7 +130,8 @@ def build_image(plan: VmPlan, say=print) -> bool:
             write_atomic(marker, json.dumps({
                 "vm": plan.name, "source": "image", "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "disk": str(disk), "timestamp": epoch, "timestamp_from": origin, "build_seconds": round(total, 1),
-                "build_log": str(logfile), "tree_listing": str(tree_path(plan)), **facts, **boot}, indent=1) + "\n")
+                "build_log": str(logfile), "tree_listing": str(tree_path(plan)), **facts, **boot}, indent=1) + "\n",
+                mode=0o600)
             step(f"installed in {total:.0f} s: {disk} (sha256 {facts['image_sha256']}); {marker}")
     except VmError:
         raise
@@ -128,5 +140,7 @@ def build_image(plan: VmPlan, say=print) -> bool:
         raise VmError(f"{plan.name}: image build failed{full}: {exc}; full log: {logfile}") from None
     finally:
         tmp.unlink(missing_ok=True)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
     return True

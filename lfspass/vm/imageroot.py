@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 from lfspass.errors import VmError
@@ -155,4 +156,16 @@ def listing(tree: Path) -> str:
 
 
 def remove_tree(tree: Path) -> None:
+    """Delete a build folder, but first unmount what a killed mmdebstrap may have left mounted in it
+    (/proc, /sys, /dev/pts): removing files through such a mount would reach the host's own."""
+    base = str(tree.resolve()) + "/"
+    try:
+        mounts = [l.split()[4].replace("\\040", " ") for l in Path("/proc/self/mountinfo").read_text().splitlines()]
+    except OSError:
+        mounts = []
+    inside = sorted((m for m in mounts if m.startswith(base)), key=len, reverse=True)
+    for m in inside:
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    if any(l.split()[4].startswith(base) for l in Path("/proc/self/mountinfo").read_text().splitlines()):
+        return  # still mounted: leave the folder rather than delete through a mount
     shutil.rmtree(tree, ignore_errors=True)
