@@ -1,0 +1,175 @@
+"""Parity with the kernel's own Kconfig on Debian's 6.1, 6.12 and sid's newest tree.
+
+Every result must equal `make olddefconfig` on it (run as the build runs it, without ARCH),
+byte for byte, and hold every request.  sid moves: a failure names the version it broke on;
+with no sid kernel reachable those tests skip with the reason.
+"""
+from __future__ import annotations
+
+import lzma
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_CACHE, run_cli
+from kernel_trees import bookworm_tree, sid_tree
+from lfspass.kernel.kconfig import configure, kernel_symbols
+from lfspass.model import Request
+from lfspass_plugins.core import core_requests, kvm_requests
+
+DEBIAN_61 = Path("/usr/src/linux-config-6.1/config.amd64_none_amd64.xz")
+
+
+@pytest.fixture(scope="session")
+def sid() -> tuple[Path, Path, str]:
+    """(tree, Debian amd64 config, version) of sid's newest linux-source, cached in build/test-cache."""
+    try:
+        return sid_tree(TEST_CACHE)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no sid kernel: {exc}")
+
+
+@pytest.fixture(scope="session")
+def trees(linux_tree: Path, sid) -> dict[str, tuple[Path, Path, str]]:
+    out = {"6.1": (linux_tree, DEBIAN_61, "6.1")}
+    try:
+        tree, config = bookworm_tree(TEST_CACHE, "6.12")
+        out["6.12"] = (tree, config, "6.12")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    out["sid"] = sid
+    return out
+
+
+def _plain(config: Path, dest: Path) -> Path:
+    dest.write_bytes(lzma.open(config).read() if config.suffix == ".xz" else config.read_bytes())
+    return dest
+
+
+def _make_olddefconfig(tree: Path, cfg: Path, obj: Path) -> str:
+    """The kernel's own verdict on ``cfg``: make olddefconfig over a copy, as the build runs it."""
+    copy = obj.parent / f"{cfg.name}.make"
+    shutil.copyfile(cfg, copy)
+    subprocess.run(["make", "-s", "-C", str(tree), f"O={obj}", f"KCONFIG_CONFIG={copy}", "olddefconfig"],
+                   check=True, capture_output=True)
+    return copy.read_text()
+
+
+def _lines(text: str) -> list[str]:
+    return [l for l in text.splitlines() if l.startswith("CONFIG_") or l.endswith(" is not set")]
+
+
+_SETS = {
+    "intel-vfio-module": lambda: core_requests("intel", "module"),
+    "vfio-builtin": lambda: core_requests("intel", "builtin"),
+    "amd-iommu": lambda: core_requests("amd", "module"),
+    "iommufd-cdev": lambda: core_requests("intel", "module") + [
+        Request("IOMMUFD", "m", "test", optional=True), Request("VFIO_DEVICE_CDEV", "y", "test", optional=True)],
+    "kvm-intel": lambda: core_requests("intel", "module") + kvm_requests("intel", "module"),
+}
+# A representative subset, to stay within a few minutes on 2 cores: every base with the
+# Intel set, every request set on Debian's config (3 trees x 8 = 24 configure runs).
+_CASES = [(b, "intel-vfio-module") for b in ("debian", "defconfig", "tinyconfig", "allnoconfig")] + \
+         [("debian", s) for s in _SETS if s != "intel-vfio-module"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["6.1", "6.12", "sid"])
+def test_parity_matrix(trees, name: str, tmp_path: Path) -> None:
+    tree, debian, version = trees[name]
+    obj = tmp_path / "obj"
+    names = kernel_symbols(tree)
+    for base, set_name in _CASES:
+        cfg = tmp_path / f"{base}-{set_name}.config"
+        reqs = _SETS[set_name]()
+        start = _plain(debian, tmp_path / "debian.config") if base == "debian" else base
+        where = f"linux {version}, base {base}, requests {set_name}"
+        res = configure(tree, cfg, reqs, base=start)
+        text = cfg.read_text()
+        values = dict(l.split("=", 1) for l in text.splitlines() if l.startswith("CONFIG_"))
+        for r in reqs:
+            if r.optional and r.symbol not in names:
+                assert r.symbol in dict(res.skipped), where
+                continue
+            got = values.get(f"CONFIG_{r.symbol}", "n")
+            assert got == r.value, f"{where}: {r.symbol}={r.value} got {got}"
+        assert _lines(_make_olddefconfig(tree, cfg, obj)) == _lines(text), where
+
+
+def test_sid_acceptance_request_set(sid, tmp_path: Path) -> None:
+    tree, debian, version = sid
+    cfg = _plain(debian, tmp_path / "config")
+    sets = ["INTEL_IOMMU=y", "VFIO=m", "VFIO_PCI=m", "IOMMUFD=m", "VFIO_DEVICE_CDEV=y"]
+    proc = run_cli("kconfig", "--tree", str(tree), "--config", str(cfg), *[a for s in sets for a in ("--set", s)])
+    assert proc.returncode == 0, f"sid linux-source {version}: {proc.stderr}"
+    text = cfg.read_text()
+    for s in sets:
+        assert f"CONFIG_{s}\n" in text, f"sid linux-source {version}: {s} does not hold"
+    assert _make_olddefconfig(tree, cfg, tmp_path / "obj") == text, f"sid linux-source {version}"
+
+
+def test_debian_61_config_carried_into_sid_equals_make_olddefconfig(sid, tmp_path: Path) -> None:
+    tree, _debian, version = sid
+    cfg = _plain(DEBIAN_61, tmp_path / "config")
+    expected = _make_olddefconfig(tree, cfg, tmp_path / "obj")
+    proc = run_cli("kconfig", "--tree", str(tree), "--config", str(cfg))
+    assert proc.returncode == 0, f"sid linux-source {version}: {proc.stderr}"
+    assert cfg.read_text() == expected, f"sid linux-source {version}: not make olddefconfig's result"
+    assert "upgrade: " in proc.stdout and "not in this tree" in proc.stdout  # the summary
+
+
+@pytest.mark.parametrize("case, given, expected, exact", [
+    ("transitional", "initial_config", "expected_config", False),
+    ("conditional_dep", "test_config1", "expected_config1", True),
+    ("conditional_dep", "test_config2", "expected_config2", True),
+    ("conditional_dep", "test_config3", "expected_config3", True),
+    ("warn_changed_input", "config", "expected_config", True),
+])
+def test_kernel_kconfig_test_cases(sid, tmp_path: Path, case: str, given: str, expected: str, exact: bool) -> None:
+    """scripts/kconfig/tests of the newest tree, through `lfspass kconfig` (olddefconfig of a config)."""
+    tree, _debian, version = sid
+    folder = tree / "scripts" / "kconfig" / "tests" / case
+    cfg = tmp_path / "config"
+    shutil.copyfile(folder / given, cfg)
+    proc = run_cli("kconfig", "--tree", str(folder), "--config", str(cfg))
+    assert proc.returncode == 0, f"sid linux-source {version}, {case}: {proc.stderr}"
+    want, got = (folder / expected).read_text(), cfg.read_text()
+    if exact:
+        assert got == want, f"sid linux-source {version}, {case}/{expected}"
+    else:  # the kernel's test checks containment (config_contains)
+        missing = [l for l in want.splitlines() if l not in got.splitlines()]
+        assert not missing, f"sid linux-source {version}, {case}: missing {missing}"
+
+
+def test_alldefconfig_from_empty_matches_the_kernel(sid, tmp_path: Path) -> None:
+    """alldefconfig from an empty config: --base alldefconfig equals conf --alldefconfig."""
+    tree, _debian, version = sid
+    folder = tree / "scripts" / "kconfig" / "tests" / "transitional"
+    (tmp_path / "empty").write_text("")
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    shutil.copyfile(tmp_path / "empty", ours)
+    assert run_cli("kconfig", "--tree", str(folder), "--config", str(ours)).returncode == 0
+    proc = run_cli("kconfig", "--tree", str(folder), "--config", str(theirs), "--base", "alldefconfig")
+    assert proc.returncode == 0, proc.stderr
+    assert ours.read_text() == theirs.read_text(), f"sid linux-source {version}"
+    assert "CONFIG_NEW_BOOL" in ours.read_text() and "OLD_BOOL" not in ours.read_text()
+
+
+def test_kconfiglib_reads_conditional_deps_and_transitional(tmp_path: Path) -> None:
+    """The explanation engine on 7.x syntax: `depends on A if B` means A || B=n."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "Kconfig").write_text(
+        'config FOO\n\tbool "foo"\nconfig BAR\n\tbool "bar"\n'
+        'config TEST\n\tbool "conditional"\n\tdepends on FOO if BAR\n'
+        'config OLD\n\tbool\n\ttransitional\nconfig NEW\n\tbool "new"\n\tdefault OLD\n')
+    (tmp_path / "bar").write_text("CONFIG_BAR=y\n")
+    from lfspass.errors import KconfigError
+    with pytest.raises(KconfigError, match=r"TEST=y .*refused.*FOO.*enable FOO"):
+        configure(tree, tmp_path / "o", [Request("TEST", "y")], base=tmp_path / "bar")
+    (tmp_path / "old").write_text("CONFIG_OLD=y\n")
+    res = configure(tree, tmp_path / "o", [Request("TEST", "y")], base=tmp_path / "old")
+    text = (tmp_path / "o").read_text()
+    assert "CONFIG_TEST=y" in text and "CONFIG_NEW=y" in text and "OLD" not in text, res
