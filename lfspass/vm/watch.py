@@ -7,6 +7,7 @@ from pathlib import Path
 
 # debian-installer's newt screens over a serial line: CSI and charset escapes around the text.
 _ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78DEHMNOZc]")
+_LINE_SET = re.compile(rb"\x1b\(0.*?(?:\x1b\(B|$)", re.S)
 ERROR_SCREEN = b"[!!]"
 SETTLE = 2.0  # seconds to let the error screen finish drawing before its text is read
 TAIL = 64 << 10
@@ -14,6 +15,7 @@ TAIL = 64 << 10
 
 def screen_text(raw: bytes, limit: int = 300) -> str:
     """Readable words of a newt screen: escapes, box drawing and control bytes dropped, one line."""
+    raw = _LINE_SET.sub(b" ", raw)  # box drawing: letters in the VT100 line set between ESC(0 and ESC(B
     text = _ESCAPES.sub(b" ", raw).decode("ascii", errors="ignore")
     text = re.sub(r"[^\x20-\x7e]+", " ", text)
     text = re.sub(r"[-=|+_]{3,}|\s[qxlkmjtuvwn]{3,}\s", " ", text)  # box lines (ASCII or VT100 line set)

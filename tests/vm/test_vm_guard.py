@@ -246,3 +246,25 @@ def test_vm_fetch_rechecks_a_changed_target(tmp_path):
     again = run_doit("vm", f"recipe={path}", cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr
     assert ".  vm:fetch:f" in again.stdout and fetched.read_bytes() == code.read_bytes()
+
+
+@pytest.mark.slow
+def test_stuck_netboot_installer_ends_with_its_error_screen(tmp_path):
+    """No network for the netboot installer (restrict = true, no mirror): d-i stops at a [!!]
+    screen a few minutes in; lfspass ends the install then, with that screen's words."""
+    from lfspass.errors import VmError
+    from lfspass.vm.install import run_install
+
+    path = write_recipe(tmp_path, '[[vms]]\nname = "stuck"\naccel = "tcg"\nmemory = "1G"\nvnc = { enabled = false }\n'
+                                  'disk = { size = "2G" }\ninstaller = { source = "netboot", silence = 300, timeout = 20 }\n')
+    assert run_doit("vm:firmware:stuck", "vm:disk:stuck", f"recipe={path}", cwd=tmp_path).returncode == 0
+    recipe = load_recipe(path)
+    plan = build_vm_plan(recipe, recipe.vms[0])
+    started = time.monotonic()
+    with pytest.raises(VmError) as err:
+        run_install(plan, force=False, say=lambda *a: None)
+    said = err.value.one_line()
+    assert "the installer shows an error screen: [!!]" in said, said
+    assert time.monotonic() - started < 15 * 60
+    pid = int((plan.dir / "install/qemu.pid").read_text())
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
