@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fingerprint", metavar="FPR", help="require the signature to be by this key")
     parser.add_argument("-o", "--output", metavar="DEST",
                         help="where to put the file (default: the URL's file name here)")
-    parser.add_argument("--cache", metavar="DIR", type=Path,
+    parser.add_argument("--cache", metavar="DIR",
                         help="content-addressed cache (default: $LFSPASS_CACHE or ~/.cache/lfspass)")
     parser.add_argument("--max-size", metavar="SIZE",
                         help="stop a download that announces no size after SIZE (e.g. 8G; default "
@@ -39,11 +40,17 @@ def run(args: argparse.Namespace) -> int:
         raise DownloadError("-o '': give a file name, or leave -o out to use the URL's", exit_code=2)
     # Without -o the URL's last segment, made one plain name: %2F must not lead out of this folder.
     dest = Path(args.output) if args.output is not None else Path(safe_name(args.url))
+    if args.cache is not None and (not args.cache.strip() or (Path(args.cache).exists() and not Path(args.cache).is_dir())):
+        raise DownloadError(f"--cache {args.cache!r}: give a folder for the cache (or leave --cache out)",
+                            exit_code=2)
+    if any(len(os.fsencode(part)) > 255 for part in dest.parts):
+        raise DownloadError(f"-o {str(dest)[:40]}...: a file name longer than 255 bytes; choose a shorter one",
+                            exit_code=2)
     if args.keyring is not None and not Path(args.keyring).is_file():
         raise DownloadError(f"--keyring {args.keyring}: no such file; give a gpg keyring file", exit_code=2)
     result = fetch(
         args.url, dest, sha256=args.sha256, sums_url=args.sums, signature_url=args.signature,
-        keyring=args.keyring, fingerprint=args.fingerprint, cache_dir=args.cache,
+        keyring=args.keyring, fingerprint=args.fingerprint, cache_dir=Path(args.cache) if args.cache else None,
         progress=False if args.no_progress else None, max_size=args.max_size,
     )
     if args.json:

@@ -58,6 +58,8 @@ def local_source(url: str) -> Path | None:
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
             raise DownloadError(f"{url}: no host name; write http(s)://HOST/PATH", exit_code=2)
+        if any(c.isspace() for c in url):
+            raise DownloadError(f"{url!r}: a URL has no spaces; write them as %20", exit_code=2)
         return None
     if "://" in url:
         raise DownloadError(f"{url}: unsupported scheme {parts.scheme!r}; use http(s)://, file:// or a local path", exit_code=2)
@@ -199,7 +201,8 @@ def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, ca
     try:
         if local is not None:
             if not local.is_file():
-                raise DownloadError(f"{url}: no such file; check the path")
+                what = "a folder, not a file" if local.is_dir() else "no such file"
+                raise DownloadError(f"{url}: {what}; check the path", exit_code=2)
             digest = hashlib.sha256()
             bar.begin(0, local.stat().st_size)
             downloaded, resumed = hash_into(local, digest, part, bar), False
@@ -219,7 +222,8 @@ def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, ca
     tee = cached.with_name(f".{cached.name}.{os.getpid()}.tee")
     if got != expected:
         part.unlink(missing_ok=True)
-        tee.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tee.unlink(missing_ok=True)
         advice = (f"the copy was deleted ({local} is left as it is) - check it is the right file"
                   if local is not None else
                   "the download was deleted - if the file was updated upstream fix the recipe's sha256 "
@@ -228,7 +232,8 @@ def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, ca
     os.replace(part, dest)
     record_verified(dest, expected, cached.parent.parent)
     if tee.is_file():  # the cache's own copy, written in the same pass as dest
-        os.replace(tee, cached)
+        with contextlib.suppress(OSError):
+            os.replace(tee, cached)
     else:
         _store(dest, cached)
     return FetchResult(dest, expected, downloaded, False, resumed)

@@ -66,7 +66,7 @@ RECIPES = [
     ("installer-hash-quote", VM + "installer = { source = \"netboot\", password_hash = \"a'b\" }\n", ["password_hash"]),
     ("installer-timeout", VM + 'installer = { source = "netboot", timeout = 0 }\n', ["timeout"]),
     ("installer-silence", VM + 'installer = { source = "netboot", silence = -1 }\n', ["silence"]),
-    ("installer-mirror", VM + 'installer = { source = "netboot", mirror = "http://deb.example/debian" }\n', ["mirror"]),
+    ("installer-mirror", VM + 'installer = { source = "netboot", mirror = "deb example" }\n', ["mirror"]),
     ("installer-source", VM + 'installer = { source = "floppy" }\n', ["installer.source"]),
     ("vm-device-not-listed", '[[vms]]\nname = "g"\naccel = "tcg"\ndevices = ["05:00.0"]\n', ["not in [[devices]]"]),
     ("vm-device-garbage", '[[vms]]\nname = "g"\naccel = "tcg"\ndevices = ["gpu"]\n', ["devices[0]"]),
@@ -217,9 +217,15 @@ CLI = [
      ["LFSPASS_MAX_SIZE"], 2),
     ("fetch-keyring-missing", ["fetch", "http://127.0.0.1:9/x", "--sums", "http://127.0.0.1:9/S", "--keyring", "/nope"],
      {}, ["--keyring"], 2),
-    ("fetch-local-missing", ["fetch", "/nonexistent/x.iso", "--sha256", SHA, "-o", "@TMP@/x.iso"], {}, ["no such file"], 1),
+    ("fetch-local-missing", ["fetch", "/nonexistent/x.iso", "--sha256", SHA, "-o", "@TMP@/x.iso"], {}, ["no such file"], 2),
     ("fetch-refused", ["fetch", "http://127.0.0.1:9/x.iso", "--sha256", SHA, "-o", "@TMP@/x.iso"],
      {"LFSPASS_RETRIES": "0"}, ["cannot download"], 1),
+    ("fetch-cache-empty", ["fetch", "@TMP@/../f", "--sha256", SHA, "--cache", ""], {}, ["--cache"], 2),
+    ("fetch-cache-a-file", ["fetch", "@TMP@/../f", "--sha256", SHA, "--cache", "@TMP@/../f"], {}, ["--cache"], 2),
+    ("fetch-source-a-folder", ["fetch", "@TMP@/..", "--sha256", SHA, "-o", "@TMP@/x"], {}, ["a folder"], 2),
+    ("fetch-url-space", ["fetch", "http://exa mple.com/x", "--sha256", SHA], {}, ["no spaces"], 2),
+    ("fetch-o-too-long", ["fetch", "@TMP@/../f", "--sha256", SHA, "-o", "y" * 300], {}, ["255 bytes"], 2),
+    ("fetch-sha-mismatch", ["fetch", "@TMP@/../f", "--sha256", SHA, "-o", "@TMP@/x"], {}, ["sha256 mismatch"], 1),
     ("kconfig-no-tree", ["kconfig", "--tree", "/nonexistent", "--config", "@TMP@/c"], {}, ["--tree"], 2),
     ("kconfig-bad-set", ["kconfig", "--tree", "@TMP@", "--config", "@TMP@/c", "--set", "FOO"], {}, ["--set"], 2),
     ("groups-no-root", ["groups", "--host-root", "/nonexistent"], {}, ["/nonexistent"], 2),
@@ -231,6 +237,7 @@ CLI = [
 def test_bad_command_line_is_one_clear_error(tmp_path, args, env, needles, code):
     work = tmp_path / "work"
     work.mkdir()
+    (tmp_path / "f").write_text("a local file\n")
     args = [a.replace("@TMP@", str(work)) for a in args]
     proc = run_cli(*args, cwd=work, env={"LFSPASS_CACHE": str(tmp_path / "cache"), **env})
     assert_one_error_line(proc, *needles)
