@@ -64,6 +64,8 @@ RECIPES = [
     ("iso-missing", VM + 'installer = { source = "iso", iso = "/nonexistent.iso" }\n', ["no such file"]),
     ("installer-user", VM + 'installer = { source = "netboot", user = "Root Admin" }\n', ["installer.user"]),
     ("installer-hash-quote", VM + "installer = { source = \"netboot\", password_hash = \"a'b\" }\n", ["password_hash"]),
+    ("installer-hash-garbage", VM + 'installer = { source = "netboot", password_hash = "hunter2" }\n', ["password_hash"]),
+    ("installer-ssh-key-command", VM + 'installer = { source = "netboot", ssh_key = "x; reboot" }\n', ["ssh_key"]),
     ("installer-timeout", VM + 'installer = { source = "netboot", timeout = 0 }\n', ["timeout"]),
     ("installer-silence", VM + 'installer = { source = "netboot", silence = -1 }\n', ["silence"]),
     ("installer-mirror", VM + 'installer = { source = "netboot", mirror = "deb example" }\n', ["mirror"]),
