@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import re
 import sys
@@ -15,11 +14,11 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from lfspass.errors import DownloadError, LfspassError
-from lfspass.fsutil import sha256_file, write_atomic
+from lfspass.errors import DownloadError
+from lfspass.fsutil import sha256_file
 from lfspass.progress import Progress
 
-FICLONE = 0x40049409  # ioctl: share src's blocks copy-on-write (btrfs, xfs)
+from lfspass.fetch.cache import cache_root, fill_from_cache, record_verified, still_verified, store
 from lfspass.fetch.signature import parse_sums, verify_detached
 from lfspass.fetch.transfer import (SMALL_LIMIT, Limits, ceiling_from, check_status, hash_into, make_session, reason,
                                     retries_from, timeouts, transfer)
@@ -34,13 +33,6 @@ class FetchResult:
     downloaded_bytes: int
     from_cache: bool
     resumed: bool
-
-
-def cache_root(cache_dir: Path | None = None) -> Path:
-    """The cache folder: the argument, else $LFSPASS_CACHE, else ~/.cache/lfspass."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get("LFSPASS_CACHE") or Path.home() / ".cache" / "lfspass")
 
 
 def local_source(url: str) -> Path | None:
@@ -116,30 +108,6 @@ def signed_sum(session: requests.Session, url: str, sums_url: str, signature_url
         return parse_sums(sums.read_text(errors="replace"), url_name(url), source=sums_url)
 
 
-def _clone_or_copy(src: Path, dst: Path) -> None:
-    """Put ``src``'s bytes at ``dst`` atomically as a file of its own: a reflink where the file
-    system shares blocks copy-on-write, else a copy.  Never a hard link: writing to one name
-    would change the other, and a verified file must stay what was verified."""
-    if dst.exists() and os.path.samefile(src, dst):
-        dst.unlink()  # a hard link left by an older lfspass: replace it by a copy below
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            try:
-                fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
-            except OSError:  # no reflinks here (ext4, another file system): copy in the kernel
-                _copy_fd(fin.fileno(), fout.fileno())
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _copy_fd(fin: int, fout: int) -> None:
-    while os.copy_file_range(fin, fout, 1 << 30):
-        pass
-
-
 def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | None = None,
           signature_url: str | None = None, keyring: Path | None = None, fingerprint: str | None = None,
           cache_dir: Path | None = None, progress: bool | None = None,
@@ -184,17 +152,14 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
 def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, cached: Path,
               progress: bool | None, limits: tuple[float, float], budget: Limits) -> FetchResult:
     """The body of fetch() once the sum is known and ``dest`` is locked for this process."""
-    if dest.is_file() and (still_verified(dest, expected, cached.parent.parent) or sha256_file(dest) == expected):
-        if not cached.exists():
-            _store(dest, cached)
-        record_verified(dest, expected, cached.parent.parent)
+    root = cached.parent.parent
+    if dest.is_file() and (still_verified(dest, expected, root) or sha256_file(dest) == expected):
+        store(dest, cached)
+        record_verified(dest, expected, root)
         return FetchResult(dest, expected, 0, False, False)
-    if cached.is_file():
-        if sha256_file(cached) == expected:
-            _clone_or_copy(cached, dest)
-            record_verified(dest, expected, cached.parent.parent)
-            return FetchResult(dest, expected, 0, True, False)
-        cached.unlink()  # damaged cache entry (e.g. a hardlinked copy was edited): fetch anew
+    if fill_from_cache(cached, expected, dest):
+        record_verified(dest, expected, root)
+        return FetchResult(dest, expected, 0, True, False)
     part = dest.with_name(dest.name + ".part")
     bar = Progress(dest.name, progress)
     local = local_source(url)
@@ -209,62 +174,20 @@ def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, ca
             got = digest.hexdigest()
             bar.close(downloaded)
         else:
-            tee = None
-            if not cached.exists():
-                try:
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    tee = cached.with_name(f".{cached.name}.{os.getpid()}.tee")
-                except OSError:
-                    tee = None  # no cache this time
-            got, downloaded, resumed = transfer(session, url, part, limits, budget, bar, tee)
+            got, downloaded, resumed = transfer(session, url, part, limits, budget, bar)
     except OSError as exc:  # the network's errors are handled inside; this is the disk
         raise DownloadError(f"{url} -> {part}: {exc.strerror}; free space or choose another -o") from None
-    tee = cached.with_name(f".{cached.name}.{os.getpid()}.tee")
     if got != expected:
         part.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            tee.unlink(missing_ok=True)
         advice = (f"the copy was deleted ({local} is left as it is) - check it is the right file"
                   if local is not None else
                   "the download was deleted - if the file was updated upstream fix the recipe's sha256 "
                   "(or sums), otherwise run again or use another mirror")
         raise DownloadError(f"{url}: sha256 mismatch: expected {expected}, got {got}; {advice}")
     os.replace(part, dest)
-    record_verified(dest, expected, cached.parent.parent)
-    if tee.is_file():  # the cache's own copy, written in the same pass as dest
-        with contextlib.suppress(OSError):
-            os.replace(tee, cached)
-    else:
-        _store(dest, cached)
+    record_verified(dest, expected, root)
+    store(dest, cached)
     return FetchResult(dest, expected, downloaded, False, resumed)
-
-
-def _stamp(dest: Path, cache_dir: Path | None = None) -> Path:
-    """Where the cache remembers a verified destination (not beside it: that folder is the user's)."""
-    key = hashlib.sha256(os.fsencode(Path(dest).absolute())).hexdigest()
-    return cache_root(cache_dir) / "verified" / f"{key}.json"
-
-
-def _identity(dest: Path) -> dict:
-    st = dest.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "dev": st.st_dev}
-
-
-def record_verified(dest: Path, sha: str, cache_dir: Path | None = None) -> None:
-    """Remember that ``dest`` as it is now (size, mtime, inode) hashed to ``sha``."""
-    try:
-        write_atomic(_stamp(dest, cache_dir), json.dumps({"sha256": sha, **_identity(dest)}) + "\n")
-    except (OSError, LfspassError):
-        pass  # a folder we cannot write costs a re-hash next time, nothing else
-
-
-def still_verified(dest: Path, sha: str | None = None, cache_dir: Path | None = None) -> bool:
-    """True when ``dest`` is unchanged since it last verified (as ``sha`` when given); cheap: no hashing."""
-    try:
-        seen = json.loads(_stamp(dest, cache_dir).read_text())
-        return (sha is None or seen.get("sha256") == sha) and all(seen.get(k) == v for k, v in _identity(dest).items())
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 @contextlib.contextmanager
@@ -304,12 +227,3 @@ def _dest_lock(dest: Path):
     finally:
         lock.unlink(missing_ok=True)
         os.close(fd)
-
-
-def _store(path: Path, cached: Path) -> None:
-    """Add a verified file to the cache; a cache we cannot write only costs a later download."""
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        _clone_or_copy(path, cached)
-    except OSError:
-        pass

@@ -136,7 +136,7 @@ def _check_space(folder: Path, need: int, url: str) -> None:
 
 
 def transfer(session: requests.Session, url: str, part: Path, limits: tuple[float, float],
-             budget: Limits, bar: Progress, tee: Path | None = None) -> tuple[str, int, bool]:
+             budget: Limits, bar: Progress) -> tuple[str, int, bool]:
     """Download ``url`` into ``part`` (continuing it if present); return (sha256, new bytes, resumed).
 
     Every attempt that does not reach a byte never reached before spends one retry
@@ -144,61 +144,7 @@ def transfer(session: requests.Session, url: str, part: Path, limits: tuple[floa
     them, so a server that cuts and ignores Range ends after ``budget.retries`` tries.
     A body longer than the expected size (the first answer's length, else ``budget.size``,
     else ``budget.ceiling``) is cut and ``part`` removed.
-
-    ``tee`` (the cache's copy) is written in the same pass when the body starts at byte 0,
-    so the cache costs no second read of the file; it is left in place only when it holds
-    the whole body.
     """
-    copy = _Tee(tee)
-    try:
-        return _transfer(session, url, part, limits, budget, bar, copy)
-    finally:
-        copy.close()
-
-
-class _Tee:
-    """A second file written alongside ``.part``; removed unless it saw every byte from 0."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path, self.fh, self.whole = path, None, False
-
-    def restart(self, offset: int) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
-        if self.path is None or offset:
-            self.whole = False
-            return
-        try:
-            self.fh, self.whole = open(self.path, "wb"), True
-        except OSError:  # the cache cannot take it: only a later copy is lost
-            self.path = None
-
-    def write(self, chunk: bytes) -> None:
-        if self.fh is not None:
-            try:
-                self.fh.write(chunk)
-            except OSError:
-                self.fh.close()
-                self.fh, self.whole = None, False
-
-    def done(self) -> None:
-        """The body ended: keep the copy if it is whole."""
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
-
-    def close(self) -> None:
-        if self.fh is not None:  # an exception or a cut: not whole
-            self.fh.close()
-            self.fh, self.whole = None, False
-        if self.path is not None and not self.whole:
-            self.path.unlink(missing_ok=True)
-
-
-def _transfer(session: requests.Session, url: str, part: Path, limits: tuple[float, float],
-              budget: Limits, bar: Progress, copy: _Tee) -> tuple[str, int, bool]:
-    """transfer() once the tee is set up."""
     digest, offset, resumed, downloaded, failures, furthest = hashlib.sha256(), 0, False, 0, 0, 0
     expected, why = budget.size, None
     if part.exists():
@@ -256,7 +202,6 @@ def _transfer(session: requests.Session, url: str, part: Path, limits: tuple[flo
             read = resp.raw.read1 if hasattr(resp.raw, "read1") else resp.raw.read
             # No fsync: a file torn by a power cut fails the hash check on the next run and
             # is fetched again, and skipping it keeps a 4 GB image at curl's speed.
-            copy.restart(offset)
             with open(part, "ab" if offset else "wb") as fh, _Hasher(digest) as hasher:
                 while True:
                     try:
@@ -276,12 +221,10 @@ def _transfer(session: requests.Session, url: str, part: Path, limits: tuple[flo
                                                                " or raise LFSPASS_MAX_SIZE / --max-size"))
                     fh.write(chunk)
                     hasher.update(chunk)
-                    copy.write(chunk)
                     offset += len(chunk)
                     bar.update(offset)
             downloaded += offset - before
             if lost is None:
-                copy.done()
                 bar.close(offset)
                 return digest.hexdigest(), downloaded, resumed
             if offset > furthest:  # new bytes: the link is worth following, the budget is not spent

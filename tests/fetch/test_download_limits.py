@@ -180,7 +180,7 @@ def test_cache_entry_is_a_separate_file(hostile, tmp_path):
     fetch(hostile.url("data/disk.img"), dest, sha256=SHA, cache_dir=cache)
     cached = cache / "sha256" / SHA
     assert cached.read_bytes() == PAYLOAD and not os.path.samefile(cached, dest)
-    assert [p.name for p in cached.parent.iterdir()] == [SHA]  # written in the same pass, no .tee left
+    assert [p.name for p in cached.parent.iterdir()] == [SHA]  # no temporary file left
     with open(cached, "r+b") as fh:  # someone damages the cache entry in place
         fh.write(b"XXXX")
     assert dest.read_bytes() == PAYLOAD  # the verified file did not change with it
@@ -191,3 +191,23 @@ def test_cache_entry_is_a_separate_file(hostile, tmp_path):
     assert not still_verified(dest, SHA, cache)
     res = fetch(hostile.url("data/disk.img"), dest, sha256=SHA, cache_dir=cache)
     assert dest.read_bytes() == PAYLOAD and res.downloaded_bytes == len(PAYLOAD)
+
+
+def test_large_file_cache_entry_is_a_record_rehashed_at_use(hostile, tmp_path, monkeypatch):
+    """Without reflinks a large file is not copied into the cache: a hit copies from the
+    recorded verified file, hashing as it copies; a changed original is not used."""
+    import lfspass.fetch.cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "COPY_LIMIT", 0)
+    monkeypatch.setattr(cache_mod, "_reflink", lambda src, dst: False)
+    cache = tmp_path / "cache"
+    first = tmp_path / "a/disk.img"
+    fetch(hostile.url("data/disk.img"), first, sha256=SHA, cache_dir=cache)
+    assert [p.name for p in (cache / "sha256").iterdir()] == [SHA + ".ref"]
+    second = fetch(hostile.url("data/disk.img"), tmp_path / "b/disk.img", sha256=SHA, cache_dir=cache)
+    assert second.from_cache and len(hostile.requests) == 1
+    assert not os.path.samefile(first, tmp_path / "b/disk.img")
+    with open(first, "r+b") as fh:  # the recorded original changes
+        fh.write(b"ZZZZ")
+    third = fetch(hostile.url("data/disk.img"), tmp_path / "c/disk.img", sha256=SHA, cache_dir=cache)
+    assert not third.from_cache and (tmp_path / "c/disk.img").read_bytes() == PAYLOAD
