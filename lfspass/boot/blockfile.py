@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from lfspass import journal
 from lfspass.errors import LfspassError
-from lfspass.fsutil import write_atomic
 
 BEGIN = "### BEGIN lfspass"
 END = "### END lfspass"
@@ -35,7 +35,8 @@ def read_block(file: Path) -> str | None:
 
 
 def write_block(file: Path, body: str, note: str, header: str = "",
-                check: Callable[[str], None] | None = None, mode: int | None = None) -> bool:
+                check: Callable[[str], None] | None = None, mode: int | None = None,
+                root: Path | None = None) -> bool:
     """Put ``body`` between the markers in ``file``; True when the file changed.
 
     A file without a block gets it appended (after ``header`` when the file is new);
@@ -54,4 +55,6 @@ def write_block(file: Path, body: str, note: str, header: str = "",
     new = f"{before}{BEGIN} ({note}) ###\n{body}{END} ###\n{after}"
     if check is not None:
         check(new)
-    return write_atomic(file, new, mode)
+    if root is None:
+        return journal.fsutil.write_atomic(file, new, mode)
+    return journal.write_atomic(root, file, new, mode)

@@ -37,6 +37,6 @@ def write_vfio(plan: HostPlan) -> list[Path]:
     note = f"generated from {plan.recipe.path.name}; edit the recipe, not this block"
     changed = []
     for path, body in ((modprobe_path(plan), render_modprobe(plan)), (autoload_path(plan), render_autoload(plan))):
-        if write_block(path, body, note):
+        if write_block(path, body, note, root=plan.recipe.root):
             changed.append(path)
     return changed

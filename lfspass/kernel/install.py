@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
+from lfspass import journal
 from lfspass.errors import BuildError
-from lfspass.fsutil import copy_atomic, require_tool, sha256_file, write_atomic
+from lfspass.fsutil import require_tool, sha256_file
 from lfspass.kernel.build import BuildLayout, make_command, run_make
 from lfspass.plan import KernelPaths
 
@@ -16,22 +18,6 @@ from lfspass.plan import KernelPaths
 def config_has(config: Path, symbol: str, value: str = "y") -> bool:
     """True when ``CONFIG_<symbol>=<value>`` is in a .config file."""
     return f"CONFIG_{symbol}={value}\n" in config.read_text()
-
-
-def _swap_dir(staged: Path, dest: Path) -> None:
-    """Put ``staged`` at ``dest``: rename the old one aside, the new one in, then drop the old.
-
-    Both renames stay on one filesystem (``staged`` is made beside ``dest``), so a
-    reader sees the old folder or the new one; a crash between them leaves the old
-    folder under a dot-name next to it, never a half-filled one at ``dest``.
-    """
-    old = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        os.rename(dest, old / "x")
-    os.rename(staged, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _stage_modules(root: Path, tree: Path, layout: BuildLayout, release: str, jobs: int,
@@ -88,14 +74,91 @@ def installed_files(root: Path, paths: list[Path]) -> dict[str, object]:
     return dict(sorted(out.items()))
 
 
+def kept_paths(paths: KernelPaths) -> KernelPaths:
+    """Where the previous build of the same release is kept when a reinstall replaces it."""
+    return KernelPaths(vmlinuz=paths.vmlinuz.with_name(paths.vmlinuz.name + ".old"),
+                       system_map=paths.system_map.with_name(paths.system_map.name + ".old"),
+                       config=paths.config.with_name(paths.config.name + ".old"),
+                       modules_dir=paths.modules_dir.with_name(paths.modules_dir.name + ".old"),
+                       manifest=paths.manifest.with_name(paths.manifest.name[:-len(".json")] + ".old.json"))
+
+
+def complete_manifest(root: Path, manifest: Path) -> dict | None:
+    """The manifest when every file it lists is there with its sha256 (a complete kernel), else None."""
+    try:
+        data = json.loads(manifest.read_text())
+        files = data["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not any(rel.endswith("/modules.dep") for rel in files):
+        return None
+    for rel, want in files.items():
+        p = root / rel
+        if isinstance(want, dict):
+            if not p.is_symlink() or os.readlink(p) != want.get("link"):
+                return None
+        elif not p.is_file() or p.is_symlink() or sha256_file(p) != want:
+            return None
+    return data
+
+
+def _kept_name(rel: str, release: str) -> str:
+    mods = f"lib/modules/{release}/"
+    return f"lib/modules/{release}.old/{rel[len(mods):]}" if rel.startswith(mods) else rel + ".old"
+
+
+def _keep_previous(root: Path, paths: KernelPaths, release: str, old: dict) -> KernelPaths:
+    """Copy the complete installed build aside (hard links), manifest last; every step journaled.
+
+    The kept manifest goes first, so a kept set cut off half-way is never taken for a
+    complete one; the installed build is untouched while this runs.
+    """
+    kept = kept_paths(paths)
+    journal.remove(root, kept.manifest)
+    for rel in old["files"]:
+        if rel.startswith(f"lib/modules/{release}/") or rel.startswith("usr/"):
+            continue
+        src, dst = root / rel, root / _kept_name(rel, release)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent)) / "x"
+        journal.link_tree(src, tmp) if src.is_dir() else os.link(src, tmp)
+        with journal.editing(root, dst):
+            os.replace(tmp, dst)
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{kept.modules_dir.name}.", dir=paths.modules_dir.parent)) / "x"
+    journal.link_tree(paths.modules_dir, staged)
+    journal.replace_dir(root, staged, kept.modules_dir)
+    shutil.rmtree(staged.parent, ignore_errors=True)
+    files = {_kept_name(rel, release): v for rel, v in old["files"].items() if not rel.startswith("usr/")}
+    data = dict(old, files=dict(sorted(files.items())), kept_from=str(paths.manifest.name))
+    journal.write_atomic(root, kept.manifest, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return kept
+
+
+def _replaces(old: dict, new: dict[str, object], release: str) -> bool:
+    """True when installing ``new`` overwrites or drops a file of the complete ``old`` build."""
+    of = old["files"]
+    if any(rel in of and of[rel] != v for rel, v in new.items()):
+        return True
+    mods = f"lib/modules/{release}/"
+    return any(rel.startswith(mods) and rel not in new for rel in of)
+
+
+def running_release(root: Path) -> str | None:
+    """The release this machine runs, when ``root`` is its own /."""
+    return os.uname().release if root.resolve() == Path("/") else None
+
+
 def install_kernel(root: Path, paths: KernelPaths, release: str, tree: Path, layout: BuildLayout, *,
                    jobs: int, env: dict[str, str], make_vars: list[str], docs: bool,
-                   inputs: dict) -> dict:
+                   inputs: dict, running: str | None = None) -> dict:
     """Install one built release under ``root``; other releases there are left alone.
 
-    Files are copied to a temp name and renamed; modules (and docs) are staged in a
-    dot-folder beside their destination and renamed into place.  The manifest is
-    written last: it is the marker that the install finished (grub/vfio depend on it).
+    Reinstalling a release whose files differ first keeps the complete previous build
+    under ``.old`` names (vmlinuz, System.map, config, lib/modules/<rel>.old and its own
+    manifest), so at every instant one complete kernel is on disk.  Files are copied to
+    a temp name and renamed; the module tree is staged beside its destination and
+    exchanged in one step.  The manifest is written last: it marks the install finished.
+    Every change is journaled for `lfspass rollback`.
     """
     for need in (layout.bzimage, layout.system_map, layout.config):
         if not need.is_file():
@@ -106,24 +169,39 @@ def install_kernel(root: Path, paths: KernelPaths, release: str, tree: Path, lay
     staging = Path(tempfile.mkdtemp(prefix=f".{release}.lfspass-", dir=moddir.parent))
     try:
         staged = _stage_modules(root, tree, layout, release, jobs, env, make_vars, staging)
+        old = complete_manifest(root, paths.manifest)
+        new = {str(p.relative_to(root)): sha256_file(src) for p, src in
+               ((paths.vmlinuz, layout.bzimage), (paths.system_map, layout.system_map), (paths.config, layout.config))}
+        new.update({str(moddir.relative_to(root) / k): v for k, v in installed_files(staged, [staged]).items()})
+        replaces = old is None or _replaces(old, new, release)
+        if old is not None and replaces:
+            kept = _keep_previous(root, paths, release, old)
+            print(f"kernel install: the previous build of {release} is kept as {kept.vmlinuz} and {kept.modules_dir}")
+            if release == (running if running is not None else running_release(root)):
+                print(f"warning: replacing the files of the running kernel {release}; the running build is kept "
+                      f"as {kept.vmlinuz} (GRUB entry '(previous build)'); boot the new one with `lfspass boot try`",
+                      file=sys.stderr)
         doc_dir = root / "usr" / "share" / "doc" / f"linux-{release}"
         staged_doc = None
         if docs:
             doc_dir.parent.mkdir(parents=True, exist_ok=True)
             staged_doc = Path(tempfile.mkdtemp(prefix=f".{doc_dir.name}.lfspass-", dir=doc_dir.parent)) / "d"
             shutil.copytree(tree / "Documentation", staged_doc, symlinks=True)
-        # The manifest goes first, so that a half-done install is never taken for a done one.
-        paths.manifest.unlink(missing_ok=True)
-        copy_atomic(layout.bzimage, paths.vmlinuz, mode=0o644)
-        copy_atomic(layout.system_map, paths.system_map, mode=0o644)
-        copy_atomic(layout.config, paths.config, mode=0o644)
-        _swap_dir(staged, moddir)
+        # The manifest goes first, so that a half-done install is never taken for a done one
+        # (a complete build that only gains files keeps its manifest: it stays true).
+        if replaces:
+            journal.remove(root, paths.manifest)
+        journal.copy_atomic(root, layout.bzimage, paths.vmlinuz, mode=0o644)
+        journal.copy_atomic(root, layout.system_map, paths.system_map, mode=0o644)
+        journal.copy_atomic(root, layout.config, paths.config, mode=0o644)
+        if not moddir.is_dir() or journal.tree_listing(moddir) != journal.tree_listing(staged):
+            journal.replace_dir(root, staged, moddir)
         if staged_doc is not None:
-            _swap_dir(staged_doc, doc_dir)
+            journal.replace_dir(root, staged_doc, doc_dir)
             shutil.rmtree(staged_doc.parent, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     tops = [paths.vmlinuz, paths.system_map, paths.config, moddir] + ([doc_dir] if docs else [])
     manifest = dict(inputs, release=release, files=installed_files(root, tops))
-    write_atomic(paths.manifest, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    journal.write_atomic(root, paths.manifest, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
