@@ -39,6 +39,11 @@ def check_iommu(host: Host) -> Check:
     title = "IOMMU enabled"
     groups, log = host.iommu_groups, host.kernel_log
     line = _first(log, r"DMAR: IOMMU enabled|AMD-Vi: (?:Found IOMMU|IOMMU performance counters)|AMD-Vi: Interrupt remapping enabled")
+    garbled = getattr(host, "garbled_groups", [])
+    if groups and garbled:
+        return Check("iommu", "warn", title, f"{len(groups)} IOMMU groups, and entries that are not group numbers in "
+                     f"sys/kernel/iommu_groups: {', '.join(ascii(g) for g in garbled[:5])} (garbled; skipped)",
+                     "read the live host, or re-save it with `lfspass doctor --save`")
     if groups:
         return Check("iommu", "pass", title, f"{len(groups)} IOMMU groups" + (f"; log: {line}" if line else ""))
     fix = ("enable VT-d (Intel) or AMD-Vi/IOMMU in the firmware setup, build the kernel with INTEL_IOMMU "

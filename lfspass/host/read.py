@@ -169,7 +169,9 @@ class Host:
             groups = os.listdir(self.resolve(IOMMU_GROUPS))
         except OSError:
             return out
-        # isascii: '²'.isdigit() is True but int('²') fails; a garbled name is skipped, not a crash.
+        # isascii: '²'.isdigit() is True but int('²') fails; a garbled name is skipped and
+        # kept in garbled_groups for doctor to report, not a crash.
+        self.garbled_groups = sorted(g for g in groups if not (g.isascii() and g.isdigit()))
         for g in sorted((g for g in groups if g.isascii() and g.isdigit()), key=int):
             try:
                 out[int(g)] = sorted(n for n in os.listdir(self.resolve(f"{IOMMU_GROUPS}/{g}/devices")) if _ADDR.match(n))
