@@ -128,6 +128,9 @@ def _vnc_password(vm: VmSpec, where: str) -> str | None:
     if st.st_mode & 0o077:
         raise VmError(f"{where}.vnc.password_file {path} is mode {st.st_mode & 0o777:o}: others can read the "
                       f"password; chmod 600 {path}")
+    if st.st_uid != os.geteuid():
+        raise VmError(f"{where}.vnc.password_file {path} belongs to uid {st.st_uid}, not to the user running "
+                      f"lfspass (uid {os.geteuid()}); chown it, so nobody else can read the password")
     text = raw.decode("ascii", errors="replace")
     if not 1 <= len(text) <= 8 or not all(" " < c < "\x7f" for c in text):
         raise VmError(f"{where}.vnc.password_file {path}: expected 1 to 8 printable ASCII characters without a "
