@@ -9,7 +9,8 @@ verifies before moving the file into place.  ``curl+sha256sum`` is what a carefu
 runs by hand: curl, then sha256sum over the file (wall times added).  The sha256 line is
 this CPU's single-core hash rate, which caps any client that hashes what it receives.
 Wall time includes process start-up.  Peak memory is the child's ru_maxrss from wait4.
-Page-cache writeback makes single runs noisy, so both best and median are shown.  Goals: ratio >= 0.9, peak <= 64 MiB.
+Page-cache writeback makes single runs noisy, so both best and median are shown.  Goals: >= 0.9x min(curl, one core's sha256), >= 1.5x curl+sha256sum,
+peak <= 64 MiB.
 """
 from __future__ import annotations
 
@@ -135,6 +136,9 @@ def main() -> int:
             "curl_sha256sum_mib_s": round(mibps["curl+sha256sum"], 1), "sha256_one_core_mib_s": hash_mib_s,
             "ratio": round(mibps["lfspass"] / mibps["curl"], 3),
             "ratio_vs_curl_sha256sum": round(mibps["lfspass"] / mibps["curl+sha256sum"], 3),
+            # The goal: 0.9x the lower of curl and one core's hash rate (a hashing client cannot
+            # beat either), 1.5x what a careful user runs by hand (curl, then sha256sum).
+            "ratio_vs_ceiling": round(mibps["lfspass"] / min(mibps["curl"], hash_mib_s), 3),
             "median_ratio": round(median["curl"] / median["lfspass"], 3),
             "lfspass_peak_rss_mib": round(peak["lfspass"] / (1 << 20), 1),
             "curl_peak_rss_mib": round(peak["curl"] / (1 << 20), 1),
@@ -155,7 +159,8 @@ def main() -> int:
             print(f"  sha256   {report['sha256_one_core_mib_s']:8.1f} MiB/s  on one core (the ceiling for a hashing client)")
             print(f"  ratio    {report['ratio']:.3f}x curl best-to-best, {report['median_ratio']:.3f}x median-to-median"
                   " (goal >= 0.9); lfspass peak memory goal <= 64 MiB")
-            print(f"           {report['ratio_vs_curl_sha256sum']:.3f}x curl+sha256sum best-to-best")
+            print(f"           {report['ratio_vs_curl_sha256sum']:.3f}x curl+sha256sum best-to-best (goal >= 1.5)")
+            print(f"           {report['ratio_vs_ceiling']:.3f}x min(curl, sha256 on one core) (goal >= 0.9)")
             print(f"  runs (s) {report['all_runs_s']}; CPU s (median) {report['cpu_s_median']}")
             print(f"  {report['cpus']} CPUs, 1-min load {report['load_avg_1m']['before']} -> "
                   f"{report['load_avg_1m']['after']} (lfspass hashes on a second core: a busy host costs it more)")
