@@ -9,8 +9,8 @@ verifies before moving the file into place.  ``curl+sha256sum`` is what a carefu
 runs by hand: curl, then sha256sum over the file (wall times added).  The sha256 line is
 this CPU's single-core hash rate, which caps any client that hashes what it receives.
 Wall time includes process start-up.  Peak memory is the child's ru_maxrss from wait4.
-Page-cache writeback makes single runs noisy, so both best and median are shown.  Goals: >= 0.9x min(curl, one core's sha256), >= 1.5x curl+sha256sum,
-peak <= 64 MiB.
+Page-cache writeback makes single runs noisy, so both best and median are shown.
+Goals: >= 0.9x min(curl, one core's sha256), >= 1.5x curl+sha256sum, peak <= 64 MiB.
 """
 from __future__ import annotations
 
