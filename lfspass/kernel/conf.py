@@ -9,6 +9,7 @@ caller exported (CROSS_COMPILE, LLVM, KCFLAGS, ARCH, ...) changes the result.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import platform
@@ -103,7 +104,10 @@ def run_make(kc: KernelConf, target: str, config: Path | None, env: dict[str, st
     where = [f"KCONFIG_CONFIG={config.resolve()}"] if config is not None else []
     cmd = ["make", "-s", "-C", str(kc.kernel), f"O={kc.obj}", *where,
            *([f"ARCH={kc.arch}"] if arch else kc.make_vars()), target]
-    proc = subprocess.run(cmd, env=controlled_env(env), capture_output=True, text=True, errors="replace")
+    # One make at a time per O= folder: two runs building conf there at once would clash.
+    with open(kc.obj / ".lfspass-kconfig.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(cmd, env=controlled_env(env), capture_output=True, text=True, errors="replace")
     if proc.returncode != 0:
         raise _fail(f"`make {target}` in {kc.kernel}", proc)
     return proc.stderr
@@ -141,11 +145,14 @@ def named_base(kc: KernelConf, target: str, tmp: Path) -> str:
         run_conf(kc, target, out)
         return out.read_text()
     private = KernelConf(kc.kernel, kc.kernel, _cache_obj(kc.kernel) / "base", kc.arch)
-    (private.obj / ".config").unlink(missing_ok=True)
-    # ARCH spelt out: `make tinyconfig` without it is a 32-bit x86 kernel; the config
-    # carries 64BIT=y from here, so the build (run without ARCH) keeps it.
-    run_make(private, target, None, arch=True)
-    return (private.obj / ".config").read_text()
+    private.obj.mkdir(parents=True, exist_ok=True)
+    with open(private.obj / ".lfspass-base.lock", "w") as lock:  # .config there is shared
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (private.obj / ".config").unlink(missing_ok=True)
+        # ARCH spelt out: `make tinyconfig` without it is a 32-bit x86 kernel; the config
+        # carries 64BIT=y from here, so the build (run without ARCH) keeps it.
+        run_make(private, target, None, arch=True)
+        return (private.obj / ".config").read_text()
 
 
 def warnings_for(stderr: str, symbol: str) -> list[str]:

@@ -28,11 +28,11 @@ from lfspass import __version__
 from lfspass.errors import BuildError
 from lfspass.fsutil import sha256_file, write_atomic
 from lfspass.kernel.conf import config_values
-from lfspass.kernel.kconfig import configure, verify
+from lfspass.kernel.kconfig import configure
 from lfspass.kernel.stamp import written_by_lfspass
 from lfspass.kernel.build import (BuildLayout, build_timestamp, make_command, make_env, prepare_source,
                      reproducible_env_digest, run_make, source_identity, tree_identity)
-from lfspass.kernel import preflight
+from lfspass.kernel import guard, preflight
 from lfspass.kernel.install import config_has, install_kernel
 from lfspass.kernel.source import _localversion_files, is_tarball, release_from_makefile, tarball_info
 from lfspass.plan import resolve_devices, kernel_paths
@@ -171,7 +171,7 @@ class KernelJob:
                 "MODULE_SIG_KEY", str(key), "lfspass: persistent module signing key")], base=base,
                 resolve=self.k.resolve, resolve_hint=hint, obj=self.layout.obj)
         if edited:
-            self._report_edit(before, base)
+            guard.report_edit(self.layout.config, before, self.requests, self.k.base)
         for line in result.summary:
             print(f"kernel config: upgrade: {line}")
         preflight.check_release(tree, self.layout.config, self.ctx.release, self.recipe.path)
@@ -185,27 +185,10 @@ class KernelJob:
         write_atomic(self.layout.config_result, json.dumps(
             {"skipped": result.skipped, "resolved": result.resolved}, indent=1) + "\n")
 
-    def _report_edit(self, before: dict[str, str], base) -> None:
-        """Say what became of a hand edit of the build folder's .config."""
-        after = config_values(self.layout.config.read_text(errors="replace"))
-        if self.k.base != "current":
-            print(f"kernel config: {self.layout.config} was edited by hand; base = {self.k.base!r} rebuilds "
-                  "it from the recipe (base = \"current\" keeps hand edits)")
-        for r in self.requests:
-            if before.get(r.symbol, "n") != after.get(r.symbol, "n") and after.get(r.symbol) == r.value:
-                print(f"kernel config: the hand edit set {r.symbol}={before.get(r.symbol, 'n')}; "
-                      f"restored {r.symbol}={r.value} ({r.source} requests it)")
-
-    def _verify(self, tree: Path, when: str) -> None:
-        broken = verify(tree, self.layout.config, self.requests)
-        if broken:
-            raise BuildError(f"{self.layout.config} {when} no longer holds what lfspass requested: "
-                             + "; ".join(broken) + "; run `doit kernel:config` (or fix the edit)")
-
     def do_build(self) -> None:
         tree = prepare_source(self.source, self.layout.build_dir)
         # A hand edit after kernel:config ran: never build a kernel without its requests.
-        self._verify(tree, "(edited since lfspass wrote it)")
+        guard.verify_or_stop(tree, self.layout.config, self.requests, "(edited since lfspass wrote it)")
         preflight.check_release(tree, self.layout.config, self.ctx.release, self.recipe.path)
         preflight.check_tools(self.layout.config)
         env, make_vars = self._env(tree)
@@ -214,7 +197,7 @@ class KernelJob:
         print(f"kernel build: make {' '.join(targets)} in {self.layout.obj} (log: {self.layout.log})")
         run_make(make_command(tree, self.layout.build_dir, self.k.jobs, make_vars, *targets), env,
                  self.layout.log, self.layout.build_dir / ".cc-count")
-        self._verify(tree, "after the build (syncconfig rewrote it)")
+        guard.verify_or_stop(tree, self.layout.config, self.requests, "after the build (syncconfig rewrote it)")
         built = (self.layout.obj / "include" / "config" / "kernel.release").read_text().strip()
         if built != self.ctx.release:
             raise BuildError(f"the kernel built release {built}, but lfspass expected {self.ctx.release} "
@@ -254,19 +237,9 @@ class KernelJob:
             "plugins": plugin_versions(), "compiler": _tool_version("gcc", "--version"),
             "make": _tool_version("make", "--version"), "env": reproducible_env_digest(env),
             "ccache": "CC=ccache gcc" in self._env(tree)[1],
-            "module_signing": self._signing(),
+            "module_signing": guard.signing_summary(self.layout.config, bool(self.k.signing_key)),
             "config_sha256": sha256_file(self.layout.config),
         }
-
-    def _signing(self) -> dict:
-        """Which key signs the modules, by certificate fingerprint only (never the key itself)."""
-        text = self.layout.config.read_text(errors="replace") if self.layout.config.exists() else ""
-        vals = config_values(text)
-        if vals.get("MODULE_SIG") != "y":
-            return {"signed": False}
-        key = Path(vals.get("MODULE_SIG_KEY", preflight.KBUILD_KEY))
-        return {"signed": True, "key": "recipe" if self.k.signing_key else "lfspass .lfspass/",
-                "sha256_fingerprint": preflight.fingerprint(key) if key.is_absolute() else ""}
 
     def do_install(self) -> None:
         tree = prepare_source(self.source, self.layout.build_dir)
@@ -289,7 +262,7 @@ def kernel_tasks(ctx: Context) -> Iterator[dict]:
     base_dep = [str(job.base_file)] if job.base_file is not None else []
     yield {
         "name": "config",
-        "doc": "configure the kernel tree (kconfiglib; base + core, plugin and recipe requests)",
+        "doc": "configure the kernel tree (its own conf: base + core, plugin and recipe requests, each verified)",
         "actions": [(run_action, [job.do_config])],
         "file_dep": [ident] + base_dep,
         "targets": [str(lay.config)],
