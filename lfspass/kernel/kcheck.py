@@ -192,7 +192,7 @@ def explain_source(src: ksource.Source, name: str, asked: str, got: str, source:
     bad = [(e, w) for e, w in sym.depends if (_evaluate(e, values) or 0) < want]
     if bad:
         todo = sorted({n for e, _w in bad for n in _positive(e)
-                       if n in src.syms and _TRI.get(values.get(n, "n"), 0) < want})
+                       if n in src.syms and src.syms[n].prompt and _TRI.get(values.get(n, "n"), 0) < want})
         text = f"{head}: depends on " + " && ".join(f"{shown(e)} ({w})" for e, w in bad)
         if todo:
             text += f"; enable {', '.join(todo)}" + (f" or use {hint}" if hint else "")

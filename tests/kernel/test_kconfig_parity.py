@@ -173,3 +173,23 @@ def test_kconfiglib_reads_conditional_deps_and_transitional(tmp_path: Path) -> N
     res = configure(tree, tmp_path / "o", [Request("TEST", "y")], base=tmp_path / "old")
     text = (tmp_path / "o").read_text()
     assert "CONFIG_TEST=y" in text and "CONFIG_NEW=y" in text and "OLD" not in text, res
+
+
+def test_refusal_explained_from_kconfig_sources_when_kconfiglib_cannot_parse(linux_tree: Path, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    """A tree whose syntax kconfiglib does not know: the symbol's own Kconfig lines explain."""
+    from lfspass.errors import KconfigError
+    import lfspass.kernel.klib as klib
+
+    def cannot(*_a, **_k):
+        raise KconfigError("this tree uses Kconfig syntax kconfiglib does not know")
+    monkeypatch.setattr(klib, "explain_all", cannot)
+    cfg = tmp_path / "config"
+    reqs = core_requests("intel", "module") + [Request("NR_CPUS", "5000"), Request("KVM_INTEL", "m")]
+    with pytest.raises(KconfigError) as err:
+        configure(linux_tree, cfg, reqs, base="tinyconfig")
+    msg = err.value.one_line()
+    assert "NR_CPUS=5000 (from recipe) refused (got 1): conf keeps it inside range" in msg
+    assert "(arch/x86/Kconfig:" in msg
+    assert "KVM_INTEL=m (from recipe) refused" in msg and "arch/x86/kvm/Kconfig:" in msg
+    assert "enable KVM" in msg and not cfg.exists()
