@@ -96,3 +96,25 @@ def test_localversion_in_the_config_stops_before_compiling(linux_tree: Path, tmp
     assert proc.returncode != 0
     err = proc.stderr + proc.stdout
     assert "release 6.1.192-custom" in err and 'CONFIG_LOCALVERSION="-custom"' in err and "expects 6.1.192" in err
+
+
+def test_preflight_names_the_tool_the_seed_and_the_release_setting(tmp_path: Path, monkeypatch) -> None:
+    from lfspass.kernel import preflight
+
+    cfg = tmp_path / "config"
+    cfg.write_text("CONFIG_DEBUG_INFO_BTF=y\n")
+    monkeypatch.setattr(preflight.shutil, "which", lambda name: None)
+    with pytest.raises(BuildError, match="DEBUG_INFO_BTF=y, which needs pahole; apt-get install dwarves"):
+        preflight.check_tools(cfg)
+    cfg.write_text("CONFIG_RANDSTRUCT_FULL=y\n")
+    with pytest.raises(BuildError, match="RANDSTRUCT.*RANDSTRUCT_NONE"):
+        preflight.check_tools(cfg)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\n")
+    (tree / "localversion-site").write_text("-site\n")
+    cfg.write_text('CONFIG_LOCALVERSION="-custom"\n')
+    assert preflight.config_release(tree, cfg)[0] == "6.12.117-site-custom"
+    with pytest.raises(BuildError, match=r"builds release 6.12.117-site-custom, but r.toml expects 6.12.117 "
+                                         r"\(localversion\* files .*CONFIG_LOCALVERSION=\"-custom\""):
+        preflight.check_release(tree, cfg, "6.12.117", Path("r.toml"))
