@@ -118,3 +118,18 @@ def test_preflight_names_the_tool_the_seed_and_the_release_setting(tmp_path: Pat
     with pytest.raises(BuildError, match=r"builds release 6.12.117-site-custom, but r.toml expects 6.12.117 "
                                          r"\(localversion\* files .*CONFIG_LOCALVERSION=\"-custom\""):
         preflight.check_release(tree, cfg, "6.12.117", Path("r.toml"))
+
+
+def test_signing_key_from_the_recipe_or_made_once(tmp_path: Path) -> None:
+    from lfspass.kernel import preflight
+
+    recipe = tmp_path / "r.toml"
+    with pytest.raises(BuildError, match="kernel.signing_key = 'nope.pem': no such file"):
+        preflight.signing_key(recipe, "nope.pem")
+    made = preflight.signing_key(recipe, "")
+    assert made == tmp_path / ".lfspass" / "module-signing-key.pem"
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600 and stat.S_IMODE(made.parent.stat().st_mode) == 0o700
+    before = made.read_bytes()
+    assert preflight.signing_key(recipe, "") == made and made.read_bytes() == before  # kept, not remade
+    assert preflight.signing_key(recipe, str(made)) == made
+    assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", preflight.fingerprint(made))
