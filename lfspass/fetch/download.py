@@ -133,7 +133,9 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
         raise DownloadError(f"-o {str(dest)!r} is a folder, not a file name; give the file's path, e.g. -o "
                             f"{Path(dest, safe_name(url))}", exit_code=2)
     tries = budget.retries
-    with make_session(tries) as session:
+    # The small lists retry inside urllib3; the download itself counts every try in one
+    # budget (transfer), so its session does not retry on its own.
+    with make_session(tries) as session, make_session(0) as bare:
         if sums_url is not None:
             expected = signed_sum(session, url, sums_url, signature_url, keyring, fingerprint, limits)
         else:
@@ -146,7 +148,7 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
         except OSError as exc:
             raise DownloadError(f"cannot create {dest.parent}: {exc.strerror}; choose another -o") from None
         with _dest_lock(dest):
-            return _fetch_to(session, url, dest, expected, cached, progress, limits, budget)
+            return _fetch_to(bare, url, dest, expected, cached, progress, limits, budget)
 
 
 def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, cached: Path,

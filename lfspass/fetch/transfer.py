@@ -25,6 +25,7 @@ DEFAULT_TIMEOUT = (15.0, 60.0)  # (connect, read) seconds; LFSPASS_TIMEOUT overr
 DEFAULT_RETRIES = 4  # LFSPASS_RETRIES overrides
 MAX_RETRIES = 100
 BACKOFF = 0.5  # seconds before the first retry, doubled each time up to 8
+RETRY_STATUS = (429, 500, 502, 503, 504)  # answers worth asking again
 DEFAULT_CEILING = 64 << 30  # a download with no announced size stops here; LFSPASS_MAX_SIZE overrides
 
 
@@ -77,7 +78,7 @@ def make_session(retries: int) -> requests.Session:
     """A Session whose adapter retries connects, reads and 5xx/429 answers with backoff."""
     retry = Retry(
         total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.5,
-        status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
+        status_forcelist=RETRY_STATUS, allowed_methods=frozenset({"GET"}),
         raise_on_status=False,  # hand back the last answer so the error names its status
     )
     session = requests.Session()
@@ -157,14 +158,21 @@ def transfer(session: requests.Session, url: str, part: Path, limits: tuple[floa
                 bar.close(offset)
                 raise DownloadError(f"{url}: gave up after {failures} tries ({why}); "
                                     + (f"{part.name} is kept: run again to resume" if part.exists() else
-                                       "run again later or use another mirror"))
+                                       "check the URL and the network, run again later or use another mirror"))
             time.sleep(min(BACKOFF * 2 ** (failures - 1), 8.0))
             why = None
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
             resp = session.get(url, headers=headers, stream=True, timeout=limits)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            why = f"cannot download: {reason(exc)}"  # refused, reset, no answer: one try spent
+            continue
         except requests.RequestException as exc:
             raise DownloadError(f"cannot download {url}: {reason(exc)}; check the URL and the network, then run again") from None
+        if resp.status_code in RETRY_STATUS:
+            why = f"HTTP {resp.status_code} {resp.reason or ''}".rstrip()
+            resp.close()
+            continue
         with resp:
             start = _range_start(resp) if resp.status_code == 206 else 0
             if offset and (resp.status_code == 416 or (resp.status_code == 206 and start != offset)):
