@@ -5,7 +5,7 @@
 All logic lives in the lfspass package (lfspass.graph ties the stages together);
 this file only names the tasks.
 """
-from doit import get_var
+from doit import create_after, get_var
 
 from lfspass import graph
 from lfspass.graph import Reporter
@@ -14,7 +14,8 @@ CTX = graph.load_context(get_var("recipe", None))
 
 DOIT_CONFIG = {
     # A lab recipe proves itself in QEMU; a real host's recipe ends with its VMs.
-    "default_tasks": ["kernel", "grub", "vfio", "lab" if CTX.recipe.lab.enabled else "vm"],
+    "default_tasks": ["kernel", "grub", "vfio", *(["lab", "vm", "nested"] if CTX.recipe.lab.nested else
+                                                  ["lab"] if CTX.recipe.lab.enabled else ["vm"])],
     "reporter": Reporter,
     "verbosity": 2,
 }
@@ -41,6 +42,23 @@ def task_lab():
     yield from graph.lab_tasks(CTX)
 
 
+def task_bootonce():
+    """Lab scenario: a kernel failing its checks boots once through GRUB, the good one returns, rollback."""
+    return graph.bootonce_task(CTX)
+
+
 def task_vm():
     """Fetch firmware and media, make disks, install guests and write their launchers."""
     yield from graph.vm_tasks(CTX)
+
+
+def task_nested():
+    """Nested lab: the lab guest runs the VM launcher; its own guest must see the stand-in device."""
+    yield from graph.nested_tasks(CTX)
+
+
+if CTX.recipe.lab.nested:
+    # The VM plan reads the host the lab guest saved, so vm (then nested) is planned only
+    # after the lab boot has run: doit creates those tasks once their predecessor executed.
+    task_vm = create_after(executed="lab")(task_vm)
+    task_nested = create_after(executed="vm")(task_nested)

@@ -11,7 +11,7 @@ from lfspass.plugins import get_plugin_manager
 from lfspass.recipe import load_recipe
 from lfspass.tasks import Context, Reporter, fail
 
-__all__ = ["Context", "Reporter", "load_context", "kernel_tasks", "grub_task", "vfio_task", "lab_tasks", "vm_tasks"]
+__all__ = ["Context", "Reporter", "load_context", "kernel_tasks", "grub_task", "vfio_task", "lab_tasks", "bootonce_task", "vm_tasks", "nested_tasks"]
 
 
 def load_context(recipe_arg: str | None) -> Context:
@@ -51,7 +51,19 @@ def lab_tasks(ctx: Context):
     return tasks(ctx)
 
 
+def bootonce_task(ctx: Context) -> dict:
+    from lfspass.lab.bootonce import bootonce_task as task
+
+    return task(ctx)
+
+
 def vm_tasks(ctx: Context):
     from lfspass.vm.tasks import vm_tasks as tasks
+
+    return tasks(ctx)
+
+
+def nested_tasks(ctx: Context):
+    from lfspass.lab.nested_tasks import nested_tasks as tasks
 
     return tasks(ctx)

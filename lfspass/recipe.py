@@ -71,6 +71,9 @@ def _doc(default, doc: str):
 
 @dataclass
 class FirmwareSpec:
+    type: str = choice("ovmf", "bios", default="ovmf",
+                       doc="ovmf (UEFI on two pflash drives) or bios (QEMU's own SeaBIOS, no UEFI variables: "
+                           "the nested lab's inner guest, where OVMF under TCG inside TCG is too slow)")
     code: str = path_field("", "OVMF CODE image (read-only pflash); empty = found through QEMU's firmware "
                                "descriptors (Debian's ovmf) or downloaded from code_url")
     vars: str = path_field("", "OVMF VARS template, copied once to VMDIR/OVMF_VARS.fd (never overwritten); "

@@ -13,6 +13,7 @@ from lfspass.recipe import FirmwareSpec
 from lfspass.vm.disk import private_dir
 
 VARS_NAME = "OVMF_VARS.fd"
+SEABIOS = Path("/usr/share/seabios/bios-256k.bin")  # what Debian's QEMU loads for a q35 machine without -bios
 # An authenticated variable's header ends in its vendor GUID, then the UTF-16 name: PK in
 # EFI_GLOBAL_VARIABLE's namespace, 44 header bytes before the GUID starting 0x55AA, state 0x3F (added).
 _PK = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c").bytes_le + "PK".encode("utf-16-le") + b"\0\0"
@@ -28,6 +29,7 @@ class Firmware:
     vars: Path            # the VM's own UEFI variables
     secure_boot: bool = False
     requires_smm: bool = False
+    bios: bool = False    # firmware.type = "bios": QEMU's default SeaBIOS (code names it), no pflash, no VARS
 
 
 def _matches(desc: dict, secure_boot: bool) -> bool:
@@ -64,6 +66,8 @@ def find_descriptor(folder: Path, secure_boot: bool = False) -> tuple[Path, dict
 
 def vm_firmware(spec: FirmwareSpec, vm_dir: Path, fetched: dict[str, Path] | None = None) -> Firmware:
     """Resolve CODE and VARS-template paths; ``fetched`` maps 'code'/'vars' to downloaded files."""
+    if spec.type == "bios":
+        return Firmware(code=SEABIOS, vars_template=SEABIOS, vars=vm_dir / VARS_NAME, bios=True)
     fetched = fetched or {}
     code = Path(spec.code) if spec.code else fetched.get("code")
     template = Path(spec.vars) if spec.vars else fetched.get("vars")
@@ -89,6 +93,10 @@ def download_targets(spec: FirmwareSpec, vm_dir: Path) -> dict[str, tuple[str, s
 
 
 def check_files(fw: Firmware) -> None:
+    if fw.bios:
+        if not fw.code.is_file():
+            raise VmError(f"SeaBIOS {fw.code} does not exist: apt-get install seabios (firmware.type = \"bios\")")
+        return
     for what, path in (("CODE", fw.code), ("VARS template", fw.vars_template)):
         if not path.is_file():
             raise VmError(f"OVMF {what} {path} does not exist: install Debian's ovmf or fix [vms.firmware]")
@@ -108,6 +116,8 @@ def pk_enrolled(path: Path) -> bool:
 def check_vars(fw: Firmware) -> None:
     """Everything prepare_vars would refuse, checked before any VM file is written."""
     check_files(fw)
+    if fw.bios:
+        return  # SeaBIOS keeps no variables
     if fw.secure_boot and not pk_enrolled(fw.vars_template):
         raise VmError(f"secure_boot = true but the VARS template {fw.vars_template} has no Secure Boot keys enrolled "
                       "(the guest would boot unsigned code): use one with keys, e.g. /usr/share/OVMF/OVMF_VARS_4M.ms.fd, "
@@ -132,7 +142,7 @@ def prepare_vars(fw: Firmware) -> bool:
     existing one is never replaced, not even when the recipe names another template.
     """
     check_vars(fw)
-    if fw.vars.exists():
+    if fw.bios or fw.vars.exists():
         return False
     private_dir(fw.vars.parent)
     tmp = fw.vars.with_name(f".{fw.vars.name}.{os.getpid()}.tmp")

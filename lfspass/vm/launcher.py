@@ -101,7 +101,7 @@ def domain_xml(plan: VmPlan, xml_path: Path) -> str:
     context = dict(
         name=plan.name, recipe=str(plan.recipe.path), xml_path=str(xml_path),
         domain_type="kvm" if plan.accel == "kvm" else "qemu", memory_mib=plan.memory_mib, cpus=vm.cpus,
-        code=str(fw.code), vars=str(fw.vars), secure_boot=fw.secure_boot, smm=fw.requires_smm,
+        bios=fw.bios, code=str(fw.code), vars=str(fw.vars), secure_boot=fw.secure_boot, smm=fw.requires_smm,
         phys_passthrough=phys, cpu_features=features, emulator=EMULATOR, disk=str(plan.disk),
         network=vm.network, restrict=vm.restrict, bridge=vm.bridge, mac=plan.mac,
         vnc=vm.vnc.enabled, vnc_listen=vm.vnc.listen, vnc_port=5900 + vm.vnc.display,

@@ -94,10 +94,11 @@ def build_argv(plan: VmPlan, boot: Boot | None = None) -> list[str]:
     fw = plan.firmware
     machine = "q35" + (",smm=on" if fw.requires_smm else "")
     argv = [QEMU, "-name", plan.name, "-nodefaults", "-machine", machine, "-accel", plan.accel,
-            "-cpu", _cpu(plan), "-m", str(plan.memory_mib), "-smp", str(plan.vm.cpus),
-            # Two pflash drives: CODE read-only, VARS the VM's own (never -bios: variables would not persist).
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={opt(fw.code)}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={opt(fw.vars)}"]
+            "-cpu", _cpu(plan), "-m", str(plan.memory_mib), "-smp", str(plan.vm.cpus)]
+    if not fw.bios:  # firmware.type = "bios": QEMU's default SeaBIOS, nothing to say
+        # Two pflash drives: CODE read-only, VARS the VM's own (never -bios: variables would not persist).
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={opt(fw.code)}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={opt(fw.vars)}"]
     if fw.secure_boot:
         argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     argv += ["-drive", f"if=none,id=disk0,format=qcow2,discard=unmap,file={opt(plan.disk)}",

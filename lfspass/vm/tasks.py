@@ -62,6 +62,10 @@ def _still_verified(items: list[dict]) -> bool:
 
 def _firmware(recipe: Recipe, name: str) -> None:
     fw = _plan(recipe, name).firmware
+    if fw.bios:
+        prepare_vars(fw)  # checks the file is there
+        print(f"{name}: SeaBIOS ({fw.code}), no UEFI variables to keep")
+        return
     print(f"{fw.vars}: {'made from ' + str(fw.vars_template) if prepare_vars(fw) else 'kept (holds the UEFI variables)'}")
 
 
@@ -139,7 +143,7 @@ def vm_tasks(ctx: Context) -> Iterator[dict]:
         fetched = {str(i["dest"]) for i in items}
         fw_deps = [str(p) for p in (fw.code, fw.vars_template) if p.exists() or str(p) in fetched]
         yield {"name": f"firmware:{n}", "actions": [(run_action, [_firmware, *args])],
-               "file_dep": fw_deps, "task_dep": pre, "targets": [str(fw.vars)],
+               "file_dep": fw_deps, "task_dep": pre, "targets": [] if fw.bios else [str(fw.vars)],
                "uptodate": [config_changed(repr(vm.firmware))], "clean": [], "verbosity": 2,
                "doc": "the VM's own copy of OVMF VARS (made once, then kept)"}
         if vm.installer.source == "image":

@@ -1,0 +1,178 @@
+"""The nested lab: boot the lab guest (L1) with QEMU inside, run the VM launcher there, judge what L2 saw."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lfspass.errors import LfspassError
+from lfspass.fsutil import write_atomic
+from lfspass.lab.precheck import check_addresses, l2_vm
+from lfspass.lab.tasks import lab_paths
+from lfspass.recipe import Recipe
+
+DEVICE_ID = "1234:11e8"   # QEMU's edu, the lab's stand-in GPU
+L2_LINE = re.compile(r"lfspass-l2: pci (\S+) 0x([0-9a-f]{4}):0x([0-9a-f]{4}) class=(\S+) driver=(\S+)")
+# QEMU's warnings in L1 that a real host gives too, with what doctor would tell the user.
+KNOWN_WARNINGS = (
+    ("no available reset mechanism", "qemu-reset", "device reset",
+     "the device has no function-level reset (FLR): QEMU cannot reset it between guest starts, as with many "
+     "real cards; a guest that leaves it in a bad state needs a host reboot (lspci -vv shows FLReset- here)"),
+)
+
+
+@dataclass(frozen=True)
+class NestedPaths:
+    dir: Path
+
+    @property
+    def image(self) -> Path:
+        return self.dir / "l1-initramfs.cpio.gz"
+
+    @property
+    def guest_log(self) -> Path:
+        return self.dir / "guest.log"
+
+    @property
+    def host_out(self) -> Path:
+        return self.dir / "guest-host.b64"
+
+    @property
+    def saved(self) -> Path:
+        return self.dir / "host"
+
+    @property
+    def verdict(self) -> Path:
+        return self.dir / "verdict.json"
+
+
+def nested_paths(recipe: Recipe, vfio_files: bool = True) -> NestedPaths:
+    """``<lab dir>/nested`` (the negative case: ``nested-no-vfio``, so the passing files stay)."""
+    return NestedPaths(lab_paths(recipe).base / ("nested" if vfio_files else "nested-no-vfio"))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").replace("\r", "")
+    except OSError:
+        return ""
+
+
+def qemu_warnings(stderr: str) -> list[dict]:
+    """What QEMU said in L1 (once per distinct line), each as a doctor check; known ones explained."""
+    out = []
+    for line in dict.fromkeys(line.strip() for line in stderr.splitlines() if line.strip()):
+        known = next((k for k in KNOWN_WARNINGS if k[0] in line), None)
+        if known:
+            out.append({"id": known[1], "status": "warn", "title": known[2], "detail": line.strip(), "fix": known[3]})
+        else:
+            out.append({"id": "qemu-message", "status": "warn", "title": "QEMU message", "detail": line.strip(), "fix": ""})
+    return out
+
+
+def l2_report(saved: Path) -> dict:
+    """What L1 sent about L2: argv, exit status, L2's PCI list, boot time."""
+    n = saved / "nested"
+    log = _read(n / "l2.log")
+    devices = [{"address": a, "id": f"{v}:{d}", "class": c, "driver": None if drv == "none" else drv}
+               for a, v, d, c, drv in L2_LINE.findall(log)]
+    status = _read(n / "status").strip()
+    times = _read(n / "uptime").split()
+    up = re.search(r"lfspass-l2: up ([0-9.]+) s", log)
+    return {
+        "ran": (n / "status").is_file(),
+        "argv": [a for a in _read(n / "argv").split("\n") if a] or None,
+        "status": int(status) if status.lstrip("-").isdigit() else None,
+        "qemu_stderr": _read(n / "qemu.err").strip(),
+        "devices": devices, "saw_device": any(d["id"] == DEVICE_ID for d in devices),
+        "finished": "lfspass-l2: done" in log,
+        "run_s": round(float(times[1]) - float(times[0]), 2) if len(times) == 2 else None,
+        "kernel_uptime_s": float(up.group(1)) if up else None,
+        "dev_vfio": _read(n / "dev-vfio.txt").strip(),
+    }
+
+
+def boot_l1(recipe: Recipe, release: str, paths: NestedPaths) -> tuple[list[str], float]:
+    """Boot the installed kernel as the lab does, with the L1 image and caching-mode VT-d; seconds taken."""
+    from lfspass.lab.qemu import boot, extract_host, grub_entry, lab_cmdline, qemu_argv
+
+    entry = grub_entry(recipe.root / recipe.boot.grub_cfg)
+    kernel = recipe.root / entry.kernel.lstrip("/")
+    argv = qemu_argv(kernel, paths.image, lab_cmdline(entry.params), paths.guest_log, paths.host_out, True,
+                     recipe.lab.memory, recipe.lab.accel)
+    # caching-mode=on is what lets L1 hand an emulated device on (FIELD-NOTES §8).
+    argv = [a + ",caching-mode=on" if a.startswith("intel-iommu,") else a for a in argv]
+    print(f"nested: booting {kernel.name} with QEMU inside (emulated VT-d, caching mode, edu {DEVICE_ID}); "
+          f"L1 memory {recipe.lab.memory}, up to {recipe.lab.timeout} s", flush=True)
+    seconds = boot(argv, paths.guest_log, paths.host_out, recipe.lab.timeout)
+    extract_host(paths.host_out, paths.saved, paths.guest_log)
+    return argv, seconds
+
+
+def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
+    """Boot L1, which runs the launcher; write verdict.json; raise LfspassError on any failure."""
+    from lfspass.lab.tasks import _device_facts, _doctor
+    from lfspass.vm.launcher import launcher_paths
+    from lfspass.vm.plan import build_vm_plan
+
+    t0 = time.monotonic()
+    paths = nested_paths(recipe, vfio_files)
+    plan = build_vm_plan(recipe, l2_vm(recipe))
+    check_addresses(plan, Path(recipe.host.sysfs_root))
+    launcher = launcher_paths(plan)["sh"]
+    argv, boot_s = boot_l1(recipe, release, paths)
+    checks, report = _doctor(paths.saved, recipe)
+    facts = (_device_facts(paths.saved, recipe) or [{}])[0]
+    l2 = l2_report(paths.saved)
+    warnings = qemu_warnings(l2["qemu_stderr"])
+    iommu = next((c for c in checks if c.id == "iommu"), None)
+    failed = [c for c in checks if c.status == "fail"]
+    verdict = {
+        "ok": False, "recipe": str(recipe.path), "kernel": release, "vfio_files": vfio_files,
+        "l1": {"iommu_enabled": bool(iommu and iommu.status == "pass"), "device": facts.get("device"),
+               "id": facts.get("id"), "group": facts.get("group"), "driver": facts.get("driver"),
+               "doctor": report, "qemu": argv, "guest_log": str(paths.guest_log), "host_root": str(paths.saved)},
+        "launcher": {"path": str(launcher), "argv": l2["argv"], "status": l2["status"]},
+        "l2": {"saw_device": l2["saw_device"], "device_id": DEVICE_ID, "devices": l2["devices"],
+               "boot_s": l2["run_s"], "kernel_uptime_s": l2["kernel_uptime_s"], "finished": l2["finished"],
+               "log": str(paths.saved / "nested" / "l2.log")},
+        "plugins": {"device_args": plan.device_args, "cpu_flags": plan.cpu_flags,
+                    "cpu_flags_used": plan.accel != "tcg",  # TCG runs `-cpu max`: host CPU flags stay out
+                    "in_argv": bool(l2["argv"]) and all(a in l2["argv"] for a in plan.device_args)},
+        "qemu_warnings": warnings, "qemu_stderr": l2["qemu_stderr"],
+        "timings": {"l1_boot_s": round(boot_s, 2), "l2_boot_s": l2["run_s"]},
+    }
+    error = None
+    if report["kernel"] != release:
+        error = f"the lab guest ran kernel {report['kernel']}, not {release}; see {paths.guest_log}"
+    elif failed:
+        # Doctor first: a device left on its default driver must read as doctor's finding, not QEMU's.
+        error = "nested lab failed in the lab guest (L1): " + "; ".join(f"{c.id}: {c.detail}" for c in failed)
+    elif not l2["ran"]:
+        error = f"the lab guest never ran the launcher {launcher}; see {paths.guest_log}"
+    elif l2["status"] != 0:
+        msg = " | ".join(line for line in l2["qemu_stderr"].splitlines() if line.strip())[-400:]
+        error = f"QEMU in the lab guest exited with status {l2['status']} running {launcher}: {msg or 'no message'}"
+    elif not l2["saw_device"]:
+        error = (f"the second guest (L2) did not see {DEVICE_ID}; it listed "
+                 f"{', '.join(d['id'] for d in l2['devices']) or 'nothing'} (log {verdict['l2']['log']})")
+    verdict["ok"] = error is None
+    verdict["timings"]["total_s"] = round(time.monotonic() - t0, 2)
+    write_atomic(paths.verdict, json.dumps(verdict, indent=2, sort_keys=True) + "\n")
+    for c in checks:
+        if c.status in ("warn", "fail"):
+            print(f"nested: doctor {c.status.upper()} {c.id}: {c.detail}")
+    for w in warnings:
+        print(f"nested: doctor WARN {w['id']}: {w['detail']}" + (f" ({w['fix']})" if w["fix"] else ""))
+    if error:
+        raise LfspassError(f"{error} (verdict {paths.verdict})")
+    l1, seen = verdict["l1"], next(d for d in l2["devices"] if d["id"] == DEVICE_ID)
+    print(f"nested: L1 IOMMU enabled ({iommu.detail}); device {l1['device']} {l1['id']} in IOMMU group "
+          f"{l1['group']}, driver {l1['driver']}")
+    print(f"nested: L1 ran {launcher}: {' '.join(l2['argv'] or ['?'])}")
+    print(f"nested: PASS: L2 saw {DEVICE_ID} at {seen['address']} (driver {seen['driver'] or 'none'}) through "
+          f"{launcher.name}; L2 ran {l2['run_s']} s, whole run {verdict['timings']['total_s']:.1f} s; "
+          f"verdict {paths.verdict}")
+    return verdict
