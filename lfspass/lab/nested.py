@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import re
 import time
 from dataclasses import dataclass
@@ -164,14 +165,14 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
     for c in checks:
         if c.status in ("warn", "fail"):
             print(f"nested: doctor {c.status.upper()} {c.id}: {c.detail}")
-    for w in warnings:
+    for w in warnings if error is None else []:  # a failure has its own line; QEMU's stay in the verdict
         print(f"nested: doctor WARN {w['id']}: {w['detail']}" + (f" ({w['fix']})" if w["fix"] else ""))
     if error:
         raise LfspassError(f"{error} (verdict {paths.verdict})")
     l1, seen = verdict["l1"], next(d for d in l2["devices"] if d["id"] == DEVICE_ID)
     print(f"nested: L1 IOMMU enabled ({iommu.detail}); device {l1['device']} {l1['id']} in IOMMU group "
           f"{l1['group']}, driver {l1['driver']}")
-    print(f"nested: L1 ran {launcher}: {' '.join(l2['argv'] or ['?'])}")
+    print(f"nested: L1 ran {launcher}: {shlex.join(l2['argv'] or ['?'])}")
     print(f"nested: PASS: L2 saw {DEVICE_ID} at {seen['address']} (driver {seen['driver'] or 'none'}) through "
           f"{launcher.name}; L2 ran {l2['run_s']} s, whole run {verdict['timings']['total_s']:.1f} s; "
           f"verdict {paths.verdict}")
