@@ -74,7 +74,7 @@ def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say) ->
             if line:
                 break
             if dead:
-                cause = f"the guest stopped at {dead!r}"
+                cause = f"the guest stopped at '{dead.strip()}'"
             elif proc.poll() is not None:
                 said = qemu_log.read_text(errors="replace").strip().splitlines()
                 cause = f"QEMU exited ({proc.returncode}{': ' + said[-1][:200] if said else ''})"

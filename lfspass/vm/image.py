@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -87,12 +88,16 @@ def debs_size(folder: Path) -> int:
 def mmdebstrap_argv(tree: Path, suite: str, mirror: str, packages: list[str], cache: Path) -> list[str]:
     """Root mode, minbase; the apt cache is copied in before and out after, so a rebuild downloads nothing."""
     tool = require_tool("mmdebstrap", "mmdebstrap")
+    require_tool("flock", "util-linux")
+    q, debs = shlex.quote(str(cache)), '"$1/var/cache/apt/archives"'
+    # Only the .debs travel, under a lock: builds running at once share the cache safely, and
+    # apt's own partial/ and lock files never reach another build's tree.
     return ["nice", "-n", "10", tool, "--mode=root", "--variant=minbase", "--format=directory",
             "--include=" + ",".join(dict.fromkeys([*BASE_PACKAGES, *packages])),
             "--skip=essential/unlink",  # keep the essential debs in the cache too
-            "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives",
-            f"--setup-hook=sync-in {cache} /var/cache/apt/archives/",
-            f"--customize-hook=sync-out /var/cache/apt/archives {cache}",
+            f"--setup-hook=mkdir -p {debs} && flock {q}/.lock find {q} -maxdepth 1 -name '*.deb' "
+            f"-exec cp -p -t {debs} {{}} +",
+            f"--customize-hook=flock {q}/.lock find {debs} -maxdepth 1 -name '*.deb' -exec cp -p -n -t {q} {{}} +",
             suite, str(tree), mirror]
 
 

@@ -94,6 +94,9 @@ def build_image(plan: VmPlan, say=print) -> bool:
         say(f"{plan.name}: {disk} exists: left as it is, byte for byte (an image is built only where no disk is; "
             f"name a new [vms.disk] path to build again)")
         return False
+    if getattr(plan.firmware, "bios", False):
+        raise VmError(f"{plan.where}: installer.source = \"image\" builds a UEFI disk (GRUB on an EFI system "
+                      "partition): keep the VM on OVMF (firmware.type = \"ovmf\")")
     epoch, origin = image_epoch(plan.recipe.kernel.timestamp)
     plan.dir.mkdir(parents=True, exist_ok=True)
     disk.parent.mkdir(parents=True, exist_ok=True)
@@ -133,11 +136,16 @@ def build_image(plan: VmPlan, say=print) -> bool:
                 "build_log": str(logfile), "tree_listing": str(tree_path(plan)), **facts, **boot}, indent=1) + "\n",
                 mode=0o600)
             step(f"installed in {total:.0f} s: {disk} (sha256 {facts['image_sha256']}); {marker}")
-    except VmError:
-        raise
-    except OSError as exc:
-        full = " (the disk is full)" if exc.errno == 28 else ""
-        raise VmError(f"{plan.name}: image build failed{full}: {exc}; full log: {logfile}") from None
+    except (VmError, OSError) as exc:
+        if isinstance(exc, OSError):
+            full = " (the disk is full)" if exc.errno == 28 else ""
+            exc = VmError(f"{plan.name}: image build failed{full}: {exc}; full log: {logfile}")
+        try:   # the log ends with the same line the user sees
+            with open(logfile, "a") as log:
+                log.write(f"error: {exc.one_line()}\n")
+        except OSError:
+            pass
+        raise exc from None
     finally:
         tmp.unlink(missing_ok=True)
         remove_tree(work)

@@ -108,6 +108,13 @@ def customize(tree: Path, *, name: str, user: str, ssh_key: str, password_hash: 
     _write(tree, "etc/systemd/network/80-lfspass-dhcp.network", NETWORK)
     for rel in VOLATILE:
         (tree / rel).unlink(missing_ok=True)
+    # apt hands its partial folders to _apt only when _apt can reach the build folder (mmdebstrap
+    # checks): a build inside a 0700 VM folder would leave them root's. Give them as apt would.
+    apt = next((f for f in (l.split(":") for l in (tree / "etc/passwd").read_text().splitlines()) if f[0] == "_apt"), None)
+    for rel in ("var/cache/apt/archives/partial", "var/lib/apt/lists/partial"):
+        if apt and (tree / rel).is_dir():
+            os.chown(tree / rel, int(apt[2]), 0)
+            os.chmod(tree / rel, 0o700)
     chroot = require_tool("chroot", "coreutils")
     run([chroot, str(tree), "systemctl", "enable", FIRSTBOOT_UNIT, HOSTKEYS_UNIT, "systemd-networkd.service"], log,
         "systemctl enable (in the image)")

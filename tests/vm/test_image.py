@@ -1,11 +1,11 @@
 """installer.source = "image": the lab's image guest built from the archive, booted once, rebuilt byte for byte."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +21,6 @@ from lfspass.vm.imagedisk import SECTOR, Ids, layout
 from lfspass.vm.plan import build_vm_plan
 
 CACHE = REPO / "build/test-cache/apt-archives"       # one apt cache for every build of the session
-LAB_COPY = REPO / "build/test-cache/image-lab"         # the lab recipe's image guest, built once per session
 VM = "lab-image"
 ENV = {"LFSPASS_APT_CACHE": str(CACHE)}
 
@@ -44,9 +43,12 @@ def write_recipe(folder: Path, vm: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab_image():
-    """`doit vm` on a copy of recipes/lab.toml (the acceptance run), from a clean folder, timed."""
-    shutil.rmtree(LAB_COPY, ignore_errors=True)
+def lab_image(tmp_path_factory):
+    """`doit vm` on a copy of recipes/lab.toml (the acceptance run), from a clean folder, timed.
+
+    The folder is this session's own (two sessions may run at once); the apt cache is shared.
+    """
+    LAB_COPY = tmp_path_factory.mktemp("image-lab")
     (LAB_COPY / "recipes").mkdir(parents=True)
     recipe = LAB_COPY / "recipes/lab.toml"
     recipe.write_text((REPO / "recipes/lab.toml").read_text())
@@ -157,6 +159,17 @@ def test_a_disk_that_does_not_boot_times_out_naming_the_log(tmp_path):
 # --- slow: real mmdebstrap, disk assembly and a TCG boot under OVMF -----------------------------
 
 @pytest.mark.slow
+def test_unknown_package_is_one_error_and_no_disk(tmp_path):
+    """apt resolves against the host's real archive and finds no such package: one line, no disk."""
+    path = write_recipe(tmp_path, 'installer = { source = "image", packages = ["lfspass-no-such-package"] }\n')
+    proc = run_doit("vm", f"recipe={path}", cwd=tmp_path, env=ENV)
+    assert_one_error_line(proc, "'lfspass-no-such-package' does not exist", "installer.packages", "image-build.log")
+    folder = tmp_path / "root/var/lib/lfspass/vms/img"
+    assert not (folder / "img.qcow2").exists() and not list(folder.glob(".img*"))
+    assert not (folder / ".image-build").exists() and not (folder / "installed.json").exists()
+
+
+@pytest.mark.slow
 def test_lab_image_guest_built_and_booted(lab_image):
     info, folder = lab_image["installed"], lab_image["folder"]
     assert info["marker"].startswith("lfspass-first-boot: reached multi-user.target")
@@ -164,6 +177,10 @@ def test_lab_image_guest_built_and_booted(lab_image):
     for pkg in ("linux-image-amd64", "systemd-sysv", "openssh-server", "dbus"):
         assert info["packages"].get(pkg), pkg
     assert info["boot_seconds"] > 0 and Path(info["build_log"]).stat().st_size > 0
+    # The check boot ran on -snapshot: the VM's VARS copy is still its template, byte for byte.
+    recipe = load_recipe(lab_image["recipe"])
+    fw = build_vm_plan(recipe, next(v for v in recipe.vms if v.name == VM)).firmware
+    assert _sha(fw.vars) == _sha(fw.vars_template)
     out = lab_image["proc"].stdout
     for stage in ("resolving packages:", "downloading:", "unpacking:", "installing packages:", "assembling:",
                   "first boot: marker after"):
@@ -200,17 +217,16 @@ def test_lab_image_guest_contents(lab_image, tmp_path):
 
 
 @pytest.mark.slow
-def test_second_build_same_bytes_from_the_cache(lab_image, tmp_path):
+def test_second_build_same_bytes_from_the_cache(lab_image, tmp_path, monkeypatch):
     """Reproducible: the same VM built again (shared apt cache: nothing downloaded) gives the same qcow2."""
     from lfspass.vm.imagebuild import build_disk, build_tree
 
     recipe = load_recipe(lab_image["recipe"])
-    vm = next(v for v in recipe.vms if v.name == VM)
-    plan = build_vm_plan(recipe, vm)
-    import dataclasses
+    plan = build_vm_plan(recipe, next(v for v in recipe.vms if v.name == VM))
     plan = dataclasses.replace(plan, dir=tmp_path / "vm")
     plan.dir.mkdir()
-    os.environ["LFSPASS_APT_CACHE"] = str(CACHE)
+    (tmp_path / "work").mkdir()
+    monkeypatch.setenv("LFSPASS_APT_CACHE", str(CACHE))
     lines: list[str] = []
     epoch = lab_image["installed"]["timestamp"]
     with open(tmp_path / "build.log", "w") as log:
