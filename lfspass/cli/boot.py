@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"next boot (once): {out['tried']}\ndefault stays:    {out['default'] or '(grub.cfg default)'}\n"
                   f"grubenv: {out['grubenv']}\n"
-                  "reboot now; if the new kernel does not come up, power-cycle the machine (on an HPE "
-                  "server: iLO, Power > Cold Boot): GRUB boots the default. Once it is up, run "
-                  "`lfspass boot confirm`.")
+                  "reboot now; if the new kernel does not come up, power-cycle the machine (HPE iLO 4: "
+                  "Power Management > Server Power > Cold Boot, or `power reset` in iLO's SSH shell): "
+                  "GRUB boots the default. Once it is up, run `lfspass boot confirm`.")
         return 0
     if args.boot_command == "confirm":
         host_root = args.host_root or recipe.host.sysfs_root or "/"

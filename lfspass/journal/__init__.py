@@ -129,7 +129,8 @@ class Run:
     def __init__(self, root: Path, label: str) -> None:
         self.root = Path(os.path.abspath(root))
         base = journal_dir(self.root)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        ns = time.time_ns()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(ns / 1e9)) + f".{ns // 1_000_000 % 1000:03d}"
         n = 0
         while True:
             self.id = f"{stamp}-{os.getpid()}" + (f"-{n}" if n else "")
@@ -142,7 +143,8 @@ class Run:
             except OSError as exc:
                 raise LfspassError(f"cannot write the journal {self.dir}: {exc.strerror}; choose a writable "
                                    "install root ([host] root in the recipe) or fix its permissions") from None
-        self.data = {"id": self.id, "label": label, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        self.data = {"id": self.id, "label": label, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ns / 1e9)),
+                     "started_ns": ns,
                      "entries": []}
         self.save()
 

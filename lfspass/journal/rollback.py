@@ -24,7 +24,7 @@ def list_runs(root: str | os.PathLike) -> list[dict]:
         if data.get("entries"):
             data["dir"] = str(d)
             runs.append(data)
-    runs.sort(key=lambda r: (r["started"], r["id"]))
+    runs.sort(key=lambda r: (r.get("started_ns", 0), r["id"]))  # runs of one second from several processes
     return runs
 
 

@@ -118,8 +118,10 @@ def extract_host(host_out: Path, dest: Path, console_log: Path) -> Path:
     except OSError:
         lines = []
     try:
-        first, last = lines.index(BEGIN_MARK), lines.index(END_MARK)
-    except ValueError:
+        # Under OVMF the firmware's console also reaches this port: the mark may follow its escape codes.
+        first = next(i for i, line in enumerate(lines) if line.endswith(BEGIN_MARK))
+        last = lines.index(END_MARK, first)
+    except (StopIteration, ValueError):
         raise LfspassError(f"the lab guest sent no host state (no '{BEGIN_MARK}' on its second serial port); "
                            f"last console line: '{_tail(console_log)}' (full log: {console_log})") from None
     try:

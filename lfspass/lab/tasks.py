@@ -109,7 +109,7 @@ def run_lab(recipe: Recipe, release: str, iommu: bool = True) -> dict:
         # [boot] initrd names where the initramfs goes: real GRUB boots the entry (FIELD-NOTES §9).
         from lfspass.lab.grublab import grub_boot
 
-        grub = grub_boot(recipe, paths.dir, paths.dir / "boot.ext2", paths.initramfs, iommu, "lab")
+        grub = grub_boot(recipe, paths.dir, paths.dir / "boot.ext2", paths.initramfs, iommu, "boot")
         argv, cmdline, boot_s = grub.pop("qemu"), (grub["cmdline"] or "").split(), grub["boot_s"]
     else:
         cmdline = lab_cmdline(entry.params)

@@ -144,6 +144,9 @@ def test_lab_module_variant_whole_job_then_only_the_boot(tmp_path):
     assert verdict["driver"] == "vfio-pci" and verdict["iommu_enabled"] is True
     assert verdict["id"] == "1234:11e8" and isinstance(verdict["group"], int)
     assert "vfio-pci.ids" not in verdict["cmdline"]  # the module path: modprobe.d, not the command line
+    # Booted by real GRUB under OVMF: the entry it chose and the grubenv it left are recorded.
+    assert verdict["grub"]["booted"]["id"].startswith("lfspass-6.1.") and "BOOT_IMAGE=/boot/vmlinuz-" in verdict["cmdline"]
+    assert verdict["grub"]["grubenv_after"].get("next_entry", "") == ""
     assert "lfspass-lab: /etc/sysconfig/modules loaded: vfio" in (LAB / "guest.log").read_text()
     second = run_doit(cwd=REPO)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -202,3 +205,24 @@ def test_boot_kills_a_guest_that_overstays(tmp_path):
     with pytest.raises(LfspassError, match=rf"still running after 2 s, killed.*{log}"):
         boot(argv, log, out, timeout=2)
     assert "edu" in argv and "intel-iommu,intremap=on" not in qemu_argv(DI_KERNEL, DI_KERNEL, [], log, out, iommu=False)
+
+
+# --- issue 12: the lab boots through real GRUB; the boot-once scenario (slow) -----------------
+@pytest.mark.slow
+def test_boot_once_scenario_through_grub():
+    """`doit bootonce`: good kernel confirmed, broken one boots once and fails, good one again, rollback."""
+    proc = run_doit(f"recipe={REPO / 'recipes/lab.toml'}", "bootonce", cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    verdict = json.loads((REPO / "build/lab/bootonce/verdict.json").read_text())
+    assert verdict["ok"] is True
+    boots = [s for s in verdict["steps"] if "booted" in s]
+    good, bad = boots[0]["booted"], boots[1]["booted"]
+    assert [b["booted"]["id"] for b in boots] == [good["id"], bad["id"], good["id"]] and good["id"] != bad["id"]
+    assert bad["kernel"].endswith("-lfs-12.2-broken")
+    # GRUB cleared next_entry on the tried boots; the good entry stays the saved default.
+    assert boots[1]["grubenv_before"]["next_entry"] == bad["id"] and not boots[1]["grubenv_after"].get("next_entry")
+    assert boots[2]["grubenv_after"]["saved_entry"] == good["id"]
+    confirms = [s for s in verdict["steps"] if s["step"].startswith("confirm")]
+    assert [c["ok"] for c in confirms] == [True, False]
+    rollback = verdict["steps"][-1]
+    assert all(rollback["byte_identical"].values()) and "boot/grub/grub.cfg" in rollback["restored"]
