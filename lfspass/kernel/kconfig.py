@@ -132,7 +132,9 @@ def _configure(kc: KernelConf, config: Path, requests: list[Request], base, reso
         why = "; ".join(_explain(kc, src, out, refused, warnings, None if resolve else hint))
         raise KconfigError(why + ("; resolve found no safe change (it never turns a symbol off, nor on "
                                   "COMPILE_TEST, EXPERT or a test option)" if resolve else ""))
-    return out.encode(), skipped, resolved, src.files, _summary(src, config_values(start), got, wanted)
+    # The summary is about a config carried from elsewhere; a named base is made from this tree.
+    carried = config_values(start) if base not in NAMED else {}
+    return out.encode(), skipped, resolved, src.files, _summary(src, carried, got, wanted)
 
 
 def _explain(kc: KernelConf, src, out: str, refused: list, warnings: str, hint: str | None) -> list[str]:
