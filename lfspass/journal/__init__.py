@@ -25,6 +25,8 @@ from lfspass import fsutil
 from lfspass.errors import LfspassError
 
 STATE_DIR = "var/lib/lfspass"
+# lfspass's own bookkeeping there; VM folders (var/lib/lfspass/vms) hold launchers, which are journaled.
+OWN_STATE = (f"{STATE_DIR}/journal", f"{STATE_DIR}/boot.json")
 _current: dict[str, "Run"] = {}
 
 
@@ -155,7 +157,7 @@ class Run:
         """Path relative to the root, or None when lfspass's own state (not journaled)."""
         full = Path(os.path.abspath(path))
         rel = os.path.relpath(full, self.root)
-        if rel.startswith("..") or rel == "." or rel == STATE_DIR or rel.startswith(STATE_DIR + "/"):
+        if rel.startswith("..") or rel == "." or any(rel == s or rel.startswith(s + "/") for s in OWN_STATE):
             return None
         return rel
 
@@ -198,7 +200,12 @@ class Run:
 
 
 def _label() -> str:
-    return " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv and sys.argv[0] else "lfspass"
+    """The command line of this process (`python -m doit` shows as doit)."""
+    if not sys.argv or not sys.argv[0]:
+        return "lfspass"
+    prog = Path(sys.argv[0])
+    name = prog.parent.name if prog.name == "__main__.py" else prog.name
+    return " ".join([name] + sys.argv[1:])
 
 
 def current_run(root: str | os.PathLike) -> Run:

@@ -7,8 +7,8 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup, escape
 
+from lfspass import journal
 from lfspass.errors import TemplateError
-from lfspass.fsutil import write_atomic
 from lfspass.vm.qemu import Boot, build_argv
 from lfspass.render import TEMPLATES
 from lfspass.vm.plan import VmPlan
@@ -137,15 +137,15 @@ def write_launchers(plan: VmPlan, install_boot: Boot | None = None) -> list[Path
         with stale.open(errors="replace") as f:
             head = [f.readline(), f.readline()]
         if head[1].startswith(_written_by(plan, INSTALL_PURPOSE)):
-            stale.unlink()
+            journal.remove(plan.recipe.root, stale)  # journaled: `lfspass rollback` brings it back
             changed.append(stale)
-    if write_atomic(paths["sh"], script_text(plan, build_argv(plan)), mode=0o755):
+    if journal.write_atomic(plan.recipe.root, paths["sh"], script_text(plan, build_argv(plan)), mode=0o755):
         changed.append(paths["sh"])
     # The XML may carry the VNC password: its owner only (the folder is 0700 too).
-    if write_atomic(paths["xml"], domain_xml(plan, paths["xml"]), mode=0o600 if plan.vnc_password else None):
+    if journal.write_atomic(plan.recipe.root, paths["xml"], domain_xml(plan, paths["xml"]), mode=0o600 if plan.vnc_password else None):
         changed.append(paths["xml"])
     if "install_sh" in paths and install_boot is not None:
         text = script_text(plan, build_argv(plan, install_boot), INSTALL_PURPOSE)
-        if write_atomic(paths["install_sh"], text, mode=0o755):
+        if journal.write_atomic(plan.recipe.root, paths["install_sh"], text, mode=0o755):
             changed.append(paths["install_sh"])
     return changed

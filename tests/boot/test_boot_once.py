@@ -150,3 +150,22 @@ def test_rollback_restores_byte_identical_and_leaves_a_user_edit_alone(tmp_path)
     proc = run_cli("rollback", "--recipe", str(recipe))
     assert proc.returncode == 0, proc.stderr
     assert snapshot(root, files[1:]) == {f: after[f] for f in files[1:]}
+
+
+def test_vm_launchers_are_journaled_and_rolled_back(tmp_path):
+    from lfspass.journal.rollback import list_runs, rollback
+    from lfspass.recipe import load_recipe
+    from lfspass.vm.launcher import write_launchers
+    from lfspass.vm.plan import build_vm_plan
+
+    from conftest import REPO
+
+    recipe = load_recipe(REPO / "recipes/lab.toml")
+    recipe.host.root = str(tmp_path / "root")
+    written = write_launchers(build_vm_plan(recipe, recipe.vms[0], accel="tcg"))
+    assert written and all(p.is_file() for p in written)
+    entries = list_runs(recipe.root)[-1]["entries"]
+    assert sorted(e["path"] for e in entries) == sorted(str(p.relative_to(recipe.root)) for p in written)
+    assert all(e["before"] is None and len(e["after"]) == 64 for e in entries)  # new files, sha256 after
+    _, restored = rollback(recipe.root)
+    assert not any(p.exists() for p in written) and len(restored) == len(written)
