@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import errno
 import hashlib
 import json
@@ -28,6 +29,7 @@ STATE_DIR = "var/lib/lfspass"
 # lfspass's own bookkeeping there; VM folders (var/lib/lfspass/vms) hold launchers, which are journaled.
 OWN_STATE = (f"{STATE_DIR}/journal", f"{STATE_DIR}/boot.json")
 _current: dict[str, "Run"] = {}
+_seq = itertools.count()
 
 
 def state_dir(root: str | os.PathLike) -> Path:
@@ -133,24 +135,20 @@ class Run:
         base = journal_dir(self.root)
         ns = time.time_ns()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(ns / 1e9)) + f".{ns // 1_000_000 % 1000:03d}"
-        n = 0
-        while True:
-            self.id = f"{stamp}-{os.getpid()}" + (f"-{n}" if n else "")
-            self.dir = base / self.id
-            try:
-                self.dir.mkdir(parents=True)
-                break
-            except FileExistsError:
-                n += 1
-            except OSError as exc:
-                raise LfspassError(f"cannot write the journal {self.dir}: {exc.strerror}; choose a writable "
-                                   "install root ([host] root in the recipe) or fix its permissions") from None
+        k = next(_seq)  # several runs of one process (the lab scenario) within a millisecond
+        self.id = f"{stamp}-{os.getpid()}" + (f"-{k}" if k else "")
+        self.dir = base / self.id
         self.data = {"id": self.id, "label": label, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ns / 1e9)),
                      "started_ns": ns,
                      "entries": []}
-        self.save()
 
     def save(self) -> None:
+        """Write run.json (the run's folder appears with its first entry: no empty runs)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LfspassError(f"cannot write the journal {self.dir}: {exc.strerror}; choose a writable "
+                               "install root ([host] root in the recipe) or fix its permissions") from None
         fsutil.write_atomic(self.dir / "run.json", json.dumps(self.data, indent=1) + "\n")
 
     def rel(self, path: Path) -> str | None:
@@ -169,6 +167,7 @@ class Run:
         if rel is None or self.entry(rel) is not None:
             return None  # the first previous content of a run is the one to restore
         n = len(self.data["entries"])
+        self.save()
         entry = {"path": rel, "before": digest(path), "after": None, "done": False, "saved": None, "mode": None}
         (self.dir / "before").mkdir(exist_ok=True)
         saved = self.dir / "before" / str(n)
