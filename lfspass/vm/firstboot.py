@@ -69,7 +69,8 @@ def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say) ->
     try:
         while not line:
             text = serial.read_text(errors="replace") if serial.exists() else ""
-            line = next((l.strip() for l in text.splitlines() if MARKER in l), "")
+            # From the marker on: a getty prompt may share its line ("NAME login: lfspass-first-boot…").
+            line = next((l[l.index(MARKER):].strip() for l in text.splitlines() if MARKER in l), "")
             dead = next((d for d in DEAD_ENDS if d in text), None)
             if line:
                 break
