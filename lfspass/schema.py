@@ -31,6 +31,9 @@ class Rule:
     form: str = ""                # the pattern said for people, e.g. "a size such as 4G"
     range: tuple[int, int] | None = None
     exists: str | None = None     # "file" or "dir": a path that must exist when the recipe loads
+    # Called with (value, where) when the pattern does not match, to raise an error that says
+    # exactly what is wrong (e.g. the seed's '10de:11b39': "'11b39' has 5 hex digits, not 4").
+    explain: typing.Callable[[str, str], object] | None = dataclasses.field(default=None, compare=False)
 
     def said(self) -> str:
         parts = []
@@ -68,6 +71,8 @@ def _apply(rule: Rule | None, value: Any, where: str) -> None:
     if rule.range and isinstance(value, int) and not rule.range[0] <= value <= rule.range[1]:
         raise RecipeError(f"{where} = {value}: expected {rule.range[0]} to {rule.range[1]}")
     if rule.pattern and isinstance(value, str) and not re.fullmatch(rule.pattern, value):
+        if rule.explain is not None:
+            rule.explain(value, where)  # raises the specific error
         raise RecipeError(f"{where} = {value!r}: expected {rule.form or 'a value matching ' + rule.pattern}")
     if rule.exists and isinstance(value, str) and value:
         ok = Path(value).is_dir() if rule.exists == "dir" else Path(value).is_file()
