@@ -80,3 +80,14 @@ def test_readme_recipe_reference_is_current() -> None:
     end = readme.index("<!-- END recipe-reference -->")
     assert readme[begin:end] == markdown_reference(Recipe), \
         "README's recipe reference is stale: regenerate it with `python -m lfspass.recipe`"
+
+
+def test_recipe_without_kernel_source_or_version_is_one_error_line(tmp_path: Path) -> None:
+    """doit cannot know which kernel the host runs: it says which key to add, no traceback."""
+    from conftest import assert_one_error_line, run_doit
+
+    recipe = tmp_path / "nokernel.toml"
+    recipe.write_text('[host]\nroot = "root"\n[boot]\nroot_device = "/dev/vda"\n')
+    proc = run_doit(f"recipe={recipe}", "grub", cwd=tmp_path)
+    assert_one_error_line(proc, "nokernel.toml", "'source'", "'version'")
+    assert not (tmp_path / "root").exists()

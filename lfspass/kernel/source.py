@@ -6,7 +6,7 @@ import re
 import tarfile
 from pathlib import Path
 
-from lfspass.errors import BuildError
+from lfspass.errors import BuildError, RecipeError
 from lfspass.fsutil import write_atomic
 
 _VAR = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)[ \t]*=[ \t]*(.*?)[ \t]*$", re.M)
