@@ -133,3 +133,17 @@ def test_signing_key_from_the_recipe_or_made_once(tmp_path: Path) -> None:
     assert preflight.signing_key(recipe, "") == made and made.read_bytes() == before  # kept, not remade
     assert preflight.signing_key(recipe, str(made)) == made
     assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", preflight.fingerprint(made))
+
+
+def test_cli_refuses_compile_test_resolution_and_a_leading_zero(linux_tree: Path, tmp_path: Path) -> None:
+    from conftest import assert_one_error_line, run_cli
+
+    cfg = tmp_path / "config"
+    cfg.write_bytes(__import__("lzma").open(DEBIAN_61).read())
+    before = cfg.read_bytes()
+    args = ["kconfig", "--tree", str(linux_tree), "--config", str(cfg)]
+    assert_one_error_line(run_cli(*args, "--set", "NR_CPUS=0128"), "NR_CPUS=0128", "leading zeros", "write 128")
+    err = assert_one_error_line(run_cli(*args, "--set", "VFIO_PLATFORM=m", "--resolve"),
+                                "VFIO_PLATFORM=m", "only COMPILE_TEST would allow it", "resolve found no safe change")
+    assert "enable ARM" not in err and "ARM not defined for this architecture" in err
+    assert cfg.read_bytes() == before  # nothing written
