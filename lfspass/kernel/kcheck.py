@@ -89,14 +89,19 @@ def check_requests(src: ksource.Source, requests: list[Request]) -> tuple[dict[s
         bad = valid_value(sym.type, req.value)
         if bad:
             problems.append(f"{req.symbol}={req.value} (from {req.source}): {bad}")
-        elif req.symbol in wanted and wanted[req.symbol][0] != req.value:
-            problems.append(f"{req.symbol}: {wanted[req.symbol][1]} asks {wanted[req.symbol][0]} "
-                            f"but {req.source} asks {req.value}; make them agree")
-        else:
-            wanted.setdefault(req.symbol, (req.value, req.source))
+        elif conflict := agree(wanted, req):
+            problems.append(conflict)
     if problems:
         raise KconfigError("; ".join(problems))
     return wanted, skipped
+
+
+def agree(wanted: dict[str, tuple[str, str]], req: Request) -> str:
+    """Record ``req`` in ``wanted`` (symbol -> (value, source)); a clash with an earlier request is returned."""
+    earlier = wanted.setdefault(req.symbol, (req.value, req.source))
+    if earlier[0] != req.value:
+        return f"{req.symbol}: {earlier[1]} asks {earlier[0]} but {req.source} asks {req.value}; make them agree"
+    return ""
 
 
 def request_line(sym: ksource.Sym, value: str) -> str:

@@ -21,6 +21,7 @@ import kconfiglib as _kc
 from lfspass.errors import KconfigError
 from lfspass.model import Request
 from lfspass.kernel.conf import ASSIGN as _ASSIGN, base_files
+from lfspass.kernel.kcheck import agree
 from lfspass.kernel import shell as kconfig_shell
 from lfspass.kernel import stamp as stamp
 from lfspass.kernel.why import check_request, explain, fixes, tri
@@ -260,11 +261,8 @@ def configure_kconfiglib(tree: Path, config: Path, requests: list[Request], *, b
         bad = check_request(kconf, req.symbol, req.value, req.source)
         if bad:
             problems.append(bad)
-        elif req.symbol in wanted and wanted[req.symbol][0] != req.value:
-            problems.append(f"{req.symbol}: {wanted[req.symbol][1]} asks {wanted[req.symbol][0]} "
-                            f"but {req.source} asks {req.value}; make them agree")
-        else:
-            wanted.setdefault(req.symbol, (req.value, req.source))
+        elif conflict := agree(wanted, req):
+            problems.append(conflict)
     if problems:
         raise KconfigError("; ".join(problems))
     refused, resolved = _resolve_loop(kconf, wanted, resolve)

@@ -309,3 +309,13 @@ def test_resolve_keeps_vfio_a_module(kernel: Path, tmp_path: Path) -> None:
     assert [r["symbol"] for r in json.loads(ok.stdout)["resolved"]] == ["VGA_ARB"]
     text = _cfg(cfg)
     assert "CONFIG_VFIO_PCI=m\n" in text and "CONFIG_VFIO_PCI_VGA=y\n" in text
+
+
+def test_conflicting_requests_on_a_real_tree_are_one_error_line(linux_tree: Path, tmp_path: Path) -> None:
+    """The conf path (no kconfiglib) refuses two requests that disagree, before touching the config."""
+    config = tmp_path / ".config"
+    config.write_text((linux_tree / "arch/x86/configs/x86_64_defconfig").read_text())
+    before = config.read_bytes()
+    proc = run_cli("kconfig", "--tree", str(linux_tree), "--config", str(config), "--set", "VFIO=m", "--set", "VFIO=y")
+    assert_one_error_line(proc, "VFIO", "asks m", "asks y", "make them agree")
+    assert config.read_bytes() == before
