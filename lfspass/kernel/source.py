@@ -34,12 +34,16 @@ def _localversion_files(tree: Path) -> str:
 
 def _makefile_from_tarball(tarball: Path) -> tuple[str, str]:
     """(top folder, Makefile text) streamed out of a release tarball."""
-    with tarfile.open(tarball, "r|*") as tf:
-        for member in tf:
-            parts = member.name.strip("./").split("/")
-            if len(parts) == 2 and parts[1] == "Makefile" and member.isfile():
-                fh = tf.extractfile(member)
-                return parts[0], fh.read().decode() if fh else ""
+    try:
+        with tarfile.open(tarball, "r|*") as tf:
+            for member in tf:
+                parts = member.name.strip("./").split("/")
+                if len(parts) == 2 and parts[1] == "Makefile" and member.isfile():
+                    fh = tf.extractfile(member)
+                    return parts[0], fh.read().decode(errors="replace") if fh else ""
+    except (tarfile.TarError, EOFError, OSError) as exc:  # truncated, corrupt or not a tarball at all
+        raise BuildError(f"[kernel] source = {str(tarball)!r}: not a readable tarball ({exc}); "
+                         "download it again or point source at a kernel tree") from None
     raise BuildError(f"{tarball}: no top-level Makefile in the tarball; is it a Linux source release?")
 
 

@@ -272,3 +272,13 @@ def test_binary_entry_template(tmp_path):
     proc = run_doit("grub", f"recipe={path}", cwd=tmp_path)
     assert_one_error_line(proc, "tmpl.j2", "not UTF-8")
     assert _files(tmp_path) == before
+
+
+def test_garbage_kernel_tarball(tmp_path):
+    """A kernel source that is not a readable tarball: one line naming it, nothing built or installed."""
+    (tmp_path / "linux-9.9.tar.xz").write_bytes(bytes(range(256)) * 20)
+    path = tmp_path / "r.toml"
+    path.write_text('[host]\nroot = "root"\n[kernel]\nsource = "linux-9.9.tar.xz"\n[boot]\nroot_device = "/dev/vda"\n')
+    proc = run_doit("kernel", f"recipe={path}", cwd=tmp_path)
+    assert_one_error_line(proc, "linux-9.9.tar.xz", "not a readable tarball")
+    assert not (tmp_path / "root").exists() and not (tmp_path / "build").exists()
