@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 import typing
-from typing import Callable
+from collections.abc import Callable
 
 from lfspass import __version__
 from lfspass.errors import LfspassError

@@ -1,7 +1,8 @@
 """Helpers GPU plugins share: which host drivers compete with vfio-pci, and BAR checks."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 # Host drivers that would grab a device before vfio-pci, by PCI vendor id.
 DRIVERS_BY_VENDOR = {

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from lfspass import fsutil
 from lfspass.errors import LfspassError
@@ -28,7 +28,7 @@ from lfspass.errors import LfspassError
 STATE_DIR = "var/lib/lfspass"
 # lfspass's own bookkeeping there; VM folders (var/lib/lfspass/vms) hold launchers, which are journaled.
 OWN_STATE = (f"{STATE_DIR}/journal", f"{STATE_DIR}/boot.json")
-_current: dict[str, "Run"] = {}
+_current: dict[str, Run] = {}
 _seq = itertools.count()
 
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from lfspass.errors import BuildError
@@ -130,7 +130,7 @@ def build_timestamp(recipe_timestamp: str, tree: Path) -> str:
     if not epoch.isdigit():
         epoch = str(int((tree / "Makefile").stat().st_mtime))
     # The form `date` prints under LC_ALL=C TZ=UTC; the kernel puts it in `uname -v`.
-    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
+    return datetime.fromtimestamp(int(epoch), UTC).strftime("%a %b %d %H:%M:%S UTC %Y")
 
 
 def ccache_dir(build_dir: Path) -> Path:

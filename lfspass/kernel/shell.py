@@ -19,7 +19,7 @@ import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic

@@ -20,7 +20,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from doit.tools import config_changed
 

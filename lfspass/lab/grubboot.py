@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lfspass import journal
 from lfspass.errors import LfspassError
-from lfspass.fsutil import require_tool, write_atomic
+from lfspass.fsutil import require_tool
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic

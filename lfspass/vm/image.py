@@ -6,7 +6,7 @@ import re
 import shlex
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from lfspass.errors import VmError
@@ -78,7 +78,7 @@ def image_epoch(recipe_timestamp: str) -> tuple[int, str]:
 
 
 def stamp(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def debs_size(folder: Path) -> int:

@@ -43,7 +43,7 @@ def build_tree(plan: VmPlan, work: Path, epoch: int, log, say) -> tuple[Path, di
     cache.mkdir(parents=True, exist_ok=True)
     before = debs_size(cache)
     tree = work / "root"
-    say(f"packages from {suite} at {mirror} ({inst.mirror and 'installer.mirror' or 'the host apt sources'}), "
+    say(f"packages from {suite} at {mirror} ({(inst.mirror and 'installer.mirror') or 'the host apt sources'}), "
         f"apt cache {cache}")
     env = {"SOURCE_DATE_EPOCH": str(epoch)}
     run_mmdebstrap(mmdebstrap_argv(tree, suite, mirror, list(inst.packages), cache), tree, cache, env, log, say,

@@ -33,7 +33,7 @@ class Ids:
     esp_volid: str
 
     @classmethod
-    def for_vm(cls, name: str) -> "Ids":
+    def for_vm(cls, name: str) -> Ids:
         u = {k: str(uuid.uuid5(NAMESPACE, f"{name}/{k}")) for k in ("disk", "esp", "root", "fs", "seed")}
         return cls(u["disk"], u["esp"], u["root"], u["fs"], u["seed"], u["fs"].replace("-", "")[:8].upper())
 

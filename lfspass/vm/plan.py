@@ -69,7 +69,7 @@ def _kvm_api(dev: str) -> bool:
         os.close(fd)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kvm_probe(dev: str = "/dev/kvm") -> str | None:
     """None when KVM runs a guest here, else why not (one line).
 

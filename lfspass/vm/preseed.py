@@ -50,7 +50,7 @@ class PreseedServer(socketserver.ThreadingUnixStreamServer):
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 outer.requests.append(f"GET {self.path}")
                 ok = self.path.split("?")[0] == "/preseed.cfg"
                 self.send_response(200 if ok else 404)

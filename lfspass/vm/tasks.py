@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from lfspass.vm.check import preflight
 from lfspass.vm.disk import ensure_disk, private_dir

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_doit
+from conftest import run_doit
 from hostcases import CASES, write_case
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

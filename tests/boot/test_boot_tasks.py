@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_one_error_line, run_cli, run_doit
-from hostcases import CASES, write_case
+from hostcases import write_case
 
 
 def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

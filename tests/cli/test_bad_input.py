@@ -22,7 +22,7 @@ from lfspass.vm.check import preflight
 from lfspass.vm.plan import build_vm_plan
 
 sys.path.insert(0, str(REPO / "tests"))
-from make_fixtures import Dev, write_root  # noqa: E402
+from make_fixtures import Dev, write_root
 
 M = 1 << 20
 T10 = [Dev("0000:82:00.0", "10de:1e37", 0x030200, "10de:1370", 0xa1, "vfio-pci", 40, 1, [(0, 16 * M, 0x40200)])]

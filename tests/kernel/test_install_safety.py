@@ -2,7 +2,6 @@
 GRUB's fallback entry boots it; kill -9 at any moment of install + grub + vfio leaves a complete kernel."""
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import subprocess

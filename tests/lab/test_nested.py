@@ -1,7 +1,6 @@
 """The nested lab: the lab guest runs the VM launcher `doit vm` wrote, and its own guest must see edu."""
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import subprocess

@@ -22,7 +22,7 @@ from lfspass.recipe import load_recipe
 from lfspass.vm.plan import build_vm_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from make_fixtures import Dev, write_root  # noqa: E402
+from make_fixtures import Dev, write_root
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 G, M = 1 << 30, 1 << 20

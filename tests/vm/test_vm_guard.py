@@ -84,7 +84,7 @@ def test_vm_files_are_private(tmp_path):
     modes = {p: oct(p.stat().st_mode & 0o777) for p in (folder, folder / "install")}
     modes.update({p: oct(p.stat().st_mode & 0o777) for p in (folder / "p.qcow2", folder / "OVMF_VARS.fd",
                   folder / "install/serial.log", folder / "install/qemu.log", folder / "install/qemu-argv.json")})
-    assert modes == {**{p: "0o700" for p in (folder, folder / "install")},
+    assert modes == {**dict.fromkeys((folder, folder / "install"), "0o700"),
                      **{p: "0o600" for p in modes if p not in (folder, folder / "install")}}
     # The preseed (with its password hash) and its socket are gone once the install ended.
     assert not (folder / "install/preseed.cfg").exists() and not (folder / "install/preseed.sock").exists()
