@@ -52,7 +52,8 @@ class Host:
         if self.live:
             return Path("/", rel)
         root = str(self.root)
-        parts, done, hops = [p for p in rel.split("/") if p], [], 0
+        parts, hops = [p for p in rel.split("/") if p], 0
+        done: list[str] = []
         while parts:
             part = parts.pop(0)
             if part == ".":

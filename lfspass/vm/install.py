@@ -71,7 +71,8 @@ def extract_iso(plan: VmPlan) -> None:
     proc = subprocess.run([tool, "-osirrox", "on", "-indev", str(iso), "-extract", "/install.amd/vmlinuz", str(tmp_k),
                            "-extract", "/install.amd/initrd.gz", str(tmp_i)], capture_output=True, text=True)
     if proc.returncode != 0 or not (tmp_k.is_file() and tmp_i.is_file()):
-        tmp_k.unlink(missing_ok=True), tmp_i.unlink(missing_ok=True)
+        tmp_k.unlink(missing_ok=True)
+        tmp_i.unlink(missing_ok=True)
         raise VmError(f"{iso} has no /install.amd/vmlinuz and initrd.gz (xorriso: {proc.stderr.strip()[-200:]}); "
                       "use a Debian amd64 netinst or DVD image")
     os.replace(tmp_k, kernel)
