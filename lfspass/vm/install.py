@@ -86,8 +86,8 @@ def preseed_text(plan: VmPlan) -> str:
     if any(c in inst.ssh_key + inst.password_hash for c in "'\n\\"):
         raise VmError(f"{plan.where}.installer: ssh_key and password_hash must be one line without quotes or backslashes")
     hostname = re.sub(r"[^a-z0-9-]", "-", plan.name.lower()).strip("-")[:63] or "debian"
-    context = dict(name=plan.name, recipe=str(plan.recipe.path), hostname=hostname, mirror=inst.mirror,
-                   user=inst.user, password_hash=inst.password_hash, ssh_key=inst.ssh_key, done_marker=DONE_MARKER)
+    context = {"name": plan.name, "recipe": str(plan.recipe.path), "hostname": hostname, "mirror": inst.mirror,
+               "user": inst.user, "password_hash": inst.password_hash, "ssh_key": inst.ssh_key, "done_marker": DONE_MARKER}
     return render(Path(inst.preseed) if inst.preseed else "preseed.cfg.j2", **context)
 
 
