@@ -42,8 +42,8 @@ def main() -> int:
         start_bytes = fh.read()
     sets = ["--set", "INTEL_IOMMU=y", "--set", "IRQ_REMAP=y", "--set", "VFIO=m", "--set", "VFIO_PCI=m"]
     rows: list[tuple[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="lfspass-bench-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="lfspass-bench-") as tmp_name:
+        tmp = Path(tmp_name)
         obj = tmp / "obj"
         obj.mkdir()
         make = ["make", "-s", f"O={obj}", "olddefconfig"]  # no ARCH: as the build and lfspass run it

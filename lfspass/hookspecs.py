@@ -19,12 +19,13 @@ hookspec = pluggy.HookspecMarker("lfspass")
 
 
 @hookspec
-def lfspass_pci_ids() -> list[str]:
+def lfspass_pci_ids() -> list[str] | None:
     """PCI ids this plugin claims.
 
     :return: ``vendor:device`` strings in lower-case hex (``"10de:1e37"``), or
         ``["*"]`` for the fallback plugin that takes ids nobody else claims.
-        A plugin that claims nothing returns ``[]`` and then sees every device.
+        A plugin that claims nothing returns ``[]`` (``None`` counts as ``[]``) and then
+        sees every device.
     """
 
 

@@ -102,7 +102,7 @@ def source_of(pm: pluggy.PluginManager, name: str) -> str:
     if name in known:
         return known[name]
     plugin = pm.get_plugin(name)
-    return getattr(plugin, "__file__", None) or getattr(plugin, "__name__", "?")
+    return str(getattr(plugin, "__file__", None) or getattr(plugin, "__name__", "?"))
 
 
 def claims(pm: pluggy.PluginManager) -> dict[str, list[str]]:
@@ -110,7 +110,11 @@ def claims(pm: pluggy.PluginManager) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for impl in pm.hook.lfspass_pci_ids.get_hookimpls():  # registration order
         name = pm.get_name(impl.plugin) or "?"
-        out[name] = [i.lower() for i in (impl.function() or [])]
+        ids = impl.function() or []
+        if not isinstance(ids, (list, tuple)) or not all(isinstance(i, str) for i in ids):
+            raise PluginError(f"plugin '{name}': lfspass_pci_ids returned {ids!r}; return a list of "
+                              "'vendor:device' strings such as [\"10de:1e37\"] (see lfspass/hookspecs.py)")
+        out[name] = [i.lower() for i in ids]
     return out
 
 

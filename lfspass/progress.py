@@ -10,7 +10,8 @@ class Progress:
 
     def __init__(self, name: str, enabled: bool | None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.name, self.total, self.start, self.last = name, None, time.monotonic(), 0.0
+        self.name, self.start, self.last = name, time.monotonic(), 0.0
+        self.total: int | None = None
         self.base = 0
 
     def begin(self, done: int, total: int | None) -> None:

@@ -5,6 +5,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from lfspass.errors import RecipeError
 from lfspass.pci import parse_pci_address, parse_pci_id
@@ -181,6 +182,7 @@ class Recipe:
     vms: list[VmSpec] = field(default_factory=list)
     lab: LabSection = field(default_factory=LabSection)
     path: Path = field(default=Path("recipe.toml"), metadata={"doc": "the recipe file (set by the loader)"}, init=False)
+    rules: ClassVar[dict[str, Rule]]  # the valid form of keys (RULES below), read by schema.load_table
 
     @property
     def root(self) -> Path:
@@ -271,7 +273,7 @@ def _validate(recipe: Recipe, file: Path) -> None:
         if vm.name in names:
             raise RecipeError(f"{where} = {vm.name!r}: two VMs share this name; names must be unique")
         names.add(vm.name)
-    for key, value in recipe.kernel.config.items():
+    for key in recipe.kernel.config:
         if not key.isupper() or key.startswith("CONFIG_"):
             raise RecipeError(f"{file}: kernel.config.{key}: write Kconfig symbols in upper case without CONFIG_, e.g. VFIO_PCI = \"m\"")
 
@@ -284,9 +286,9 @@ def load_recipe(path: str | os.PathLike | None = None) -> Recipe:
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{file}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     except FileNotFoundError:
-        raise RecipeError(f"{file}: no such recipe; pass recipe=PATH (doit) or --recipe PATH, or set LFSPASS_RECIPE")
+        raise RecipeError(f"{file}: no such recipe; pass recipe=PATH (doit) or --recipe PATH, or set LFSPASS_RECIPE") from None
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{file}: not valid TOML ({exc}); fix the line it names")
+        raise RecipeError(f"{file}: not valid TOML ({exc}); fix the line it names") from None
     except OSError as exc:
         raise RecipeError(f"{file}: cannot read ({exc.strerror}); give a recipe file") from None
     base = file.resolve().parent

@@ -60,9 +60,8 @@ def _check_text(value: str, where: str, path: bool) -> None:
                           "write the value on one line")
     if len(value) > 4096:
         raise RecipeError(f"{where}: {len(value)} characters; at most 4096")
-    if path and value:
-        if len(os.fsencode(value)) > 4095 or any(len(os.fsencode(p)) > 255 for p in value.split("/")):
-            raise RecipeError(f"{where} = {value[:60]!r}...: longer than a path may be (4095 bytes, 255 per name)")
+    if path and value and (len(os.fsencode(value)) > 4095 or any(len(os.fsencode(p)) > 255 for p in value.split("/"))):
+        raise RecipeError(f"{where} = {value[:60]!r}...: longer than a path may be (4095 bytes, 255 per name)")
 
 
 def _apply(rule: Rule | None, value: Any, where: str) -> None:
@@ -108,7 +107,7 @@ def _convert(value: Any, tp: Any, meta: Any, file: Path, key: str, base: Path, r
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return _convert(value, args[0], meta, file, key, base, rules)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecipeError(f"{_where(file, key)} = {value!r}: expected a table; see README 'Recipe reference'")
         return load_table(tp, value, file, key, base, rules)
@@ -125,13 +124,13 @@ def _convert(value: Any, tp: Any, meta: Any, file: Path, key: str, base: Path, r
     if origin is dict:
         if not isinstance(value, dict):
             raise RecipeError(f"{_where(file, key)} = {value!r}: expected {_type_name(tp)}")
-        out = {}
+        table: dict[str, str] = {}
         for k, v in value.items():
             if isinstance(v, bool) or not isinstance(v, (str, int)):
                 raise RecipeError(f"{_where(file, f'{key}.{k}')} = {v!r}: expected a string (e.g. \"y\", \"m\", \"n\") or a number")
             _check_text(str(v), _where(file, f"{key}.{k}"), False)
-            out[str(k)] = str(v)
-        return out
+            table[str(k)] = str(v)
+        return table
     if tp is bool:
         if not isinstance(value, bool):
             raise RecipeError(f"{_where(file, key)} = {value!r}: expected true or false")
@@ -194,7 +193,7 @@ def describe(cls: type, prefix: str = "", rules: dict | None = None) -> list[tup
             continue
         tp = hints[f.name]
         key = f"{prefix}.{f.name}" if prefix else f.name
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             rows += describe(tp, key, rules)
             continue
         if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 
 from doit.reporter import ConsoleReporter
 
@@ -50,10 +50,9 @@ class Context:
 def _plain(value: object) -> object:
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    try:
-        return asdict(value)  # type: ignore[arg-type]
-    except TypeError:
-        return value
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return value
 
 
 def fail(exc: LfspassError) -> None:

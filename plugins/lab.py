@@ -15,7 +15,6 @@ from lfspass.api import hookimpl
 PCI_ID = "1234:11e8"
 DEVICE_ARG_ENV = "LFSPASS_LAB_DEVICE_ARG"
 TESTDEV = "pci-testdev"
-TESTDEV_ID = "1b36:0005"
 # A property of -cpu host (KVM); under TCG the launcher runs -cpu max and leaves host flags out.
 CPU_FLAG = "l3-cache=on"
 

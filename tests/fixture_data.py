@@ -112,11 +112,11 @@ def _dl380_log(iommu: bool, unassigned: bool) -> str:
 
 
 def dl380(iommu: bool = True, unassigned: bool = False) -> dict:
-    return dict(devs=dl380_devices(iommu, unassigned), iommu=iommu,
-                cmdline=SEED_CMDLINE if iommu else SEED_CMDLINE.replace(" intel_iommu=on", ""),
-                cpuinfo=cpuinfo("Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz", XEON_FLAGS),
-                dmesg=_dl380_log(iommu, unassigned), release=SEED_RELEASE, config=seed_config(default_on=iommu),
-                modules_dep=SEED_MODULES_DEP, modules_builtin=SEED_BUILTIN)
+    return {"devs": dl380_devices(iommu, unassigned), "iommu": iommu,
+            "cmdline": SEED_CMDLINE if iommu else SEED_CMDLINE.replace(" intel_iommu=on", ""),
+            "cpuinfo": cpuinfo("Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz", XEON_FLAGS),
+            "dmesg": _dl380_log(iommu, unassigned), "release": SEED_RELEASE, "config": seed_config(default_on=iommu),
+            "modules_dep": SEED_MODULES_DEP, "modules_builtin": SEED_BUILTIN}
 
 
 def debian_config() -> str:
@@ -142,12 +142,12 @@ def shared_group() -> dict:
     cmd = f"BOOT_IMAGE=/boot/vmlinuz-{release} root=UUID=0c6e4d1a-5b1e-4f7c-9a43-5d2d2b1f3e11 ro quiet intel_iommu=on iommu=pt vfio-pci.ids=10de:1b81"
     log = (f"[    0.000000] Command line: {cmd}\n[    0.061234] DMAR: IOMMU enabled\n"
            "[    0.170421] DMAR-IR: Enabled IRQ remapping in x2apic mode\n")
-    return dict(devs=devs, cmdline=cmd, cpuinfo=cpuinfo("Intel(R) Core(TM) i7-7700K CPU @ 4.20GHz", XEON_FLAGS, 8),
-                dmesg=log, release=release, config=debian_config(), modules_dep=SEED_MODULES_DEP, modules_builtin="")
+    return {"devs": devs, "cmdline": cmd, "cpuinfo": cpuinfo("Intel(R) Core(TM) i7-7700K CPU @ 4.20GHz", XEON_FLAGS, 8),
+            "dmesg": log, "release": release, "config": debian_config(), "modules_dep": SEED_MODULES_DEP, "modules_builtin": ""}
 
 
 FIXTURES = {
-    "dl380": lambda: dl380(),
+    "dl380": dl380,
     "dl380-p10-unassigned": lambda: dl380(unassigned=True),
     "dl380-iommu-off": lambda: dl380(iommu=False),
     "shared-group": shared_group,
@@ -173,10 +173,9 @@ def bench_host(sockets: int = 4, slots: int = 30) -> dict:
                 devs.append(Dev(f"0000:{child:02x}:00.1", "10de:10f8", 0x040300, "10de:1370", 0xA1, "snd_hda_intel", group, s,
                                 [(0, 16 * 1024, MEM32)], port))
             else:
-                for fn in (0, 1):
-                    devs.append(Dev(f"0000:{child:02x}:00.{fn}", "14e4:1657", 0x020000, "103c:22be", 1, "tg3", group, s,
-                                    [(0, 64 * 1024, MEM64P)], port))
+                devs.extend(Dev(f"0000:{child:02x}:00.{fn}", "14e4:1657", 0x020000, "103c:22be", 1, "tg3", group, s,
+                                [(0, 64 * 1024, MEM64P)], port) for fn in (0, 1))
             group += 1
-    return dict(devs=devs, cmdline=SEED_CMDLINE, cpuinfo=cpuinfo("Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz", XEON_FLAGS),
-                dmesg=SEED_DMAR, release=SEED_RELEASE, config=seed_config(True), modules_dep=SEED_MODULES_DEP,
-                modules_builtin=SEED_BUILTIN)
+    return {"devs": devs, "cmdline": SEED_CMDLINE, "cpuinfo": cpuinfo("Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz", XEON_FLAGS),
+            "dmesg": SEED_DMAR, "release": SEED_RELEASE, "config": seed_config(True), "modules_dep": SEED_MODULES_DEP,
+            "modules_builtin": SEED_BUILTIN}

@@ -55,7 +55,7 @@ def _config(d: Dev, bar_addr: dict, multifunction: bool) -> bytes:
     cfg[0x08] = d.rev
     cfg[0x09:0x0C] = d.cls.to_bytes(3, "little")                           # prog-if, subclass, base
     cfg[0x0E] = (0x01 if bridge else 0x00) | (0x80 if multifunction else 0)
-    for index, size, flags, *rest in d.bars:
+    for index, _size, flags, *rest in d.bars:
         if index > (1 if bridge else 5):
             continue
         base = 0 if rest and rest[0] else bar_addr.get((d.addr, index), 0)

@@ -140,3 +140,11 @@ def test_third_party_claim_beats_a_builtin_whatever_the_install_order(tmp_path: 
     assert run_doit(f"recipe={recipe}", "vfio", cwd=tmp_path, env=env).returncode == 0
     conf = (tmp_path / "root/etc/modprobe.d/vfio.conf").read_text()
     assert "softdep acmefb pre: vfio-pci" in conf and "softdep nouveau pre: vfio-pci" not in conf
+
+
+def test_plugin_whose_pci_ids_are_not_a_list_is_one_error_line(tmp_path: Path) -> None:
+    """lfspass_pci_ids returning a bare string (not claiming its characters as ids) names the plugin."""
+    env = _third_party(tmp_path)
+    module = Path(env["PYTHONPATH"]) / "acme_gpu.py"
+    module.write_text(module.read_text().replace('return ["1d17:9000"]', 'return "1d17:9000"'))
+    assert_one_error_line(run_cli("plugins", env=env), "acme_gpu", "lfspass_pci_ids", "'1d17:9000'")

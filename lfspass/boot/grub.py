@@ -72,8 +72,8 @@ def _with_id(text: str, eid: str) -> str:
     lines = text.splitlines(keepends=True)
     for i, line in enumerate(lines):
         if line.lstrip().startswith("menuentry"):
-            line = re.sub(r"\s--id(=|\s+)\S+", "", line)
-            lines[i] = re.sub(r"\s*\{\s*$", f" --id {eid} {{\n", line, count=1)
+            bare = re.sub(r"\s--id(=|\s+)\S+", "", line)
+            lines[i] = re.sub(r"\s*\{\s*$", f" --id {eid} {{\n", bare, count=1)
             break
     return "".join(lines)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from lfspass.cli.output import print_json
 from lfspass.plugins import BLOCK_ENV, blocked_names, claims, get_plugin_manager, is_builtin, ownership, source_of
@@ -15,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     pm = get_plugin_manager()
     owned = ownership(pm)
-    rows = [{"name": name, "ids": ids, "builtin": is_builtin(pm, name), "source": source_of(pm, name),
+    rows: list[dict[str, Any]] = [{"name": name, "ids": ids, "builtin": is_builtin(pm, name), "source": source_of(pm, name),
              "owns": [i for i in ids if owned.owner.get(i) == name],
              "overridden": {i: owned.owner[i] for i in ids if owned.owner.get(i) != name},
              "doc": (pm.get_plugin(name).__doc__ or "").strip().splitlines()[0] if pm.get_plugin(name).__doc__ else ""}

@@ -43,7 +43,8 @@ def locate(host: Host, spec: Any) -> tuple[PciDevice | None, Check]:
         return at, Check(cid, "unknown", title, f"{short_address(at.address)}: vendor/device attribute unreadable or garbled",
                          "re-save the host with `lfspass doctor --save`")
     if spec.address:
-        here = (f"{short_address(spec.address)} is {at.id} ({_id_name(host, at.id)})" if at is not None
+        # at.id is known here: a device with unreadable ids returned 'unknown' above.
+        here = (f"{short_address(spec.address)} is {at.id} ({_id_name(host, at.id)})" if at is not None and at.id
                 else f"no device at {short_address(spec.address)}")
         if by_id:
             return by_id[0], Check(cid, "fail", title,
@@ -82,11 +83,15 @@ def check_group(host: Host, dev: PciDevice, lab: str) -> Check:
     if group.viable:
         mates = ", ".join(short_address(m.address) for m in others)
         return Check(cid, "pass", title, f"group {group.number}" + (f" with {mates}" if mates else ": alone"))
-    blockers = "; ".join(f"{short_address(b.address)} {b.class_name} [{b.id}] on {b.driver}" for b in group.blockers)
+    blockers = "; ".join(f"{short_address(b.address)} {b.class_name} [{b.id or 'id unreadable'}] on {b.driver}" for b in group.blockers)
     same_card = [b for b in group.blockers if b.address[:-1] == dev.address[:-1]]
     fix = ""
     if same_card:
-        fix = f"bind the card's other functions to vfio-pci too (vfio-pci ids={','.join(sorted({dev.id, *(b.id for b in same_card)}))})"
+        ids = sorted({i for i in (dev.id, *(b.id for b in same_card)) if i})
+        unread = [short_address(d.address) for d in (dev, *same_card) if not d.id]
+        # A function whose vendor/device attribute is unreadable has no id to list: name it instead.
+        fix = (f"bind the card's other functions to vfio-pci too (vfio-pci ids={','.join(ids)}"
+               + (f"; read the ids of {', '.join(unread)} with lspci -nn" if unread else "") + ")")
     if len(same_card) < len(group.blockers):
         fix += ("; " if fix else "") + ("move the card to a slot whose root port isolates it (ACS), or unbind the "
                                         "other devices; pcie_acs_override needs a patched kernel and weakens isolation")

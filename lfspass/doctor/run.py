@@ -84,7 +84,7 @@ def check_cmdline(host: Host) -> list[Check]:
     title = "kernel command line"
     if cmd is None:
         return [Check("cmdline", "unknown", title, "proc/cmdline is missing", "save the host with `lfspass doctor --save`")]
-    params = dict(p.split("=", 1) if "=" in p else (p, "") for p in cmd.split())
+    params = {name: value for name, _, value in (p.partition("=") for p in cmd.split())}
     out = []
     if params.get("intel_iommu") == "on" and cfg and cfg.get("CONFIG_INTEL_IOMMU_DEFAULT_ON") == "y":
         out.append(Check("cmdline-intel-iommu", "warn", title,

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 
 # resource flags (include/linux/ioport.h)
-IORESOURCE_IO, IORESOURCE_MEM = 0x100, 0x200
+IORESOURCE_MEM = 0x200
 IORESOURCE_PREFETCH, IORESOURCE_MEM_64 = 0x2000, 0x100000
 IORESOURCE_UNSET = 0x20000000
 _RES_LINE = re.compile(r"^0x([0-9a-fA-F]{16}) 0x([0-9a-fA-F]{16}) 0x([0-9a-fA-F]{16})$")  # 0x%016llx, fixed width
@@ -73,7 +73,6 @@ class PciDevice:
     pci_class: int | None = None      # 0x030200
     subsystem_vendor: str | None = None
     subsystem_device: str | None = None
-    revision: int | None = None
     driver: str | None = None         # basename of the driver link; None = no driver
     iommu_group: int | None = None
     numa_node: int | None = None

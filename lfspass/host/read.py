@@ -52,7 +52,8 @@ class Host:
         if self.live:
             return Path("/", rel)
         root = str(self.root)
-        parts, done, hops = [p for p in rel.split("/") if p], [], 0
+        parts, hops = [p for p in rel.split("/") if p], 0
+        done: list[str] = []
         while parts:
             part = parts.pop(0)
             if part == ".":
@@ -105,10 +106,6 @@ class Host:
         raw = self._read_raw(path, limit)
         return raw.decode("utf-8", "replace") if raw is not None else None
 
-    def link_name(self, rel: str) -> str | None:
-        """Basename of a symlink's target (``driver``, ``iommu_group``), or None."""
-        return self._link_in(self.resolve(posixpath.dirname(rel)), posixpath.basename(rel))
-
     @staticmethod
     def _link_in(folder: Path, name: str) -> str | None:
         try:
@@ -133,8 +130,6 @@ class Host:
         dev.pci_class = int(cls, 16) if cls else None
         dev.subsystem_vendor = self._hex(folder, "subsystem_vendor", 4)
         dev.subsystem_device = self._hex(folder, "subsystem_device", 4)
-        rev = self._hex(folder, "revision", 2)
-        dev.revision = int(rev, 16) if rev else None
         dev.driver = self._link_in(folder, "driver")
         group = self._link_in(folder, "iommu_group")
         dev.iommu_group = int(group) if group and group.isascii() and group.isdigit() else None

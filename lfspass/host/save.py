@@ -151,7 +151,7 @@ def save_host(host: Host, dest: str | os.PathLike) -> Path:
     return dest
 
 
-def folder_size(path: str | os.PathLike) -> tuple[int, int]:
+def folder_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(files, bytes) under ``path``, links not followed."""
     files = size = 0
     for base, _dirs, names in os.walk(path):

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 from collections.abc import Iterator
+from typing import Any
 
 from lfspass import fsutil
 from lfspass.errors import LfspassError
@@ -138,7 +139,7 @@ class Run:
         k = next(_seq)  # several runs of one process (the lab scenario) within a millisecond
         self.id = f"{stamp}-{os.getpid()}" + (f"-{k}" if k else "")
         self.dir = base / self.id
-        self.data = {"id": self.id, "label": label, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ns / 1e9)),
+        self.data: dict[str, Any] = {"id": self.id, "label": label, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ns / 1e9)),
                      "started_ns": ns,
                      "entries": []}
 
@@ -168,7 +169,7 @@ class Run:
             return None  # the first previous content of a run is the one to restore
         n = len(self.data["entries"])
         self.save()
-        entry = {"path": rel, "before": digest(path), "after": None, "done": False, "saved": None, "mode": None}
+        entry: dict[str, Any] = {"path": rel, "before": digest(path), "after": None, "done": False, "saved": None, "mode": None}
         (self.dir / "before").mkdir(exist_ok=True)
         saved = self.dir / "before" / str(n)
         if path.is_symlink():

@@ -90,6 +90,12 @@ def read_image_env(img: Path) -> bytes:
     return _run([debugfs, "-R", f"cat /{GRUBENV}", str(img)], "debugfs cat grubenv").stdout
 
 
+def block_size(dumpe2fs_head: str) -> int:
+    """The block size ``dumpe2fs -h`` prints; 0 when its output has no such line."""
+    m = re.search(r"^Block size:\s+(\d+)", dumpe2fs_head, re.M)
+    return int(m.group(1)) if m else 0
+
+
 def write_image_env(img: Path, data: bytes) -> None:
     """Overwrite grubenv's block on the image in place, as GRUB's save_env does."""
     if len(data) != 1024:
@@ -97,9 +103,9 @@ def write_image_env(img: Path, data: bytes) -> None:
     debugfs = require_tool("debugfs", "e2fsprogs")
     out = _run([debugfs, "-R", f"bmap /{GRUBENV} 0", str(img)], "debugfs bmap", text=True).stdout.strip()
     head = _run([require_tool("dumpe2fs", "e2fsprogs"), "-h", str(img)], "dumpe2fs", text=True).stdout
-    bs = int(re.search(r"^Block size:\s+(\d+)", head, re.M).group(1))
+    bs = block_size(head)
     if not out.isdigit() or bs < 1024:
-        raise LfspassError(f"{img}: cannot find grubenv's block ({out!r})")
+        raise LfspassError(f"{img}: cannot find grubenv's block (debugfs bmap: {out!r}, dumpe2fs block size: {bs or 'none printed'})")
     with open(img, "r+b") as fh:
         fh.seek(int(out) * bs)
         fh.write(data)
@@ -187,7 +193,7 @@ def boot_until_saved(argv: list[str], console_log: Path, host_out: Path, timeout
                 sent = end_mark in host_out.read_text(errors="replace")
                 halted = re.search(r"reboot: (System halted|Power down)", console_log.read_text(errors="replace"))
             except OSError:
-                sent = halted = False
+                sent, halted = False, None
             if sent and halted:
                 break
             time.sleep(0.5)

@@ -128,11 +128,11 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
     facts = (_device_facts(paths.saved, recipe) or [{}])[0]
     l2 = l2_report(paths.saved)
     warnings = qemu_warnings(l2["qemu_stderr"])
-    iommu = next((c for c in checks if c.id == "iommu"), None)
+    iommu = next(c for c in checks if c.id == "iommu")  # run_doctor's host-wide checks always hold it
     failed = [c for c in checks if c.status == "fail"]
     verdict = {
         "ok": False, "recipe": str(recipe.path), "kernel": release, "vfio_files": vfio_files,
-        "l1": {"iommu_enabled": bool(iommu and iommu.status == "pass"), "device": facts.get("device"),
+        "l1": {"iommu_enabled": iommu.status == "pass", "device": facts.get("device"),
                "id": facts.get("id"), "group": facts.get("group"), "driver": facts.get("driver"),
                "doctor": report, "qemu": argv, "guest_log": str(paths.guest_log), "host_root": str(paths.saved)},
         "launcher": {"path": str(launcher), "argv": l2["argv"], "status": l2["status"]},

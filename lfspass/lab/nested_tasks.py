@@ -64,8 +64,8 @@ def nested_tasks(ctx) -> Iterator[dict]:
                          *(p for rel in BOOT_FILES for p in _files_under(recipe.root / rel))})
     vm_files = _files_under(plan.dir)
     inputs = [*boot_files, *vm_files, launcher, *qemu, INIT_SCRIPT, NESTED_SCRIPT, L2_INIT, BUSYBOX]
-    kwargs = dict(out=paths.image, root=recipe.root, release=release, vmlinuz=kernel_paths(recipe, release).vmlinuz,
-                  vm_dir=plan.dir, launcher=launcher, firmware=firmware, vfio_files=vfio_files)
+    kwargs = {"out": paths.image, "root": recipe.root, "release": release, "vmlinuz": kernel_paths(recipe, release).vmlinuz,
+              "vm_dir": plan.dir, "launcher": launcher, "firmware": firmware, "vfio_files": vfio_files}
     yield {
         "name": "image",
         "doc": "L1's initramfs: the lab initramfs + Debian's QEMU, its libraries and firmware, the VM folder, L2's files",

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic
+from lfspass.model import Check
 from lfspass.plan import kernel_paths
 from lfspass.recipe import Recipe
 
@@ -68,7 +69,7 @@ def lab_options(recipe: Recipe) -> tuple[bool, bool]:
     return recipe.lab.iommu if iommu is None else iommu, cached
 
 
-def _doctor(saved: Path, recipe: Recipe) -> tuple[list, dict]:
+def _doctor(saved: Path, recipe: Recipe) -> tuple[list[Check], dict]:
     from lfspass.doctor.run import run_doctor
     from lfspass.host.read import Host
     from lfspass.plugins import get_plugin_manager

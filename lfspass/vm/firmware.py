@@ -73,7 +73,7 @@ def vm_firmware(spec: FirmwareSpec, vm_dir: Path, fetched: dict[str, Path] | Non
     template = Path(spec.vars) if spec.vars else fetched.get("vars")
     secure, smm = spec.secure_boot, False
     if code is None or template is None:
-        file, desc = find_descriptor(Path(spec.descriptors), spec.secure_boot)
+        _file, desc = find_descriptor(Path(spec.descriptors), spec.secure_boot)
         mapping = desc["mapping"]
         code = code or Path(mapping["executable"]["filename"])
         template = template or Path(mapping["nvram-template"]["filename"])

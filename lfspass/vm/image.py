@@ -141,9 +141,10 @@ def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say
     return max(0, debs_size(cache) - cached)
 
 
-def _follow(proc: subprocess.Popen, tree: Path, cache: Path, cached: int, log, say, output: list[str]) -> None:
+def _follow(proc: subprocess.Popen[str], tree: Path, cache: Path, cached: int, log, say, output: list[str]) -> None:
     """Copy mmdebstrap's lines to the log; say each stage when the next one starts."""
     stage, started = None, time.monotonic()
+    assert proc.stdout is not None  # run_mmdebstrap starts it with stdout=PIPE
     for line in proc.stdout:
         log.write(line)
         output.append(line)

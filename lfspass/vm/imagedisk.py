@@ -90,7 +90,10 @@ def make_esp(out: Path, efi: Path, ids: Ids, epoch: int, log) -> None:
 def used_inodes(img: Path, log) -> list[int]:
     """Inode numbers in use, read from dumpe2fs's per-group free-inode ranges."""
     text = run([require_tool("dumpe2fs", "e2fsprogs"), str(img)], log, "dumpe2fs")
-    per_group = int(re.search(r"^Inodes per group:\s+(\d+)", text, re.M).group(1))
+    head = re.search(r"^Inodes per group:\s+(\d+)", text, re.M)
+    if head is None:
+        raise VmError(f"dumpe2fs printed no 'Inodes per group' line for {img}; full log: {log.name}")
+    per_group = int(head.group(1))
     used: list[int] = []
     for m in re.finditer(r"^Group (\d+):.*?^\s+Free inodes: ?([0-9, -]*)$", text, re.M | re.S):
         first = int(m.group(1)) * per_group + 1

@@ -71,7 +71,8 @@ def extract_iso(plan: VmPlan) -> None:
     proc = subprocess.run([tool, "-osirrox", "on", "-indev", str(iso), "-extract", "/install.amd/vmlinuz", str(tmp_k),
                            "-extract", "/install.amd/initrd.gz", str(tmp_i)], capture_output=True, text=True)
     if proc.returncode != 0 or not (tmp_k.is_file() and tmp_i.is_file()):
-        tmp_k.unlink(missing_ok=True), tmp_i.unlink(missing_ok=True)
+        tmp_k.unlink(missing_ok=True)
+        tmp_i.unlink(missing_ok=True)
         raise VmError(f"{iso} has no /install.amd/vmlinuz and initrd.gz (xorriso: {proc.stderr.strip()[-200:]}); "
                       "use a Debian amd64 netinst or DVD image")
     os.replace(tmp_k, kernel)
@@ -85,8 +86,8 @@ def preseed_text(plan: VmPlan) -> str:
     if any(c in inst.ssh_key + inst.password_hash for c in "'\n\\"):
         raise VmError(f"{plan.where}.installer: ssh_key and password_hash must be one line without quotes or backslashes")
     hostname = re.sub(r"[^a-z0-9-]", "-", plan.name.lower()).strip("-")[:63] or "debian"
-    context = dict(name=plan.name, recipe=str(plan.recipe.path), hostname=hostname, mirror=inst.mirror,
-                   user=inst.user, password_hash=inst.password_hash, ssh_key=inst.ssh_key, done_marker=DONE_MARKER)
+    context = {"name": plan.name, "recipe": str(plan.recipe.path), "hostname": hostname, "mirror": inst.mirror,
+               "user": inst.user, "password_hash": inst.password_hash, "ssh_key": inst.ssh_key, "done_marker": DONE_MARKER}
     return render(Path(inst.preseed) if inst.preseed else "preseed.cfg.j2", **context)
 
 

@@ -98,14 +98,14 @@ def domain_xml(plan: VmPlan, xml_path: Path) -> str:
         if dev.companion_of:
             label += f" (travels with {dev.companion_of}: same slot or IOMMU group)"
         hostdevs.append({"domain": dom, "bus": bus, "slot": slot, "function": fn, "label": label})
-    context = dict(
-        name=plan.name, recipe=str(plan.recipe.path), xml_path=str(xml_path),
-        domain_type="kvm" if plan.accel == "kvm" else "qemu", memory_mib=plan.memory_mib, cpus=vm.cpus,
-        bios=fw.bios, code=str(fw.code), vars=str(fw.vars), secure_boot=fw.secure_boot, smm=fw.requires_smm,
-        phys_passthrough=phys, cpu_features=features, emulator=EMULATOR, disk=str(plan.disk),
-        network=vm.network, restrict=vm.restrict, bridge=vm.bridge, mac=plan.mac,
-        vnc=vm.vnc.enabled, vnc_listen=vm.vnc.listen, vnc_port=5900 + vm.vnc.display,
-        vnc_password=vm.vnc.password, vnc_passwd=plan.vnc_password, hostdevs=hostdevs, qemu_args=qemu_args)
+    context = {
+        "name": plan.name, "recipe": str(plan.recipe.path), "xml_path": str(xml_path),
+        "domain_type": "kvm" if plan.accel == "kvm" else "qemu", "memory_mib": plan.memory_mib, "cpus": vm.cpus,
+        "bios": fw.bios, "code": str(fw.code), "vars": str(fw.vars), "secure_boot": fw.secure_boot, "smm": fw.requires_smm,
+        "phys_passthrough": phys, "cpu_features": features, "emulator": EMULATOR, "disk": str(plan.disk),
+        "network": vm.network, "restrict": vm.restrict, "bridge": vm.bridge, "mac": plan.mac,
+        "vnc": vm.vnc.enabled, "vnc_listen": vm.vnc.listen, "vnc_port": 5900 + vm.vnc.display,
+        "vnc_password": vm.vnc.password, "vnc_passwd": plan.vnc_password, "hostdevs": hostdevs, "qemu_args": qemu_args}
     try:
         return _env().get_template("domain.xml.j2").render(**context)
     except jinja2.UndefinedError as exc:

@@ -100,11 +100,6 @@ def kvm_probe(dev: str = "/dev/kvm") -> str | None:
                                               f" (exit {proc.returncode})")
 
 
-def kvm_usable(dev: str = "/dev/kvm") -> bool:
-    """True when KVM can run a guest on this host (see kvm_probe)."""
-    return kvm_probe(dev) is None
-
-
 def _vnc_password(vm: VmSpec, where: str) -> str | None:
     """The VNC password from vnc.password_file, after checking only its owner can read it.
 

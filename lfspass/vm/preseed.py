@@ -39,7 +39,8 @@ class PreseedServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
     def __init__(self, text: str, folder: Path) -> None:
-        self.body, self.requests = text.encode(), []
+        self.body = text.encode()
+        self.requests: list[str] = []
         self.own_dir: Path | None = None
         path = folder / "preseed.sock"
         if len(os.fsencode(path)) > SUN_PATH_MAX:

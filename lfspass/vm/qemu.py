@@ -67,11 +67,7 @@ def slots(devices: list[Device]) -> list[list[tuple[Device, int]]]:
     grouped: dict[str, list[Device]] = {}
     for dev in devices:
         grouped.setdefault(dev.address[:-2], []).append(dev)
-    out = []
-    for members in grouped.values():
-        members = sorted(members, key=lambda d: d.address)
-        out.append([(d, i) for i, d in enumerate(members)])
-    return out
+    return [[(d, i) for i, d in enumerate(sorted(members, key=lambda d: d.address))] for members in grouped.values()]
 
 
 def passthrough_args(devices: list[Device]) -> list[str]:

@@ -33,12 +33,12 @@ def _plan(recipe: Recipe, name: str) -> VmPlan:
 
 def downloads(plan: VmPlan) -> list[dict]:
     """Every file the VM downloads: url, verification and destination."""
-    out = [dict(url=url, dest=dest, sha256=sha) for url, sha, dest in download_targets(plan.vm.firmware, plan.dir).values()]
+    out = [{"url": url, "dest": dest, "sha256": sha} for url, sha, dest in download_targets(plan.vm.firmware, plan.dir).values()]
     inst = plan.vm.installer
     iso = iso_path(plan)
     if iso is not None and not inst.iso:
-        out.append(dict(url=inst.iso_url, dest=iso, sha256=inst.iso_sha256 or None, sums_url=inst.sums_url or None,
-                        signature_url=inst.signature_url or None, keyring=Path(inst.keyring) if inst.keyring else None))
+        out.append({"url": inst.iso_url, "dest": iso, "sha256": inst.iso_sha256 or None, "sums_url": inst.sums_url or None,
+                    "signature_url": inst.signature_url or None, "keyring": Path(inst.keyring) if inst.keyring else None})
     return out
 
 

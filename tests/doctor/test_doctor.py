@@ -46,7 +46,7 @@ def test_seed_p10_moved_card_fails_naming_both_addresses(hosts, p10_recipe):
     line = next(line for line in proc.stdout.splitlines() if "device-present[82:00.0]" in line)
     assert line.startswith("FAIL") and "05:00.0" in line and "82:00.0" in line and "10de:1b39" in line
     assert 'set address = "05:00.0"' in proc.stdout
-    code, checks, _ = doctor("--host-root", str(hosts["dl380"]), "--recipe", str(p10_recipe))
+    _code, checks, _ = doctor("--host-root", str(hosts["dl380"]), "--recipe", str(p10_recipe))
     bar = checks["p10-bar1[82:00.0]"]
     assert bar["status"] == "warn" and "32 GiB" in bar["detail"]
     for words in ("X-PciMmio64Mb", "host-phys-bits=on", "PCI Express 64-Bit BAR Support"):
@@ -89,6 +89,18 @@ def test_shared_group_names_companions(hosts, tmp_path):
     assert "02:00.1" in group["detail"] and "snd_hda_intel" in group["detail"]
     assert "03:00.0" in group["detail"] and "xhci_hcd" in group["detail"]
     assert "vfio-pci ids=10de:10f0,10de:1b81" in group["fix"]
+
+
+def test_shared_group_with_an_unreadable_companion_id(hosts, tmp_path):
+    """The audio function's vendor file is cut short: the group check names it instead of crashing on its id."""
+    root = tmp_path / "garbled-audio"
+    shutil.copytree(hosts["shared-group"], root, symlinks=True)
+    (root / "sys/devices/pci0000:00/0000:00:1c.0/0000:02:00.1/vendor").write_text("0x10")
+    code, checks, _ = doctor("--host-root", str(root))
+    group = checks["device-group[02:00.0]"]
+    assert code == 1 and group["status"] == "fail"
+    assert "02:00.1 Audio device [id unreadable] on snd_hda_intel" in group["detail"]
+    assert "vfio-pci ids=10de:1b81; read the ids of 02:00.1 with lspci -nn" in group["fix"]
 
 
 def test_this_machine_iommu_off():
@@ -156,7 +168,7 @@ def test_missing_root_and_broken_inputs(hosts, tmp_path):
     (t10 / "numa_node").write_bytes(b"\x00\x01")
     (root / "dmesg.txt").unlink()
     (root / "proc/cpuinfo").write_text("processor : 0\n")
-    code, checks, _ = doctor("--host-root", str(root), "--recipe", str(REPO / "recipes/hpe-dl380-t10.toml"))
+    _code, checks, _ = doctor("--host-root", str(root), "--recipe", str(REPO / "recipes/hpe-dl380-t10.toml"))
     for cid in ("device-present[82:00.0]", "device-bars[82:00.0]", "device-numa[82:00.0]", "irq-remap", "cpu-virt",
                 "t10-bar1[82:00.0]"):
         assert checks[cid]["status"] == "unknown", cid

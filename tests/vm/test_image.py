@@ -171,7 +171,7 @@ def test_unknown_package_is_one_error_and_no_disk(tmp_path):
 
 @pytest.mark.slow
 def test_lab_image_guest_built_and_booted(lab_image):
-    info, folder = lab_image["installed"], lab_image["folder"]
+    info = lab_image["installed"]
     assert info["marker"].startswith("lfspass-first-boot: reached multi-user.target")
     assert info["image_sha256"] == _sha(lab_image["disk"])
     for pkg in ("linux-image-amd64", "systemd-sysv", "openssh-server", "dbus"):
