@@ -37,11 +37,12 @@ def locate(host: Host, spec: Any) -> tuple[PciDevice | None, Check]:
     at = host.devices.get(spec.address) if spec.address else None
     by_id = host.find_id(spec.id) if spec.id else []
     elsewhere = ", ".join(short_address(d.address) for d in by_id)
-    if spec.address and at is not None and (not spec.id or at.id == spec.id):
-        return at, Check(cid, "pass", title, f"{short_address(at.address)} is {at.id} {at.name}")
+    # Unreadable ids first: "is None" must never pass for the recipe's device.
     if at is not None and at.id is None:
         return at, Check(cid, "unknown", title, f"{short_address(at.address)}: vendor/device attribute unreadable or garbled",
                          "re-save the host with `lfspass doctor --save`")
+    if spec.address and at is not None and (not spec.id or at.id == spec.id):
+        return at, Check(cid, "pass", title, f"{short_address(at.address)} is {at.id} {at.name}")
     if spec.address:
         # at.id is known here: a device with unreadable ids returned 'unknown' above.
         here = (f"{short_address(spec.address)} is {at.id} ({_id_name(host, at.id)})" if at is not None and at.id
@@ -65,8 +66,9 @@ def check_driver(dev: PciDevice, lab: str) -> Check:
     cid, title = f"device-driver[{lab}]", "bound to vfio-pci"
     if dev.driver == "vfio-pci":
         return Check(cid, "pass", title, f"{short_address(dev.address)} driver: vfio-pci")
-    fix = (f"options vfio-pci ids={dev.id} in /etc/modprobe.d/vfio.conf with the module loaded at boot "
-           f"(LFS: /etc/sysconfig/modules), or vfio-pci.ids={dev.id} on the kernel command line (`doit vfio grub`)")
+    ids = dev.id or "VENDOR:DEVICE (read it with `lspci -nn`)"
+    fix = (f"options vfio-pci ids={ids} in /etc/modprobe.d/vfio.conf with the module loaded at boot "
+           f"(LFS: /etc/sysconfig/modules), or vfio-pci.ids={ids} on the kernel command line (`doit vfio grub`)")
     if dev.driver is None:
         return Check(cid, "fail", title, f"{short_address(dev.address)} has no driver: vfio-pci did not claim it", fix)
     return Check(cid, "fail", title, f"{short_address(dev.address)} is bound to {dev.driver}",

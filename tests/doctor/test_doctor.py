@@ -228,3 +228,18 @@ def test_lfspass_doctor_checks_hook(hosts, p10_recipe):
     assert checks["extra[0000:82:00.0]"].detail == "owner tesla_p10"    # the recipe's id picks the owner
     assert checks["plugin"].status == "unknown" and "not a check" in checks["plugin"].detail
     assert checks["p10-bar1[82:00.0]"].status == "warn"                 # the built-in P10 plugin ran too
+
+
+def test_recipe_device_whose_ids_are_unreadable_is_unknown_not_present(hosts, tmp_path):
+    """A recipe device given by address only, its vendor file cut short: never 'present ... is None'."""
+    root = tmp_path / "garbled-card"
+    shutil.copytree(hosts["shared-group"], root, symlinks=True)
+    (root / "sys/devices/pci0000:00/0000:00:1c.0/0000:02:00.0/vendor").write_text("0x10")
+    recipe = tmp_path / "by-address.toml"
+    recipe.write_text('[[devices]]\naddress = "02:00.0"\n')
+    _code, checks, _ = doctor("--host-root", str(root), "--recipe", str(recipe))
+    present = checks["device-present[02:00.0]"]
+    assert present["status"] == "unknown", present
+    assert "unreadable" in present["detail"] and "None" not in present["detail"]
+    driver = checks.get("device-driver[02:00.0]")
+    assert driver is None or "ids=None" not in driver["fix"], driver
