@@ -1,9 +1,16 @@
-"""Shared fixtures: paths, the real Debian kernel tree, running the CLI."""
+"""Shared fixtures: paths, the real Debian kernel tree, running the CLI; the run's hook log,
+`network` tests and the skip count (see hooks below)."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,6 +18,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 LINUX_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 TEST_CACHE = REPO / "build" / "test-cache"
+HOOKTRACE = REPO / "tests" / "hooktrace"   # its sitecustomize.py records the hooks each process runs
+HOOK_CHECK = "test_every_hook_is_called_by_some_test"  # runs last: it reads what the whole run called
+_HOOK_LOG = pytest.StashKey[Path]()
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +43,18 @@ def linux_tree() -> Path:
     return dest
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    """Run ``python -m lfspass ARGS`` as a user would, capturing text output."""
+def _child_env(env: dict | None) -> dict[str, str]:
+    """os.environ plus ``env``; a test's PYTHONPATH goes in front of the run's (the hook log's) one."""
     full_env = dict(os.environ)
     full_env.update(env or {})
+    if env and "PYTHONPATH" in env and os.environ.get("PYTHONPATH"):
+        full_env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], os.environ["PYTHONPATH"]])
+    return full_env
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python -m lfspass ARGS`` as a user would, capturing text output."""
+    full_env = _child_env(env)
     proc = subprocess.run(
         [sys.executable, "-m", "lfspass", *args],
         cwd=cwd or REPO, env=full_env, capture_output=True, text=True,
@@ -48,8 +66,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check:
 
 def run_doit(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``doit ARGS`` against the repo's dodo.py (its own .doit.db under cwd)."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
+    full_env = _child_env(env)
     return subprocess.run(
         [sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "--dir", str(cwd or REPO), *args],
         cwd=cwd or REPO, env=full_env, capture_output=True, text=True,
@@ -66,3 +83,123 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> s
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+# --- every hook is called: the run's hook log -----------------------------------------------
+
+def _hooktrace():
+    spec = importlib.util.spec_from_file_location("lfspass_hooktrace", HOOKTRACE / "sitecustomize.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One hook log per run; this process and every Python process it starts append to it."""
+    trace = _hooktrace()
+    log = Path(tempfile.mkdtemp(prefix="lfspass-hooks-")) / "hooks.log"
+    log.touch()
+    config.stash[_HOOK_LOG] = log
+    os.environ[trace.LOG_ENV] = str(log)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HOOKTRACE), os.environ.get("PYTHONPATH")) if p)
+    trace.install(str(log))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    log = config.stash.get(_HOOK_LOG, None)
+    if log is not None:
+        shutil.rmtree(log.parent, ignore_errors=True)
+
+
+def hooks_called(config: pytest.Config) -> set[str]:
+    """Names of the hooks lfspass called so far in this run, in any process."""
+    return set(config.stash[_HOOK_LOG].read_text().split())
+
+
+# Marker expressions that leave out only tests no hook depends on alone (the README's fast sets).
+_WHOLE_MARKEXPRS = {"", "not slow", "not network", "not slow and not network", "not network and not slow"}
+
+
+def whole_run(config: pytest.Config) -> str | None:
+    """None when this run selects the whole suite (slow and network tests may be left out), else why not."""
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        path = path if path.is_absolute() else config.invocation_params.dir / path
+        if "::" in arg or path.resolve() not in (REPO, REPO / "tests"):
+            return f"it selects {arg}"
+    if config.getoption("keyword"):
+        return f"-k {config.getoption('keyword')!r}"
+    if config.getoption("deselect"):
+        return "--deselect"
+    if config.getoption("lf", False) or config.getoption("stepwise", False):
+        return "--lf/--sw"
+    markexpr = " ".join((config.getoption("markexpr") or "").split())
+    if markexpr not in _WHOLE_MARKEXPRS:
+        return f"-m {markexpr!r}"
+    return None
+
+
+# --- `network` tests: skipped with the reason when the service does not answer -------------
+
+_PROBED: dict[str, str | None] = {}
+_SERVICES = {"debian": "the Debian archive", "pypi": "the Python package index"}
+
+
+def _service_url(service: str) -> str:
+    if service == "debian":
+        from lfspass.vm.image import host_mirror
+
+        return host_mirror("sid")  # the archive the host's apt sources name
+    return os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple/"
+
+
+def network_unreachable(service: str) -> str | None:
+    """None when ``service`` answers over HTTP, else the reason (asked once per run)."""
+    if service not in _SERVICES:
+        raise ValueError(f"@pytest.mark.network({service!r}): the services are {sorted(_SERVICES)}")
+    if service not in _PROBED:
+        url = "no URL"
+        try:
+            url = _service_url(service)
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=20).close()
+            _PROBED[service] = None
+        except urllib.error.HTTPError:
+            _PROBED[service] = None  # it answered
+        except Exception as exc:  # no route, DNS, timeout, TLS, no mirror in the apt sources
+            why = getattr(exc, "reason", None) or exc
+            why = getattr(why, "strerror", None) or why
+            _PROBED[service] = f"{_SERVICES[service]} {url} unreachable ({why})"
+    return _PROBED[service]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """After selection: ``@pytest.mark.network("debian" | "pypi", cached=PATH)`` tests skip with the
+    reason when the service does not answer, unless PATH exists (what they download is cached);
+    the hook check moves to the end of the run."""
+    for item in items:
+        mark = item.get_closest_marker("network")
+        if mark is None:
+            continue
+        cached = mark.kwargs.get("cached")
+        if cached is not None and Path(cached).exists():
+            continue
+        reason = network_unreachable(mark.args[0] if mark.args else "debian")
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"network: {reason}"))
+    last = [item for item in items if getattr(item, "originalname", item.name) == HOOK_CHECK]
+    items[:] = [item for item in items if item not in last] + last
+
+
+# --- the end of a run: how many tests were skipped and why, on one line ----------------------
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    reports = terminalreporter.stats.get("skipped", [])
+    reasons: Counter[str] = Counter()
+    for report in reports:
+        text = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        text = text.removeprefix("Skipped: ")
+        reasons[text if len(text) <= 120 else text[:117] + "..."] += 1
+    detail = "; ".join(f"{n} x {why}" for why, n in reasons.most_common())
+    terminalreporter.write_line(f"lfspass: {len(reports)} test(s) skipped" + (f": {detail}" if detail else ""))

@@ -157,8 +157,10 @@ def test_a_disk_that_does_not_boot_times_out_naming_the_log(tmp_path):
 
 
 # --- slow: real mmdebstrap, disk assembly and a TCG boot under OVMF -----------------------------
+# mmdebstrap reads the host's Debian archive even with every package cached: marker `network`.
 
 @pytest.mark.slow
+@pytest.mark.network("debian")
 def test_unknown_package_is_one_error_and_no_disk(tmp_path):
     """apt resolves against the host's real archive and finds no such package: one line, no disk."""
     path = write_recipe(tmp_path, 'installer = { source = "image", packages = ["lfspass-no-such-package"] }\n')
@@ -170,6 +172,7 @@ def test_unknown_package_is_one_error_and_no_disk(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.network("debian")
 def test_lab_image_guest_built_and_booted(lab_image):
     info = lab_image["installed"]
     assert info["marker"].startswith("lfspass-first-boot: reached multi-user.target")
@@ -190,6 +193,7 @@ def test_lab_image_guest_built_and_booted(lab_image):
 
 
 @pytest.mark.slow
+@pytest.mark.network("debian")
 def test_lab_image_guest_contents(lab_image, tmp_path):
     """fstab by UUID, no baked SSH host keys, GRUB config by UUID, the user, a GPT with the fixed GUIDs."""
     raw = tmp_path / "disk.raw"
@@ -217,6 +221,7 @@ def test_lab_image_guest_contents(lab_image, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.network("debian")
 def test_second_build_same_bytes_from_the_cache(lab_image, tmp_path, monkeypatch):
     """Reproducible: the same VM built again (shared apt cache: nothing downloaded) gives the same qcow2."""
     from lfspass.vm.imagebuild import build_disk, build_tree
