@@ -55,3 +55,15 @@ def test_image_build_refused_before_mmdebstrap(small_root, tmp_path):
     folder = small_root / "var/lib/lfspass/vms/g"
     assert not (folder / ".image-build").exists() and not (folder / "image-build.log").exists()
     assert not list(folder.glob("*.qcow2")) and not list(folder.glob(".g.qcow2*"))
+
+
+def test_firmware_larger_than_its_recipe_cap_is_refused(tmp_path):
+    from lfspass.fsutil import sha256_file
+
+    code, tmpl = Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+    path = write_recipe(tmp_path, f'[vms.firmware]\ncode_url = "file://{code}"\ncode_sha256 = "{sha256_file(code)}"\n'
+                                  f'code_max_size = "1M"\nvars = "{tmpl}"\n')
+    proc = run_doit("vm", f"recipe={path}", cwd=tmp_path, env={"LFSPASS_CACHE": str(tmp_path / "cache")})
+    assert_one_error_line(proc, f"{code.stat().st_size} bytes, more than the size cap",
+                          f"{path}: vms[0].firmware.code_max_size = 1M", "nothing was copied")
+    assert not list((tmp_path / "root/var/lib/lfspass/vms/g/firmware").glob("OVMF_CODE*"))
