@@ -175,8 +175,9 @@ def test_content_length_over_the_cap_is_refused_before_any_byte(server, tmp_path
     assert_one_error_line(proc, "more than the size cap (--max-size 512M)")
 
 
-def _term_midway(server: Server, mode: str, dest: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    """Start a fetch, SIGTERM it once half the file is in DEST.part, return how it ended."""
+def _term_midway(server: Server, mode: str, dest: Path, tmp_path: Path,
+                 sig: int = signal.SIGTERM) -> subprocess.CompletedProcess:
+    """Start a fetch, signal it once half the file is in DEST.part, return how it ended."""
     argv = [sys.executable, "-m", "lfspass", "fetch", server.url(f"{mode}/disk.img"), "--sha256", SHA, "-o", str(dest)]
     child = subprocess.Popen(argv, cwd=REPO, env=dict(os.environ, **_env(tmp_path)), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -187,17 +188,18 @@ def _term_midway(server: Server, mode: str, dest: Path, tmp_path: Path) -> subpr
             child.kill()
             pytest.fail(f"the fetch never wrote half the file: {child.communicate()}")
         time.sleep(0.02)
-    child.send_signal(signal.SIGTERM)
+    child.send_signal(sig)
     out, err = child.communicate(timeout=60)
     return subprocess.CompletedProcess(argv, child.returncode, out, err)
 
 
-def test_sigterm_keeps_a_part_the_server_can_resume(server, tmp_path):
+@pytest.mark.parametrize("sig, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT (Ctrl-C)")])
+def test_sigterm_keeps_a_part_the_server_can_resume(server, tmp_path, sig, name):
     dest = tmp_path / "disk.img"
-    proc = _term_midway(server, "hold", dest, tmp_path)
-    assert_one_error_line(proc, f"stopped by SIGTERM after {HALF} bytes", f"{dest}.part is kept",
-                          "run the same command again")
-    assert proc.returncode == 128 + signal.SIGTERM
+    proc = _term_midway(server, "hold", dest, tmp_path, sig)
+    assert_one_error_line(proc, f"stopped by {name} after {HALF} bytes", f"{dest}.part is kept",
+                          "the server resumes with Range", "run the same command again")
+    assert proc.returncode == 128 + sig
     assert dest.with_name("disk.img.part").read_bytes() == PAYLOAD[:HALF] and not dest.exists()
     again = run_cli("fetch", server.url("hold/disk.img"), "--sha256", SHA, "-o", str(dest), "--json",
                     env=_env(tmp_path))
