@@ -81,8 +81,11 @@ class FirmwareSpec:
                                "empty = the descriptor's nvram-template or vars_url")
     code_url: str = _doc("", "download CODE from here (needs code_sha256)")
     code_sha256: str = _doc("", "sha256 of code_url")
+    code_max_size: str = _doc("64M", "the most bytes code_url may have: a larger announced size is refused, "
+                                     "a longer body cut")
     vars_url: str = _doc("", "download the VARS template from here (needs vars_sha256)")
     vars_sha256: str = _doc("", "sha256 of vars_url")
+    vars_max_size: str = _doc("64M", "the most bytes vars_url may have")
     secure_boot: bool = _doc(False, "pick a Secure Boot build from the descriptors (turns SMM on)")
     descriptors: str = path_field("/usr/share/qemu/firmware", "folder of QEMU firmware descriptors (*.json)")
 
@@ -91,6 +94,10 @@ class FirmwareSpec:
 class DiskSpec:
     path: str = path_field("", "qcow2 image; empty = VMDIR/NAME.qcow2; an existing image is never overwritten")
     size: str = _doc("64G", "virtual size (qemu-img units: 512M, 64G, 1T); grow later with `qemu-img resize`")
+    preallocation: str = choice("off", "metadata", "falloc", "full", default="off",
+                                doc="qemu-img preallocation: off = sparse, the file grows as the guest writes (a "
+                                    "warning when the filesystem could not hold it all); falloc or full = the whole "
+                                    "size taken now (refused when that crosses the free-space reserve)")
 
 
 @dataclass
@@ -112,8 +119,11 @@ class InstallerSpec:
     iso: str = path_field("", "local installer ISO (offline hosts); or set iso_url")
     iso_url: str = _doc("", "installer ISO to download into VMDIR/install/")
     iso_sha256: str = _doc("", "sha256 of iso_url (or give sums_url)")
-    sums_url: str = _doc("", "SHA256SUMS listing the ISO (verified with signature_url)")
-    signature_url: str = _doc("", "SHA256SUMS.sign; checked with gpgv against the Debian CD signing key")
+    iso_max_size: str = _doc("16G", "the most bytes iso_url may have (SHA256SUMS lists no sizes: this and the "
+                                    "server's Content-Length bound the download)")
+    sums_url: str = _doc("", "SHA256SUMS listing the ISO (verified with signature_url; at most 8 MiB is read)")
+    signature_url: str = _doc("", "SHA256SUMS.sign; checked with gpgv against the Debian CD signing key (at most "
+                                  "8 MiB)")
     keyring: str = path_field("", "keyring for signature_url; empty = Debian CD signing key (debian-keyring)")
     netboot: str = path_field("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64",
                               "folder holding the netboot installer's linux and initrd.gz")
@@ -217,6 +227,8 @@ RULES: dict[str, Rule] = {
     "vms.firmware.code_sha256": SHA256,
     "vms.firmware.vars_url": URL,
     "vms.firmware.vars_sha256": SHA256,
+    "vms.firmware.code_max_size": SIZE,
+    "vms.firmware.vars_max_size": SIZE,
     "vms.disk.size": SIZE,
     "vms.vnc.listen": Rule(rf"{HOSTNAME}|[0-9A-Fa-f:.]{{2,45}}", "an IPv4 or IPv6 address or a host name"),
     "vms.vnc.display": Rule(range=(0, 99)),
@@ -224,6 +236,7 @@ RULES: dict[str, Rule] = {
     "vms.installer.iso": Rule(exists="file"),
     "vms.installer.iso_url": URL,
     "vms.installer.iso_sha256": SHA256,
+    "vms.installer.iso_max_size": SIZE,
     "vms.installer.sums_url": URL,
     "vms.installer.signature_url": URL,
     "vms.installer.keyring": Rule(exists="file"),

@@ -75,7 +75,8 @@ def test_every_stage_is_a_subpackage_with_a_docstring_saying_what_it_may_import(
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert "Imports" in doc and 2 <= len(doc.strip().splitlines()) <= 6, f"{init}: say what the stage does and may import"
     top = [p.name for p in PKG.glob("*.py")]
-    assert len(top) <= 16, f"the top level should keep only the spine: {sorted(top)}"
+    # 17: diskspace.py joined the spine, because fetch, kernel, vm and lab all keep its free-space reserve.
+    assert len(top) <= 17, f"the top level should keep only the spine: {sorted(top)}"
 
 
 @pytest.mark.parametrize("stage", STAGES + ("api", "graph"))

@@ -23,13 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", metavar="DIR",
                         help="content-addressed cache (default: $LFSPASS_CACHE or ~/.cache/lfspass)")
     parser.add_argument("--max-size", metavar="SIZE",
-                        help="stop a download that announces no size after SIZE (e.g. 8G; default "
-                             "$LFSPASS_MAX_SIZE or 64G); one that does is held to its own size")
+                        help="the most bytes the file may have (e.g. 64M, 8G; default $LFSPASS_MAX_SIZE, else 16G): "
+                             "a larger announced size is refused before anything is written, a longer body is "
+                             "cut and its DEST.part removed")
     parser.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.epilog = ("Timeouts and retries: LFSPASS_TIMEOUT=SECONDS or CONNECT,READ (default 15,60), "
-                     "LFSPASS_RETRIES=N (default 4; every failed try counts, with backoff). An interrupted "
-                     "download resumes from DEST.part.")
+                     "LFSPASS_RETRIES=N (default 4; every failed try counts, with backoff). Free space: a download "
+                     "stops (and removes DEST.part) before DEST's filesystem has less than 1 GiB or 5 % of its "
+                     "size free, whichever is smaller. An interrupted download (SIGINT, SIGTERM, a cut) keeps "
+                     "DEST.part when the server can resume it: run the same command again.")
 
 
 def run(args: argparse.Namespace) -> int:

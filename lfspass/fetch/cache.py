@@ -10,7 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
-from lfspass.errors import LfspassError
+from lfspass.diskspace import ensure_room, space
+from lfspass.errors import DownloadError, LfspassError
 from lfspass.fsutil import write_atomic
 from lfspass.fetch.transfer import hash_into
 
@@ -68,8 +69,11 @@ def store(path: Path, cached: Path) -> None:
             return
         if _reflink(path, cached):
             return
-        if path.stat().st_size <= COPY_LIMIT:
-            _copy(path, cached)
+        size = path.stat().st_size
+        if size <= COPY_LIMIT:
+            room = space(cached.parent)
+            if room is None or size <= room.room:  # a full disk skips the cache, never the reserve
+                _copy(path, cached)
             return
         write_atomic(cached.with_name(cached.name + ".ref"),
                      json.dumps({"path": str(path.absolute()), **_identity(path)}) + "\n")
@@ -100,6 +104,8 @@ def fill_from_cache(cached: Path, expected: str, dest: Path) -> bool:
         return False
     if Path(source).absolute() == dest.absolute():
         return False
+    ensure_room(dest.parent, Path(source).stat().st_size, str(dest), DownloadError,
+                "nothing was copied from the cache: free space or choose another -o")
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         digest = hashlib.sha256()

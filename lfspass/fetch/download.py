@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -14,14 +15,16 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
+from lfspass.diskspace import ensure_room
 from lfspass.errors import DownloadError
 from lfspass.fsutil import sha256_file
 from lfspass.progress import Progress
 
 from lfspass.fetch.cache import cache_root, fill_from_cache, record_verified, still_verified, store
 from lfspass.fetch.signature import parse_sums, verify_detached
-from lfspass.fetch.transfer import (SMALL_LIMIT, Limits, ceiling_from, check_status, hash_into, make_session, reason,
-                                    retries_from, timeouts, transfer)
+from lfspass.fetch.stop import signals_raise
+from lfspass.fetch.limits import SMALL_LIMIT, Limits, max_size_from, retries_from, timeouts
+from lfspass.fetch.transfer import check_status, hash_into, make_session, reason, transfer
 
 
 @dataclass
@@ -112,12 +115,17 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
           signature_url: str | None = None, keyring: Path | None = None, fingerprint: str | None = None,
           cache_dir: Path | None = None, progress: bool | None = None,
           timeout: float | tuple[float, float] | None = None, retries: int | None = None,
-          size: int | None = None, max_size: str | int | None = None) -> FetchResult:
+          size: int | None = None, max_size: str | int | None = None,
+          max_size_key: str = "--max-size") -> FetchResult:
     """Download ``url`` (or copy a local file) to ``dest``, verified by sha256 or signed SHA256SUMS.
 
     ``dest`` appears only once its hash matches; a mismatch deletes the download.  An
     interrupted download leaves ``dest.part`` and the next call resumes it.  Two fetches to
-    one ``dest`` take turns; the later one reuses the earlier one's file.
+    one ``dest`` take turns; the later one reuses the earlier one's file.  At most
+    ``max_size`` bytes are written (named ``max_size_key`` in errors; default
+    $LFSPASS_MAX_SIZE, else 16 GiB), and never past the free-space reserve (lfspass.diskspace).
+    SHA256SUMS lists no sizes, so a download verified by one is bounded by its
+    Content-Length and that cap.
     """
     dest = Path(dest)
     if (sha256 is None) == (sums_url is None):
@@ -127,7 +135,8 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
         , exit_code=2)
     if sums_url is None and (signature_url or keyring or fingerprint):
         raise DownloadError(f"{url}: --signature, --keyring and --fingerprint check a --sums list; pass --sums URL too", exit_code=2)
-    limits, budget = timeouts(timeout), Limits(retries_from(retries), ceiling_from(max_size), size)
+    ceiling, ceiling_said = max_size_from(max_size, max_size_key)
+    limits, budget = timeouts(timeout), Limits(retries_from(retries), ceiling, ceiling_said, size)
     local_source(url)  # a malformed URL fails here, before anything is written
     if str(dest) in ("", ".") or dest.is_dir():
         raise DownloadError(f"-o {str(dest)!r} is a folder, not a file name; give the file's path, e.g. -o "
@@ -139,7 +148,7 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
         if sums_url is not None:
             expected = signed_sum(session, url, sums_url, signature_url, keyring, fingerprint, limits)
         else:
-            expected = sha256.strip().lower()
+            expected = (sha256 or "").strip().lower()
             if not re.fullmatch(r"[0-9a-f]{64}", expected):
                 raise DownloadError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits); copy it from the publisher's SHA256SUMS", exit_code=2)
         cached = cache_root(cache_dir) / "sha256" / expected
@@ -147,7 +156,8 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DownloadError(f"cannot create {dest.parent}: {exc.strerror}; choose another -o") from None
-        with _dest_lock(dest):
+        # SIGTERM unwinds too (Stopped), so no copy from the cache or .tmp is left behind.
+        with _dest_lock(dest), signals_raise():
             return _fetch_to(bare, url, dest, expected, cached, progress, limits, budget)
 
 
@@ -170,14 +180,22 @@ def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, ca
             if not local.is_file():
                 what = "a folder, not a file" if local.is_dir() else "no such file"
                 raise DownloadError(f"{url}: {what}; check the path", exit_code=2)
-            digest = hashlib.sha256()
-            bar.begin(0, local.stat().st_size)
+            digest, have = hashlib.sha256(), local.stat().st_size
+            if have > budget.ceiling:
+                raise DownloadError(f"{url}: {have} bytes, more than the size cap ({budget.ceiling_said}); "
+                                    "nothing was copied: check the path or raise the cap")
+            ensure_room(part.parent, have, str(dest), DownloadError, "nothing was copied: free space or choose another -o")
+            bar.begin(0, have)
             downloaded, resumed = hash_into(local, digest, part, bar), False
             got = digest.hexdigest()
             bar.close(downloaded)
         else:
             got, downloaded, resumed = transfer(session, url, part, limits, budget, bar)
     except OSError as exc:  # the network's errors are handled inside; this is the disk
+        if exc.errno == errno.ENOSPC:  # filled by someone else meanwhile: give back what we took
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url} -> {part}: {exc.strerror}; the partial file was removed: free space or "
+                                "choose another -o") from None
         raise DownloadError(f"{url} -> {part}: {exc.strerror}; free space or choose another -o") from None
     if got != expected:
         part.unlink(missing_ok=True)

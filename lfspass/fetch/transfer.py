@@ -1,10 +1,9 @@
-"""HTTP transfer: a retrying Session, Range-resumed streaming into ``.part``, sha256 on a thread."""
+"""HTTP transfer: a retrying Session, Range-resumed streaming into ``.part`` within its caps and the
+free-space reserve, sha256 on a thread."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
-import os
 import queue
 import re
 import threading
@@ -16,62 +15,15 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from lfspass.diskspace import Guard, ensure_room, human
 from lfspass.errors import DownloadError
+from lfspass.fetch.limits import Limits
+from lfspass.fetch.stop import Seen, interrupted, signals_raise
 from lfspass.progress import Progress
 
 CHUNK = 1 << 20  # big reads keep Python's per-chunk cost small next to curl
-SMALL_LIMIT = 8 << 20  # a checksum list or signature larger than this is not one
-DEFAULT_TIMEOUT = (15.0, 60.0)  # (connect, read) seconds; LFSPASS_TIMEOUT overrides
-DEFAULT_RETRIES = 4  # LFSPASS_RETRIES overrides
-MAX_RETRIES = 100
 BACKOFF = 0.5  # seconds before the first retry, doubled each time up to 8
 RETRY_STATUS = (429, 500, 502, 503, 504)  # answers worth asking again
-DEFAULT_CEILING = 64 << 30  # a download with no announced size stops here; LFSPASS_MAX_SIZE overrides
-
-
-def timeouts(timeout: float | tuple[float, float] | None) -> tuple[float, float]:
-    """(connect, read) seconds: the argument, else $LFSPASS_TIMEOUT ('READ' or 'CONNECT,READ')."""
-    raw = timeout if timeout is not None else os.environ.get("LFSPASS_TIMEOUT")
-    if raw is None:
-        return DEFAULT_TIMEOUT
-    try:
-        parts = [float(x) for x in (raw if isinstance(raw, tuple) else str(raw).split(","))]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or not all(math.isfinite(p) and 0 < p <= 86400 for p in parts):
-        raise DownloadError(f"timeout {raw!r} is not SECONDS or CONNECT,READ seconds (LFSPASS_TIMEOUT); fix or unset it", exit_code=2)
-    return (parts[0], parts[-1])
-
-
-def retries_from(retries: int | None) -> int:
-    """How often to retry: the argument, else $LFSPASS_RETRIES, else DEFAULT_RETRIES."""
-    raw = retries if retries is not None else os.environ.get("LFSPASS_RETRIES", DEFAULT_RETRIES)
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_RETRIES:
-        raise DownloadError(f"LFSPASS_RETRIES={raw!r} is not a whole number from 0 to {MAX_RETRIES}; fix or unset it", exit_code=2)
-    return value
-
-
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def ceiling_from(value: str | int | None) -> int:
-    """The most bytes a download without an announced size may write: the argument, else
-    $LFSPASS_MAX_SIZE, else DEFAULT_CEILING.  Sizes such as 512M, 8G."""
-    raw = value if value is not None else os.environ.get("LFSPASS_MAX_SIZE")
-    if raw is None:
-        return DEFAULT_CEILING
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        m = None if raw <= 0 else re.fullmatch(r"(\d+)()", str(raw))
-    else:
-        m = re.fullmatch(r"\s*(\d{1,15})\s*([KMGT]?)(?:i?B)?\s*", str(raw), re.IGNORECASE)
-    if not m or int(m.group(1)) == 0:
-        raise DownloadError(f"maximum size {raw!r} is not a size such as 512M or 8G (--max-size / LFSPASS_MAX_SIZE); "
-                            "fix or unset it", exit_code=2)
-    return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
 def make_session(retries: int) -> requests.Session:
@@ -109,13 +61,6 @@ def reason(exc: BaseException) -> str:
     return " ".join(text.split())[:200]
 
 
-class Limits:
-    """What one download may take: a retry budget and the most bytes it may write."""
-
-    def __init__(self, retries: int, ceiling: int | None, size: int | None = None) -> None:
-        self.retries, self.ceiling, self.size = retries, ceiling, size
-
-
 def _total(resp: requests.Response, start: int) -> int | None:
     """The whole file's length this answer announces (Content-Range total, else start + Content-Length)."""
     m = re.fullmatch(r"bytes \d+-\d+/(\d+)", resp.headers.get("Content-Range", "").strip())
@@ -125,17 +70,6 @@ def _total(resp: requests.Response, start: int) -> int | None:
     return start + int(length) if length.isdigit() else None
 
 
-def _check_space(folder: Path, need: int, url: str) -> None:
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return
-    free = st.f_bavail * st.f_frsize
-    if need > free:
-        raise DownloadError(f"{url}: {need} more bytes needed but {folder} has {free} free; free space or choose "
-                            "another -o")
-
-
 def transfer(session: requests.Session, url: str, part: Path, limits: tuple[float, float],
              budget: Limits, bar: Progress) -> tuple[str, int, bool]:
     """Download ``url`` into ``part`` (continuing it if present); return (sha256, new bytes, resumed).
@@ -143,11 +77,33 @@ def transfer(session: requests.Session, url: str, part: Path, limits: tuple[floa
     Every attempt that does not reach a byte never reached before spends one retry
     (a cut, a restart from zero, a 206 for another range or none), with backoff between
     them, so a server that cuts and ignores Range ends after ``budget.retries`` tries.
-    A body longer than the expected size (the first answer's length, else ``budget.size``,
-    else ``budget.ceiling``) is cut and ``part`` removed.
+    An announced size over ``budget.ceiling`` is refused before a byte is written; a body
+    longer than the expected size (the first answer's length, else ``budget.size``, else
+    the ceiling) is cut and ``part`` removed, and so is one that would cross the free-space
+    reserve.  SIGTERM/SIGINT keep ``part`` where the server can continue it.
     """
+    seen = Seen()
+    with signals_raise():
+        try:
+            return _transfer(session, url, part, limits, budget, bar, seen)
+        except KeyboardInterrupt as exc:
+            raise interrupted(exc, url, part, seen, bar) from None
+
+
+def _over_cap(url: str, part: Path, cap: int, expected: int | None, budget: Limits) -> DownloadError:
+    part.unlink(missing_ok=True)
+    if expected is not None:
+        return DownloadError(f"{url}: more than {cap} bytes, its expected size; the partial file was removed: "
+                             "check the URL")
+    return DownloadError(f"{url}: more than {cap} bytes ({human(cap)}), the size cap ({budget.ceiling_said}); the "
+                         "partial file was removed: check the URL or raise the cap")
+
+
+def _transfer(session: requests.Session, url: str, part: Path, limits: tuple[float, float],
+              budget: Limits, bar: Progress, seen: Seen) -> tuple[str, int, bool]:
     digest, offset, resumed, downloaded, failures, furthest = hashlib.sha256(), 0, False, 0, 0, 0
     expected, why = budget.size, None
+    dest, guard = part.with_name(part.name.removesuffix(".part")), Guard(part.parent)
     if part.exists():
         offset = hash_into(part, digest)  # the resumed file's hash must cover the old bytes too
         furthest = offset
@@ -174,6 +130,7 @@ def transfer(session: requests.Session, url: str, part: Path, limits: tuple[floa
             resp.close()
             continue
         with resp:
+            seen.resumable = resp.status_code == 206 or "bytes" in resp.headers.get("Accept-Ranges", "").lower()
             start = _range_start(resp) if resp.status_code == 206 else 0
             if offset and (resp.status_code == 416 or (resp.status_code == 206 and start != offset)):
                 # .part is as long as the file or longer, or the server sent another range:
@@ -192,6 +149,10 @@ def transfer(session: requests.Session, url: str, part: Path, limits: tuple[floa
             else:
                 resumed = resumed or offset > 0
             total = _total(resp, start)
+            if total is not None and total > budget.ceiling:
+                kept = f"{part.name} is left as it was" if part.exists() else "nothing was written"
+                raise DownloadError(f"{url}: the server announces {total} bytes ({human(total)}), more than the size "
+                                    f"cap ({budget.ceiling_said}); {kept}: check the URL or raise the cap")
             if expected is None:
                 expected = total  # the first answer's length is the file's length from now on
             elif total is not None and total != expected:
@@ -202,7 +163,9 @@ def transfer(session: requests.Session, url: str, part: Path, limits: tuple[floa
                                     "changed upstream or a proxy is broken: run again later or use another mirror")
             cap = expected if expected is not None else budget.ceiling
             if expected is not None:
-                _check_space(part.parent, expected - offset, url)
+                ensure_room(part.parent, expected - offset, str(dest), DownloadError,
+                            f"{'nothing was written' if not offset else part.name + ' is kept'}: free space or "
+                            "choose another -o")
             bar.begin(offset, expected)
             before, lost = offset, None
             # read1 hands over every byte that arrived before a cut (iter_content drops the
@@ -219,14 +182,17 @@ def transfer(session: requests.Session, url: str, part: Path, limits: tuple[floa
                         break
                     if not chunk:
                         break
-                    if cap is not None and offset + len(chunk) > cap:
+                    if offset + len(chunk) > cap:
+                        fh.close()
+                        bar.close(offset)
+                        raise _over_cap(url, part, cap, expected, budget)
+                    low = guard.allow(len(chunk))
+                    if low is not None:  # the next chunk would cross the reserve: stop, free what we took
                         fh.close()
                         part.unlink(missing_ok=True)
                         bar.close(offset)
-                        what = "its expected size" if expected is not None else "the size ceiling (LFSPASS_MAX_SIZE)"
-                        raise DownloadError(f"{url}: more than {cap} bytes, {what}; the partial file was removed: "
-                                            "check the URL" + ("" if expected is not None else
-                                                               " or raise LFSPASS_MAX_SIZE / --max-size"))
+                        raise DownloadError(f"{dest}: stopped after {offset} bytes written ({human(offset)}): "
+                                            f"{low.said()}; {part.name} was removed: free space or choose another -o")
                     fh.write(chunk)
                     hasher.update(chunk)
                     offset += len(chunk)

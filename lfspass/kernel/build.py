@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, UTC
 from pathlib import Path
+from typing import TextIO
 
+from lfspass.diskspace import ensure_room, run_guarded
 from lfspass.errors import BuildError
 from lfspass.fsutil import require_tool, write_atomic
 from lfspass.kernel.conf import controlled_env
-from lfspass.kernel.source import extracted_tree, extraction_marker, is_tarball, tarball_info
+from lfspass.kernel.source import extracted_tree, extraction_marker, is_tarball, tarball_info, unpacked_size
 
 _CC_LINE = re.compile(r"^\s+CC(\s|\s\[M\]\s)")
 _ERROR_LINE = re.compile(r"error:|Error \d|\*\*\*|undefined reference")
@@ -102,10 +104,14 @@ def prepare_source(source: Path, build_dir: Path) -> Path:
     marker = extraction_marker(tree)
     require_tool("tar", "tar")
     tree.parent.mkdir(parents=True, exist_ok=True)
+    advice = "free space, or set [kernel] build_dir on another filesystem"
+    ensure_room(tree.parent, unpacked_size(source), f"kernel: extracting {source} into {tree.parent}", BuildError,
+                advice)
     print(f"kernel: extracting {source} into {tree.parent} (once)", file=sys.stderr, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=tree.parent))
     try:
-        proc = subprocess.run(["tar", "-C", str(tmp), "-xf", str(source)], capture_output=True, text=True)
+        proc = run_guarded(["tar", "-C", str(tmp), "-xf", str(source)], tree.parent,
+                           f"kernel: extracting {source} into {tree.parent}", BuildError, advice=advice, text=True)
         if proc.returncode != 0 or not (tmp / info["top"]).is_dir():
             last = (proc.stderr.strip().splitlines() or ["no tree in it"])[-1]
             raise BuildError(f"{source}: extraction failed ({last}); check the file "
@@ -190,8 +196,8 @@ def make_command(tree: Path, build_dir: Path, jobs: int, make_vars: list[str], *
 class _Progress:
     """A counter of compiled files: one rewritten line on a tty, else a line a minute."""
 
-    def __init__(self, expected: int, stream=None) -> None:
-        self.stream = stream or sys.__stderr__
+    def __init__(self, expected: int, stream: TextIO | None = None) -> None:
+        self.stream: TextIO = stream or sys.__stderr__ or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.expected, self.count, self.start = expected, 0, time.monotonic()
         self.last = 0.0

@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lfspass.errors import BuildError, RecipeError
 from lfspass.fsutil import write_atomic
+
+if TYPE_CHECKING:
+    from lfspass.recipe import Recipe
 
 _VAR = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)[ \t]*=[ \t]*(.*?)[ \t]*$", re.M)
 
@@ -45,6 +51,32 @@ def _makefile_from_tarball(tarball: Path) -> tuple[str, str]:
         raise BuildError(f"[kernel] source = {str(tarball)!r}: not a readable tarball ({exc}); "
                          "download it again or point source at a kernel tree") from None
     raise BuildError(f"{tarball}: no top-level Makefile in the tarball; is it a Linux source release?")
+
+
+def unpacked_size(tarball: Path) -> int:
+    """What extracting ``tarball`` takes on disk, estimated without reading it through.
+
+    The tar stream's length: a plain .tar's size, xz's index (``xz --robot --list``), gzip's
+    trailer (the length mod 4 GiB, lifted back above the compressed size); else 10 times the
+    compressed size (kernel sources shrink about 6x with gzip or bzip2).  Plus an eighth for
+    block rounding: Debian's 6.1 tree is a 1.36 GB tar stream and takes 1.51 GB on ext4.
+    """
+    size = tarball.stat().st_size
+    stream = size * 10
+    if tarball.name.endswith(".tar"):
+        stream = size
+    elif tarball.name.endswith(".xz") and shutil.which("xz"):
+        proc = subprocess.run(["xz", "--robot", "--list", str(tarball)], capture_output=True, text=True)
+        totals = [line.split("\t") for line in proc.stdout.splitlines() if line.startswith("totals\t")]
+        if proc.returncode == 0 and totals and totals[0][4].isdigit():
+            stream = int(totals[0][4])
+    elif tarball.name.endswith((".gz", ".tgz")) and size >= 18:
+        with open(tarball, "rb") as fh:
+            fh.seek(-4, 2)
+            stream = int.from_bytes(fh.read(4), "little")
+        while stream < size:  # ISIZE wraps at 4 GiB
+            stream += 1 << 32
+    return stream + stream // 8
 
 
 def tarball_info(tarball: Path, cache_dir: Path) -> dict:
@@ -87,7 +119,7 @@ def source_release(source: Path, cache_dir: Path, localversion: str = "") -> str
         try:
             text = (source / "Makefile").read_text()
         except OSError:
-            raise BuildError(f"{source}: no Makefile; [kernel] source must be a Linux tree or release tarball")
+            raise BuildError(f"{source}: no Makefile; [kernel] source must be a Linux tree or release tarball") from None
         return release_from_makefile(text, _localversion_files(source) + localversion)
     if is_tarball(source):
         info = tarball_info(source, cache_dir)

@@ -12,12 +12,15 @@ import tempfile
 from pathlib import Path
 
 from lfspass import journal
+from lfspass.diskspace import ensure_room
 from lfspass.errors import LfspassError
 from lfspass.fsutil import require_tool
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 GRUBENV = "boot/grub/grubenv"
+ESP_KIB = 16384
+ADVICE = "free space or set [lab] dir on another filesystem"
 
 
 def _run(argv: list[str], what: str, **kw) -> subprocess.CompletedProcess:
@@ -46,12 +49,13 @@ def make_esp(dest: Path, fs_uuid: str) -> Path:
     mkfs, mmd, mcopy = (require_tool("mkfs.vfat", "dosfstools"), require_tool("mmd", "mtools"),
                         require_tool("mcopy", "mtools"))
     dest.parent.mkdir(parents=True, exist_ok=True)
+    ensure_room(dest.parent, ESP_KIB << 10, f"lab: the ESP image {dest}", advice=ADVICE)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         cfg, efi, img = Path(tmp, "embedded.cfg"), Path(tmp, "BOOTX64.EFI"), Path(tmp, "esp.img")
         cfg.write_text(embedded_config(fs_uuid))
         _run([mkstandalone, "-O", "x86_64-efi", "-o", str(efi), "--modules=part_gpt part_msdos ext2 search_fs_uuid "
               "serial terminal configfile linux loadenv test echo", f"boot/grub/grub.cfg={cfg}"], "grub-mkstandalone")
-        _run([mkfs, "-C", str(img), "16384"], "mkfs.vfat")
+        _run([mkfs, "-C", str(img), str(ESP_KIB)], "mkfs.vfat")
         env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
         _run([mmd, "-i", str(img), "::/EFI", "::/EFI/BOOT"], "mmd", env=env)
         _run([mcopy, "-i", str(img), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], "mcopy", env=env)
@@ -77,6 +81,7 @@ def make_disk(root: Path, dest: Path, fs_uuid: str) -> Path:
         journal.link_tree(root / "boot", Path(tmp, "tree", "boot"))
         size = sum(p.stat().st_size for p in Path(tmp, "tree").rglob("*") if p.is_file())
         mib = max(64, 2 * (size >> 20) + 16)
+        ensure_room(dest.parent, mib << 20, f"lab: the /boot image {dest}", advice=ADVICE)
         img = Path(tmp, "boot.ext2")
         _run([mke2fs, "-q", "-F", "-t", "ext2", "-U", fs_uuid, "-d", str(Path(tmp, "tree")), str(img), f"{mib}M"],
              "mke2fs")

@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from lfspass.diskspace import ensure_room
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic
 from lfspass.render import TEMPLATES
@@ -16,6 +17,7 @@ INIT_SCRIPT = TEMPLATES / "lab-init.sh"
 BUSYBOX = Path("/bin/busybox")
 # Files lfspass generates below the install root that an LFS boot reads before udev.
 BOOT_FILES = ("etc/modprobe.d", "etc/sysconfig/modules", "etc/modules-load.d")
+LAB_ADVICE = "free space or set [lab] dir on another filesystem"
 DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "etc", "root")
 
 
@@ -139,4 +141,6 @@ def build_initramfs(root: Path, release: str, out: Path, busybox: Path = BUSYBOX
     """Write the gzip'd initramfs to ``out`` (atomically, only if its bytes change); True when changed."""
     data = lab_archive(Path(root), release, busybox).newc(source_date_epoch())
     # mtime=0 in the gzip header too, so the same inputs give the same bytes.
-    return write_atomic(out, gzip.compress(data, compresslevel=6, mtime=0))
+    blob = gzip.compress(data, compresslevel=6, mtime=0)
+    ensure_room(Path(out).parent, len(blob), f"lab: the initramfs {out}", advice=LAB_ADVICE)
+    return write_atomic(out, blob)

@@ -9,9 +9,10 @@ import stat
 import subprocess
 from pathlib import Path
 
+from lfspass.diskspace import ensure_room
 from lfspass.errors import LfspassError
 from lfspass.fsutil import require_tool, write_atomic
-from lfspass.lab.initramfs import BOOT_FILES, Archive, Entry, busybox_applets, lab_archive, source_date_epoch
+from lfspass.lab.initramfs import BOOT_FILES, LAB_ADVICE, Archive, Entry, busybox_applets, lab_archive, source_date_epoch
 from lfspass.render import TEMPLATES
 
 QEMU = Path("/usr/bin/qemu-system-x86_64")  # Debian's; it finds modules and firmware relative to /usr/bin
@@ -106,4 +107,6 @@ def build_l1_image(out: Path, **kwargs) -> bool:
     """Write L1's gzip'd initramfs to ``out`` (atomically, only if its bytes change); True when changed."""
     data = l1_archive(**kwargs).newc(source_date_epoch())
     # Level 1: the image is mostly QEMU's libraries; the guest unpacks it under TCG.
-    return write_atomic(out, gzip.compress(data, compresslevel=1, mtime=0))
+    blob = gzip.compress(data, compresslevel=1, mtime=0)
+    ensure_room(out.parent, len(blob), f"lab: the nested initramfs {out}", advice=LAB_ADVICE)
+    return write_atomic(out, blob)

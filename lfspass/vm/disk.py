@@ -5,8 +5,11 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
+from lfspass.diskspace import ensure_room, space
+from lfspass.diskspace import human as in_bytes
 from lfspass.errors import VmError
 from lfspass.fsutil import require_tool
 
@@ -56,7 +59,30 @@ def virtual_size(path: Path) -> int:
     return int(json.loads(proc.stdout)["virtual-size"])
 
 
-def ensure_disk(path: Path, size: str, where: str = "disk.size") -> bool:
+def measure(size: int, preallocation: str = "off") -> tuple[int, int]:
+    """(bytes a new qcow2 takes now, bytes it takes once the guest has filled it), from ``qemu-img measure``."""
+    tool = require_tool("qemu-img", "qemu-utils")
+    proc = subprocess.run([tool, "measure", "--output=json", "-O", "qcow2", "-o", f"preallocation={preallocation}",
+                           "--size", str(size)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VmError(f"qemu-img measure failed: {proc.stderr.strip()[-200:]}")
+    found = json.loads(proc.stdout)
+    return int(found["required"]), int(found["fully-allocated"])
+
+
+def _check_room(path: Path, want: int, size: str, where: str, preallocation: str) -> None:
+    """A disk taken whole now must keep the free-space reserve; a sparse one that could outgrow it is said."""
+    now, full = measure(want, preallocation)
+    ensure_room(path.parent, now, f"{path} ({size}, preallocation={preallocation})", VmError,
+                f"free space, make {where} smaller, or set [vms.disk] path on another filesystem")
+    sp = space(path.parent)
+    if sp is not None and full > sp.room:
+        print(f"warning: {path}: a sparse {size} disk on a filesystem with {in_bytes(sp.free)} free "
+              f"({in_bytes(sp.reserve)} kept as the reserve): a guest that writes more than {in_bytes(sp.room)} fills "
+              f"{sp.folder}; free space or choose a smaller {where}", file=sys.stderr)
+
+
+def ensure_disk(path: Path, size: str, where: str = "disk.size", preallocation: str = "off") -> bool:
     """Create ``path`` at ``size`` unless it exists; True when it was created now.
 
     An existing image is left byte-identical.  One of another size is an error that
@@ -76,11 +102,12 @@ def ensure_disk(path: Path, size: str, where: str = "disk.size") -> bool:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VmError(f"cannot create {path.parent}: {exc.strerror}; set [vms.disk] path or [vms] dir elsewhere") from None
+    _check_room(path, want, size, where, preallocation)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        proc = subprocess.run([tool, "create", "-q", "-f", "qcow2", str(tmp), str(want)],
-                              capture_output=True, text=True)
+        proc = subprocess.run([tool, "create", "-q", "-f", "qcow2", "-o", f"preallocation={preallocation}", str(tmp),
+                               str(want)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise VmError(f"qemu-img create {path} failed: {proc.stderr.strip()}")
         os.chmod(tmp, 0o600)  # the guest's data: its owner only

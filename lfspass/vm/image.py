@@ -9,6 +9,7 @@ import time
 from datetime import datetime, UTC
 from pathlib import Path
 
+from lfspass.diskspace import Watch
 from lfspass.errors import VmError
 from lfspass.fsutil import require_tool
 
@@ -126,7 +127,8 @@ def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say
                             env={**os.environ, **env})
     output: list[str] = []
     try:
-        _follow(proc, tree, cache, cached, log, say, output)
+        with Watch(proc, tree.parent) as watch:   # the reserve: stopped (and cleaned up) before the disk fills
+            _follow(proc, tree, cache, cached, log, say, output)
     finally:
         if proc.poll() is None:   # stopped from outside: mmdebstrap unmounts and cleans up on SIGTERM
             proc.terminate()
@@ -136,6 +138,9 @@ def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say
                 proc.kill()
                 proc.wait()
     log.flush()
+    if watch.crossed is not None:
+        raise VmError(f"mmdebstrap stopped before the disk filled up: {watch.crossed.said()}; free space or set "
+                      f"[vms] dir on another filesystem; full log: {log.name}")
     if proc.returncode != 0:
         raise VmError(explain("".join(output), suite, mirror, Path(log.name)))
     return max(0, debs_size(cache) - cached)

@@ -8,16 +8,22 @@ import threading
 import time
 from pathlib import Path
 
+from lfspass.diskspace import allocated, ensure_room
 from lfspass.errors import VmError
 from lfspass.fsutil import sha256_file, write_atomic
 from lfspass.vm.disk import parse_size
 from lfspass.vm.firstboot import first_boot
 from lfspass.vm.image import (CACHE_ENV, debs_size, host_mirror, host_suite, image_epoch, mmdebstrap_argv,
                               package_versions, run_mmdebstrap, stamp)
-from lfspass.vm.imagedisk import Ids, assemble, grub_image, layout, make_esp, make_root_fs, to_qcow2
+from lfspass.vm.imagedisk import Ids, assemble, grub_image, layout, make_esp, make_root_fs, qcow2_size, to_qcow2
 from lfspass.vm.imageroot import clamp_times, customize, listing, remove_tree
 from lfspass.vm.install import install_dir, marker_path
 from lfspass.vm.plan import VmPlan
+
+# What a build of minbase + kernel + systemd + openssh-server takes at its peak (the raw disk and
+# its qcow2 side by side, about 0.7 GB each): checked before mmdebstrap starts, so a disk without
+# it is refused up front; every later stage is checked again against its measured size.
+IMAGE_ROOM = 2 << 30
 
 
 def cache_dir(plan: VmPlan) -> Path:
@@ -61,19 +67,32 @@ def build_tree(plan: VmPlan, work: Path, epoch: int, log, say) -> tuple[Path, di
                   "packages": packages}
 
 
+def _room(plan: VmPlan, folder: Path, need: int, what: str) -> None:
+    ensure_room(folder, need, f"{plan.name}: {what}", VmError, "free space or set [vms] dir (and [vms.disk] path) "
+                "on another filesystem")
+
+
 def build_disk(plan: VmPlan, tree: Path, work: Path, out: Path, epoch: int, log, say) -> dict:
-    """The raw GPT disk from ``tree``, then qcow2 at ``out``; returns both checksums."""
+    """The raw GPT disk from ``tree``, then qcow2 at ``out``; returns both checksums.
+
+    Each stage's output is measured against the free-space reserve before it is written:
+    the root image about as big as the tree, the raw disk as its two partitions, the qcow2
+    as ``qemu-img measure`` says.
+    """
     t = time.monotonic()
     size = parse_size(plan.vm.disk.size, f"{plan.where}.disk.size")
     ids = Ids.for_vm(plan.name)
     efi, esp, root, raw = work / "BOOTX64.EFI", work / "esp.img", work / "root.img", work / "disk.raw"
     grub_image(efi, ids.root_fs, log)
     make_esp(esp, efi, ids, epoch, log)
+    _room(plan, work, allocated(tree) * 9 // 8, "the ext4 root image")
     fixed = make_root_fs(tree, root, layout(size)[3], ids, epoch, log)
     remove_tree(tree)   # the folder is in root.img now; free its space early
+    _room(plan, work, allocated(root) + allocated(esp), "the raw disk")
     assemble(raw, size, esp, root, ids, log)
     root.unlink()
     raw_sha = sha256_file(raw)
+    _room(plan, out.parent, qcow2_size(raw, log), "the qcow2 image")
     to_qcow2(raw, out, log)
     raw.unlink()
     os.chmod(out, 0o600)
@@ -98,6 +117,7 @@ def build_image(plan: VmPlan, say=print) -> bool:
         raise VmError(f"{plan.where}: installer.source = \"image\" builds a UEFI disk (GRUB on an EFI system "
                       "partition): keep the VM on OVMF (firmware.type = \"ovmf\")")
     epoch, origin = image_epoch(plan.recipe.kernel.timestamp)
+    _room(plan, plan.dir, IMAGE_ROOM, "an image guest build")
     plan.dir.mkdir(parents=True, exist_ok=True)
     disk.parent.mkdir(parents=True, exist_ok=True)
     work = plan.dir / ".image-build"

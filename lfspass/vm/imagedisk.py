@@ -1,6 +1,7 @@
 """Image guest disk: a GPT raw file with an ESP (GRUB) and an ext4 root made from a folder, then qcow2."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -165,6 +166,13 @@ def assemble(raw: Path, size: int, esp: Path, root: Path, ids: Ids, log) -> None
         copy_into(esp, fh, esp_start * SECTOR)
         copy_into(root, fh, root_start * SECTOR)
         os.fsync(fh.fileno())
+
+
+def qcow2_size(raw: Path, log) -> int:
+    """Bytes ``qemu-img convert`` will write for ``raw`` as qcow2 (``qemu-img measure``)."""
+    out = run([require_tool("qemu-img", "qemu-utils"), "measure", "--output=json", "-f", "raw", "-O", "qcow2",
+               str(raw)], log, "qemu-img measure")
+    return int(json.loads(out)["required"])
 
 
 def to_qcow2(raw: Path, out: Path, log) -> None:

@@ -33,12 +33,17 @@ def _plan(recipe: Recipe, name: str) -> VmPlan:
 
 def downloads(plan: VmPlan) -> list[dict]:
     """Every file the VM downloads: url, verification and destination."""
-    out = [{"url": url, "dest": dest, "sha256": sha} for url, sha, dest in download_targets(plan.vm.firmware, plan.dir).values()]
+    fw = plan.vm.firmware
+    out = [{"url": url, "dest": dest, "sha256": sha, "max_size": getattr(fw, f"{part}_max_size"),
+            "max_size_key": f"{plan.where}.firmware.{part}_max_size ="}
+           for part, (url, sha, dest) in download_targets(fw, plan.dir).items()]
     inst = plan.vm.installer
     iso = iso_path(plan)
     if iso is not None and not inst.iso:
-        out.append({"url": inst.iso_url, "dest": iso, "sha256": inst.iso_sha256 or None, "sums_url": inst.sums_url or None,
-                    "signature_url": inst.signature_url or None, "keyring": Path(inst.keyring) if inst.keyring else None})
+        out.append({"url": inst.iso_url, "dest": iso, "sha256": inst.iso_sha256 or None,
+                    "sums_url": inst.sums_url or None, "signature_url": inst.signature_url or None,
+                    "keyring": Path(inst.keyring) if inst.keyring else None, "max_size": inst.iso_max_size,
+                    "max_size_key": f"{plan.where}.installer.iso_max_size ="})
     return out
 
 
@@ -72,7 +77,7 @@ def _firmware(recipe: Recipe, name: str) -> None:
 def _disk(recipe: Recipe, name: str) -> None:
     plan = _plan(recipe, name)
     private_dir(plan.dir)
-    made = ensure_disk(plan.disk, plan.vm.disk.size, f"{plan.where}.disk.size")
+    made = ensure_disk(plan.disk, plan.vm.disk.size, f"{plan.where}.disk.size", plan.vm.disk.preallocation)
     print(f"{plan.disk}: {'created, ' + plan.vm.disk.size if made else 'kept as it is'}")
 
 

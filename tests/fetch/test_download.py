@@ -171,7 +171,7 @@ def test_two_fetches_of_one_file_take_turns(server, tmp_path, cache):
         first.poll() is None or pytest.fail("the first fetch ended before the second started")
         threading.Event().wait(0.02)
     second = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
-    out, err = first.communicate(timeout=60)
+    _out, err = first.communicate(timeout=60)
     assert first.returncode == 0 and second.returncode == 0, err + second.stderr
     assert dest.read_bytes() == PAYLOAD
     assert "another lfspass fetch is writing it; waiting" in second.stderr
