@@ -191,7 +191,8 @@ class _Progress:
     """A counter of compiled files: one rewritten line on a tty, else a line a minute."""
 
     def __init__(self, expected: int, stream=None) -> None:
-        self.stream = stream or sys.__stderr__
+        # sys.__stderr__: the terminal even where sys.stderr is redirected; None only without one.
+        self.stream = stream or sys.__stderr__ or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.expected, self.count, self.start = expected, 0, time.monotonic()
         self.last = 0.0

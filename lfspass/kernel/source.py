@@ -5,9 +5,13 @@ import json
 import re
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lfspass.errors import BuildError, RecipeError
 from lfspass.fsutil import write_atomic
+
+if TYPE_CHECKING:
+    from lfspass.recipe import Recipe
 
 _VAR = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)[ \t]*=[ \t]*(.*?)[ \t]*$", re.M)
 
@@ -87,7 +91,7 @@ def source_release(source: Path, cache_dir: Path, localversion: str = "") -> str
         try:
             text = (source / "Makefile").read_text()
         except OSError:
-            raise BuildError(f"{source}: no Makefile; [kernel] source must be a Linux tree or release tarball")
+            raise BuildError(f"{source}: no Makefile; [kernel] source must be a Linux tree or release tarball") from None
         return release_from_makefile(text, _localversion_files(source) + localversion)
     if is_tarball(source):
         info = tarball_info(source, cache_dir)
