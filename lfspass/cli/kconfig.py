@@ -12,11 +12,19 @@ _SHOWN = 10  # human output lists this many knock-on changes; --json lists all
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tree", required=True, type=Path, help="kernel source tree")
+    parser.add_argument("--tree", required=True, type=Path,
+                        help="kernel source tree, or a Kconfig folder (a Kconfig file at its top)")
     parser.add_argument("--config", required=True, type=Path,
                         help=".config to update in place (created when --base is given)")
-    parser.add_argument("--base", help="start from tinyconfig, defconfig, allnoconfig, alldefconfig or a "
-                        "config file (.xz works) instead of --config's current content")
+    parser.add_argument("--base", help="start from tinyconfig, defconfig (kernel trees), allnoconfig, "
+                        "alldefconfig, allyesconfig, allmodconfig or a config file (.xz works) instead of "
+                        "--config's current content")
+    parser.add_argument("--conf-source", metavar="TREE|TARBALL|DIR",
+                        help="for a Kconfig folder that is no kernel tree: the kernel sources whose own "
+                        "scripts/kconfig/conf reads it (a kernel tree, a source tarball, or a folder of "
+                        "linux-source-*.tar.xz, newest used); default $LFSPASS_CONF_SOURCE, else the kernel "
+                        "tree around the folder, else the newest /usr/src/linux-source-*.tar.xz. A kernel "
+                        "tree always uses its own conf. Without any, nothing is written")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SYM=VAL",
                         help="request a value (y, m, n, a number or a string); repeatable")
     parser.add_argument("--resolve", action="store_true",
@@ -38,7 +46,7 @@ def parse_set(text: str) -> tuple[str, str]:
 
 
 def _require_text(flag: str, path: Path | None) -> None:
-    """A .config is UTF-8 text: a binary file is refused before kconfiglib reads (or rewrites) it."""
+    """A .config is UTF-8 text: a binary file is refused before conf reads (or rewrites) it."""
     if path is None or not path.is_file():
         return
     try:
@@ -67,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--config", args.config), ("--base", Path(args.base) if args.base else None)):
         _require_text(flag, path)
     res = configure(args.tree, args.config, requests, base=args.base, resolve=args.resolve,
-                    arch=args.arch)
+                    arch=args.arch, conf_source=args.conf_source)
     if args.json:
         from lfspass.cli.output import print_json
 

@@ -197,6 +197,7 @@ class _Progress:
     """A counter of compiled files: one rewritten line on a tty, else a line a minute."""
 
     def __init__(self, expected: int, stream: TextIO | None = None) -> None:
+        # sys.__stderr__: the terminal even where sys.stderr is redirected; None only without one.
         self.stream: TextIO = stream or sys.__stderr__ or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.expected, self.count, self.start = expected, 0, time.monotonic()

@@ -1,11 +1,12 @@
-"""Drive the tree's own Kconfig (scripts/kconfig/conf, built from that tree) the way the build does.
+"""Drive the kernel's own Kconfig (scripts/kconfig/conf) the way the build and its tests do.
 
-A full tree is configured with ``make -C <tree> O=<obj> KCONFIG_CONFIG=<file> <target>``,
+A kernel tree is configured with ``make -C <tree> O=<obj> KCONFIG_CONFIG=<file> <target>``,
 run without ARCH when the build is (the header then says ``Linux/x86`` like the build's
-syncconfig writes it).  A Kconfig folder inside a kernel tree (scripts/kconfig/tests/*) is
-read by the enclosing tree's conf with ``srctree`` pointing at the folder, as the kernel's own
-test harness runs it.  ``make`` always runs in an environment lfspass controls: nothing the
-caller exported (CROSS_COMPILE, LLVM, KCFLAGS, ARCH, ...) changes the result.
+syncconfig writes it).  Any other Kconfig folder (scripts/kconfig/tests/*, a copy of one, a
+test fixture) is read by a conf that the kernel's make builds from the sources confsrc.py
+picks, run with ``srctree`` pointing at the folder, as the kernel's own test harness runs it.
+``make`` always runs in an environment lfspass controls: nothing the caller exported
+(CROSS_COMPILE, LLVM, KCFLAGS, ARCH, ...) changes the result.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import hashlib
 import os
 import platform
 import re
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from lfspass.errors import KconfigError
 from lfspass.fsutil import require_tool
+from lfspass.kernel import confsrc
 
 SRCARCH = {"x86_64": "x86", "i386": "x86", "x86": "x86"}
 # The host architecture as the top Makefile's SUBARCH names it (uname -m, mapped).
@@ -51,6 +54,7 @@ class KernelConf:
     kernel: Path    # the kernel tree conf is built from
     obj: Path       # where make builds conf (an O= folder)
     arch: str
+    origin: str = ""  # how a Kconfig folder's conf source was chosen (for messages)
 
     @property
     def direct(self) -> bool:
@@ -66,28 +70,39 @@ class KernelConf:
         return [] if self.arch == _HOST_ARCH else [f"ARCH={self.arch}"]
 
     def kconfig_env(self) -> dict[str, str]:
-        """$(VAR)s the Kconfig sources use (for reading them without conf)."""
-        arch = self.arch if self.make_vars() else ("x86" if self.srcarch == "x86" else self.arch)
-        return {"SRCARCH": self.srcarch, "ARCH": arch}
+        return kconfig_env(self.arch)
+
+
+def kconfig_env(arch: str) -> dict[str, str]:
+    """ARCH and SRCARCH as the kernel's make exports them to Kconfig (ARCH=x86 on an x86 host)."""
+    srcarch = SRCARCH.get(arch, arch)
+    return {"SRCARCH": srcarch, "ARCH": ("x86" if srcarch == "x86" else arch) if arch == _HOST_ARCH else arch}
 
 
 def _cache_obj(kernel: Path) -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfspass" / "kconfig-obj"
-    return root / hashlib.sha256(str(kernel).encode()).hexdigest()[:16]
+    return confsrc.cache_root() / "kconfig-obj" / hashlib.sha256(str(kernel).encode()).hexdigest()[:16]
 
 
-def locate(tree: Path, arch: str, obj: Path | None = None) -> KernelConf | None:
-    """The conf to use for ``tree``: its own, an enclosing kernel tree's, or None (no kernel there)."""
+def _clean(kernel: Path) -> None:
+    if (kernel / ".config").exists():
+        raise KconfigError(f"{kernel}/.config exists: the tree was configured in place, and make refuses "
+                           f"out-of-tree (O=) configuration then; run `make -C {kernel} mrproper` or use a clean copy")
+
+
+def locate(tree: Path, arch: str, obj: Path | None = None, conf_source: str | Path | None = None) -> KernelConf:
+    """The conf for ``tree``: a kernel tree's own; for a Kconfig folder, one built from confsrc's pick."""
     tree = tree.resolve()
-    for cand in [tree, *tree.parents]:
-        if (cand / "scripts" / "kconfig" / "conf.c").is_file() and (cand / "Makefile").is_file():
-            break
-    else:
-        return None
-    if cand == tree and (tree / ".config").exists():
-        raise KconfigError(f"{tree}/.config exists: the tree was configured in place, and make refuses "
-                           f"out-of-tree (O=) configuration then; run `make -C {tree} mrproper` or use a clean copy")
-    return KernelConf(tree, cand, (obj or _cache_obj(cand)).resolve(), arch)
+    if confsrc.is_kernel_tree(tree):
+        if conf_source:
+            raise KconfigError(f"--conf-source {conf_source}: {tree} is a kernel tree, configured by its own "
+                               "conf; --conf-source is for a Kconfig folder outside a kernel tree")
+        _clean(tree)
+        return KernelConf(tree, tree, (obj or _cache_obj(tree)).resolve(), arch)
+    if not (tree / "Kconfig").is_file():
+        raise KconfigError(f"{tree}: no Kconfig file there; --tree must name a kernel tree or a Kconfig folder")
+    kernel, origin = confsrc.conf_kernel(tree, conf_source)
+    _clean(kernel)
+    return KernelConf(tree, kernel, _cache_obj(kernel).resolve(), arch, origin)
 
 
 def _fail(what: str, proc: subprocess.CompletedProcess) -> KconfigError:
@@ -97,13 +112,13 @@ def _fail(what: str, proc: subprocess.CompletedProcess) -> KconfigError:
 
 
 def run_make(kc: KernelConf, target: str, config: Path | None, env: dict[str, str] | None = None,
-             arch: bool = False) -> str:
+             arch: bool = False, variables: tuple[str, ...] = ()) -> str:
     """``make <target>`` on ``config`` (read and rewritten in place; None: O=/.config); returns conf's warnings."""
     require_tool("make", "build-essential")
     kc.obj.mkdir(parents=True, exist_ok=True)
     where = [f"KCONFIG_CONFIG={config.resolve()}"] if config is not None else []
     cmd = ["make", "-s", "-C", str(kc.kernel), f"O={kc.obj}", *where,
-           *([f"ARCH={kc.arch}"] if arch else kc.make_vars()), target]
+           *([f"ARCH={kc.arch}"] if arch else kc.make_vars()), *variables, target]
     # One make at a time per O= folder: two runs building conf there at once would clash.
     with open(kc.obj / ".lfspass-kconfig.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -113,23 +128,50 @@ def run_make(kc: KernelConf, target: str, config: Path | None, env: dict[str, st
     return proc.stderr
 
 
+def build_conf(kc: KernelConf) -> Path:
+    """scripts/kconfig/conf of ``kc.kernel``, built into ``kc.obj`` by the kernel's make (which knows what is stale)."""
+    conf = kc.obj / "scripts" / "kconfig" / "conf"
+    if not conf.is_file():
+        for tool in ("gcc", "flex", "bison"):
+            if shutil.which(tool) is None:
+                raise KconfigError(f"cannot build the kernel's conf from {kc.kernel}: '{tool}' not found on PATH "
+                                   f"(apt-get install {tool}); lfspass writes a .config only through the kernel's conf")
+    with tempfile.TemporaryDirectory(prefix="lfspass-conf-") as tmp:
+        # KBUILD_KCONFIG (scripts/kconfig/Makefile) names an empty top Kconfig: building conf
+        # then reads none of the tree's Kconfig files (a tarball's extract has none).
+        (Path(tmp) / "Kconfig").write_text("")
+        (Path(tmp) / "config").write_text("")
+        host = KernelConf(kc.kernel, kc.kernel, kc.obj, _HOST_ARCH)  # conf is a host program
+        run_make(host, "olddefconfig", Path(tmp) / "config", variables=(f"KBUILD_KCONFIG={tmp}/Kconfig",))
+    return conf
+
+
 def run_conf(kc: KernelConf, mode: str, config: Path, env: dict[str, str] | None = None) -> str:
     """Run conf ``--<mode>`` on ``config``; returns conf's warnings (stderr)."""
     if not kc.direct:
         return run_make(kc, mode, config, env)
-    conf = kc.obj / "scripts" / "kconfig" / "conf"
-    if not conf.is_file():  # conf is built by any kconfig target of its tree
-        with tempfile.TemporaryDirectory(prefix="lfspass-conf-") as tmp:
-            (Path(tmp) / "c").write_text("")
-            run_make(KernelConf(kc.kernel, kc.kernel, kc.obj, kc.arch), "olddefconfig", Path(tmp) / "c")
+    conf = build_conf(kc)
     with tempfile.TemporaryDirectory(prefix="lfspass-conf-") as tmp:
-        extra = {"srctree": str(kc.tree), "KCONFIG_CONFIG": str(config.resolve()), "KCONFIG_DEFCONFIG_LIST": "",
-                 **(env or {})}
+        extra = {**kc.kconfig_env(), "srctree": str(kc.tree), "KCONFIG_CONFIG": str(config.resolve()),
+                 "KCONFIG_DEFCONFIG_LIST": "", **(env or {})}
         proc = subprocess.run([str(conf), "-s", f"--{mode}", "Kconfig"], cwd=tmp, env=controlled_env(extra),
                               capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
-        raise _fail(f"{conf} --{mode} on {kc.tree}", proc)
+        raise _unreadable(kc, proc)
     return proc.stderr
+
+
+def _unreadable(kc: KernelConf, proc: subprocess.CompletedProcess) -> KconfigError:
+    """conf could not read the folder: its own first complaint, and the way forward."""
+    lines = [l.strip() for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
+    first = next((l for pat in ("unknown statement", "invalid statement", "syntax error", "error")
+                  for l in lines if pat in l.lower()), lines[0] if lines else f"exit {proc.returncode}")
+    more = f" (and {len(lines) - 1} more line(s))" if len(lines) > 1 else ""
+    version = confsrc.kernel_version(kc.kernel)
+    return KconfigError(f"the kernel's conf (Linux {version or '?'}, from {kc.origin}) cannot read {kc.tree}: "
+                        f"{first}{more}; if that Kconfig is newer than Linux {version or 'this tree'}, pass "
+                        f"--conf-source a newer kernel tree or linux-source tarball (or set {confsrc.ENV}), "
+                        "else fix the Kconfig line it names")
 
 
 def named_base(kc: KernelConf, target: str, tmp: Path) -> str:
@@ -141,6 +183,9 @@ def named_base(kc: KernelConf, target: str, tmp: Path) -> str:
     """
     out = tmp / "base.config"
     if kc.direct:
+        if target in ("tinyconfig", "defconfig"):  # make targets of a kernel tree, not conf modes
+            raise KconfigError(f"--base {target} needs a kernel tree; {kc.tree} is a Kconfig folder: pass "
+                               "allnoconfig, alldefconfig, allyesconfig, allmodconfig or a config file")
         out.write_text("")
         run_conf(kc, target, out)
         return out.read_text()
@@ -190,6 +235,6 @@ def base_files(tree: Path, base: str | Path | None, arch: str) -> list[Path]:
     if base == "defconfig":
         name = {"x86_64": "x86_64_defconfig", "i386": "i386_defconfig"}.get(arch, "defconfig")
         return [tree / f"arch/{srcarch}/configs/{name}"]
-    if base in ("allnoconfig", "alldefconfig"):
+    if base in ("allnoconfig", "alldefconfig", "allyesconfig", "allmodconfig"):
         return []
     return [Path(base)]

@@ -116,7 +116,7 @@ def _keep_previous(root: Path, paths: KernelPaths, release: str, old: dict) -> K
     kept = kept_paths(paths)
     journal.remove(root, kept.manifest)
     for rel in old["files"]:
-        if rel.startswith(f"lib/modules/{release}/") or rel.startswith("usr/"):
+        if rel.startswith((f"lib/modules/{release}/", "usr/")):
             continue
         src, dst = root / rel, root / _kept_name(rel, release)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent)) / "x"
@@ -170,7 +170,7 @@ def install_kernel(root: Path, paths: KernelPaths, release: str, tree: Path, lay
     try:
         staged = _stage_modules(root, tree, layout, release, jobs, env, make_vars, staging)
         old = complete_manifest(root, paths.manifest)
-        new = {str(p.relative_to(root)): sha256_file(src) for p, src in
+        new: dict[str, object] = {str(p.relative_to(root)): sha256_file(src) for p, src in
                ((paths.vmlinuz, layout.bzimage), (paths.system_map, layout.system_map), (paths.config, layout.config))}
         new.update({str(moddir.relative_to(root) / k): v for k, v in installed_files(staged, [staged]).items()})
         replaces = old is None or _replaces(old, new, release)

@@ -1,4 +1,4 @@
-"""Requests against a tree's Kconfig sources: known symbol, value conf accepts, held in the result.
+"""Requests against a tree's Kconfig sources: known symbol, a value conf can be asked, held in the result.
 
 Everything here reads ksource's view of the tree (no kconfiglib), so it works on kernels
 whose syntax kconfiglib does not know, and explains a refusal from the symbol's own
@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
+import operator
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -17,32 +17,33 @@ from pathlib import Path
 from lfspass.errors import KconfigError, LfspassError
 from lfspass.fsutil import write_atomic
 from lfspass.kernel import ksource, stamp
-from lfspass.kernel.conf import KernelConf
+from lfspass.kernel.conf import kconfig_env
+from lfspass.kernel.confsrc import cache_root
 from lfspass.model import Request
 
 _MEM: dict[str, tuple[ksource.Source, list]] = {}
 _TRI = {"n": 0, "m": 1, "y": 2}
 
 
-def scan_cached(kc: KernelConf) -> ksource.Source:
+def scan_cached(tree: Path, arch: str) -> ksource.Source:
     """ksource.scan of the tree, kept in process and on disk until a Kconfig file changes."""
-    env = kc.kconfig_env()
-    ident = hashlib.sha256(json.dumps([str(kc.tree), env], sort_keys=True).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfspass" / f"kconfig-scan-{ident}.json"
+    env = kconfig_env(arch)
+    ident = hashlib.sha256(json.dumps([str(tree), env], sort_keys=True).encode()).hexdigest()[:16]
+    cache = cache_root() / f"kconfig-scan-{ident}.json"
     hit = _MEM.get(ident)
-    if hit is not None and stamp.files_key(kc.tree, hit[0].files) == hit[1]:
+    if hit is not None and stamp.files_key(tree, hit[0].files) == hit[1]:
         return hit[0]
     src = None
     try:
         data = json.loads(cache.read_text())
-        key = stamp.files_key(kc.tree, data["files"])
+        key = stamp.files_key(tree, data["files"])
         if [list(x) for x in key] == data["key"]:
             src = ksource.Source({n: ksource.Sym(**s) for n, s in data["syms"].items()}, data["files"])
     except (OSError, ValueError, KeyError, TypeError):
         src = None
     if src is None:
-        src = ksource.scan(kc.tree, env)
-        key = stamp.files_key(kc.tree, src.files)
+        src = ksource.scan(tree, env)
+        key = stamp.files_key(tree, src.files)
         try:
             write_atomic(cache, json.dumps({"files": src.files, "key": key,
                                             "syms": {n: asdict(s) for n, s in src.syms.items()}}))
@@ -52,20 +53,31 @@ def scan_cached(kc: KernelConf) -> ksource.Source:
     return src
 
 
-def valid_value(kind: str, value: str) -> str | None:
-    """Why conf would reject ``value`` for a ``kind`` symbol (symbol.c sym_string_valid); None if fine."""
+def unwritable(kind: str, value: str) -> str | None:
+    """Why ``value`` cannot go to conf as asked; None when conf may judge it.
+
+    conf judges numbers itself (symbol.c sym_string_valid: no leading zeros, the form of a
+    hex) and its refusal is reported in its words (form_hint adds what to write).  Checked
+    here only what conf would misread rather than refuse: it takes a bool or tristate
+    from the first letter ("yes" is y), and a line break would end the .config line.
+    """
     if kind == "bool" and value not in ("y", "n"):
         return "bool symbol takes y, n"
     if kind == "tristate" and value not in ("y", "m", "n"):
         return "tristate symbol takes y, m, n"
-    if kind == "int" and not re.fullmatch(r"-?(0|[1-9][0-9]*)", value):
-        hint = f"; write {int(value)}" if re.fullmatch(r"-?[0-9]+", value) else ""
-        return f"int symbol takes a decimal number without leading zeros (the kernel's conf rejects {value!r}){hint}"
-    if kind == "hex" and not re.fullmatch(r"(0[xX])?[0-9a-fA-F]+", value):
-        return "hex symbol takes a hex number like 0x1f"
-    if kind == "string" and "\n" in value:
-        return "string symbol takes one line"
+    if "\n" in value or "\r" in value:
+        return f"{kind or 'a'} symbol takes one line"
     return None
+
+
+def form_hint(kind: str, value: str) -> str:
+    """What to write instead of a number conf refused as malformed."""
+    if kind == "int":
+        fix = f"; write {int(value)}" if re.fullmatch(r"-?[0-9]+", value) else ""
+        return f"an int symbol takes a decimal number without leading zeros{fix}"
+    if kind == "hex":
+        return "a hex symbol takes a hex number like 0x1f"
+    return ""
 
 
 def check_requests(src: ksource.Source, requests: list[Request]) -> tuple[dict[str, tuple[str, str]], list]:
@@ -86,7 +98,7 @@ def check_requests(src: ksource.Source, requests: list[Request]) -> tuple[dict[s
             hint = f"did you mean {' or '.join(close)}?" if close else "check the name (no CONFIG_ prefix)"
             problems.append(f"{req.symbol} (from {req.source}): no such symbol in this kernel tree; {hint}")
             continue
-        bad = valid_value(sym.type, req.value)
+        bad = unwritable(sym.type, req.value)
         if bad:
             problems.append(f"{req.symbol}={req.value} (from {req.source}): {bad}")
         elif conflict := agree(wanted, req):
@@ -109,7 +121,8 @@ def request_line(sym: ksource.Sym, value: str) -> str:
     if sym.type in ("bool", "tristate") and value == "n":
         return f"# CONFIG_{sym.name} is not set"
     if sym.type == "string":
-        return 'CONFIG_%s="%s"' % (sym.name, value.replace("\\", "\\\\").replace('"', '\\"'))
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'CONFIG_{sym.name}="{escaped}"'
     return f"CONFIG_{sym.name}={value}"
 
 
@@ -140,13 +153,7 @@ def _evaluate(expr: str, values: dict[str, str]) -> int | None:
         if pos[0] < len(toks) and toks[pos[0]] in ("=", "!=", "<", ">", "<=", ">="):
             op, rhs = toks[pos[0]], val(toks[pos[0] + 1])
             pos[0] += 2
-            lhs = val(tok)
-            try:
-                a, b = (int(lhs, 0), int(rhs, 0)) if op not in ("=", "!=") else (lhs, rhs)
-            except ValueError:
-                a, b = lhs, rhs
-            res = {"=": a == b, "!=": a != b, "<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[op]
-            return 2 if res else 0
+            return 2 if _compare(op, val(tok), rhs) else 0
         return _TRI.get(val(tok), 0)
 
     def andx() -> int:
@@ -167,6 +174,19 @@ def _evaluate(expr: str, values: dict[str, str]) -> int | None:
         return orx()
     except (IndexError, KeyError, TypeError):
         return None
+
+
+_ORDER = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
+
+
+def _compare(op: str, lhs: str, rhs: str) -> bool:
+    """A Kconfig comparison: = and != on the text, the order numerically where both sides are numbers."""
+    if op in ("=", "!="):
+        return (lhs == rhs) == (op == "=")
+    try:
+        return bool(_ORDER[op](int(lhs, 0), int(rhs, 0)))
+    except ValueError:
+        return bool(_ORDER[op](lhs, rhs))
 
 
 def explain_source(src: ksource.Source, name: str, asked: str, got: str, source: str,

@@ -1,11 +1,12 @@
-"""Configure a kernel tree: base + requests through the tree's own conf, then every request verified.
+"""Configure a Kconfig tree: base + requests through the kernel's own conf, then every request verified.
 
-The .config is what ``scripts/kconfig/conf --olddefconfig`` (built from the tree, run as the
-build runs it) makes of the base with the requests written into it: exact by construction,
-on any kernel the tree's own Kconfig understands.  Each request is then read back from the
-result; one that did not take effect stops the run with an explanation (kconfiglib's where it
-parses the tree, else the symbol's Kconfig lines with file:line).  kconfiglib stays off this
-path unless a refusal needs explaining or ``resolve`` is asked.
+The .config is what ``scripts/kconfig/conf --olddefconfig`` (a kernel tree's own, run as the
+build runs it; for a bare Kconfig folder one built from the sources confsrc.py picks) makes
+of the base with the requests written into it: exact by construction, and the only engine
+that writes.  Each request is then read back from the result; one that did not take effect
+stops the run with an explanation (conf's own words where it gave some, kconfiglib's
+analysis where it parses the tree, else the symbol's Kconfig lines with file:line).
+kconfiglib stays off this path unless a refusal needs explaining or ``resolve`` is asked.
 """
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from lfspass.errors import KconfigError
 from lfspass.fsutil import write_atomic
 from lfspass.kernel import conf as kconf_run
 from lfspass.kernel import stamp
-from lfspass.kernel.conf import KernelConf, base_files, config_values
-from lfspass.kernel.kcheck import check_requests, explain_source, holds, request_line, scan_cached
+from lfspass.kernel.conf import KernelConf, base_files, config_values, kconfig_env
+from lfspass.kernel.kcheck import check_requests, explain_source, form_hint, holds, request_line, scan_cached
+from lfspass.kernel.ksource import Source
 from lfspass.model import Request
 
-NAMED = ("tinyconfig", "defconfig", "allnoconfig", "alldefconfig")
-_ENGINE = 2  # bump when the same inputs would give other bytes
+NAMED = ("tinyconfig", "defconfig", "allnoconfig", "alldefconfig", "allyesconfig", "allmodconfig")
+_ENGINE = 3  # bump when the same inputs would give other bytes
 
 
 @dataclass
@@ -39,11 +41,7 @@ class ConfigResult:
 
 def kernel_symbols(tree: Path, arch: str = "x86_64") -> set[str]:
     """Names of every symbol the tree's Kconfig files define (for its architecture)."""
-    kc = kconf_run.locate(Path(tree), arch)
-    if kc is None:
-        from lfspass.kernel.klib import kernel_symbols as via_kconfiglib
-        return via_kconfiglib(Path(tree).resolve(), arch)
-    return set(scan_cached(kc).syms)
+    return set(scan_cached(Path(tree).resolve(), arch).syms)
 
 
 def _read_base(base: str | Path | None, config: Path) -> str:
@@ -55,49 +53,49 @@ def _read_base(base: str | Path | None, config: Path) -> str:
         raise KconfigError(f"base config {base}: no such file; pass {', '.join(NAMED)} "
                            "or an existing config file (.xz works)")
     try:
-        data = lzma.open(path).read() if path.name.endswith(".xz") else path.read_bytes()
+        if path.name.endswith(".xz"):
+            with lzma.open(path) as fh:
+                data = fh.read()
+        else:
+            data = path.read_bytes()
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raise KconfigError(f"cannot read the starting config ({path}): {exc}; "
                            "pass a readable .config (plain or .xz)") from None
     return data.decode(errors="replace")
 
 
-def _start(kc: KernelConf, base, config: Path, tmp: Path) -> str:
+def _start(kc: KernelConf, base: str | Path | None, config: Path, tmp: Path) -> str:
     """The starting config text: a file's, or what ``make <named base>`` writes."""
-    if base not in NAMED:
-        return _read_base(base, config)
-    return kconf_run.named_base(kc, base, tmp)
+    if isinstance(base, str) and base in NAMED:
+        return kconf_run.named_base(kc, base, tmp)
+    return _read_base(base, config)
 
 
 def configure(tree: Path, config: Path, requests: list[Request], *,
-              base: str | Path | None = None, resolve: bool = False,
-              arch: str = "x86_64", resolve_hint: str = "--resolve", obj: Path | None = None) -> ConfigResult:
+              base: str | Path | None = None, resolve: bool = False, arch: str = "x86_64",
+              resolve_hint: str = "--resolve", obj: Path | None = None,
+              conf_source: str | Path | None = None) -> ConfigResult:
     """Start from ``base`` (or ``config``), apply ``requests``, write ``config`` if it changed.
 
     A request that does not hold in the result raises KconfigError explaining why; with
     ``resolve`` the settable symbols that unblock it are added first and reported.
     ``obj`` is the build's O= folder (conf is built there); None uses a cache folder.
+    ``conf_source`` picks the kernel sources whose conf reads a Kconfig folder (confsrc.py).
     """
     tree, config = Path(tree).resolve(), Path(config)
     if base is not None and base not in NAMED:
         base = Path(base)
     requests = [Request(r.symbol.removeprefix("CONFIG_"), r.value, r.source, r.optional) for r in requests]
     old_bytes = config.read_bytes() if config.is_file() else None
-    kc = kconf_run.locate(tree, arch, obj)
-    key = stamp.inputs_key(tree=tree, arch=arch, resolve=resolve, base=base, engine=_ENGINE if kc else 0,
+    kc = kconf_run.locate(tree, arch, obj, conf_source)  # no conf, no .config: raises before anything is read
+    key = stamp.inputs_key(tree=tree, arch=arch, resolve=resolve, base=base, engine=_ENGINE, conf=kc.kernel,
                            requests=sorted((r.symbol, r.value, r.source, r.optional) for r in requests),
                            base_files=stamp.files_key(tree, base_files(tree, base, arch)))
     if old_bytes is not None:
         hit = stamp.hit(config, key, tree, old_bytes)
         if hit:
             return ConfigResult(False, [], *hit)
-    summary: list[str] = []
-    if kc is None:
-        from lfspass.kernel.klib import configure_kconfiglib
-        new_bytes, skipped, resolved, files = configure_kconfiglib(
-            tree, config, requests, base=base, resolve=resolve, arch=arch, resolve_hint=resolve_hint)
-    else:
-        new_bytes, skipped, resolved, files, summary = _configure(kc, config, requests, base, resolve, resolve_hint)
+    new_bytes, skipped, resolved, files, summary = _configure(kc, config, requests, base, resolve, resolve_hint)
     changed = write_atomic(config, new_bytes)
     old = config_values(old_bytes.decode(errors="replace")) if old_bytes is not None else {}
     new = config_values(new_bytes.decode(errors="replace"))
@@ -107,9 +105,9 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
     return ConfigResult(changed, changes, skipped, resolved, summary)
 
 
-def _configure(kc: KernelConf, config: Path, requests: list[Request], base, resolve: bool,
+def _configure(kc: KernelConf, config: Path, requests: list[Request], base: str | Path | None, resolve: bool,
                hint: str) -> tuple[bytes, list, list, list[str], list[str]]:
-    src = scan_cached(kc)
+    src = scan_cached(kc.tree, kc.arch)
     wanted, skipped = check_requests(src, requests)
     resolved: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="lfspass-kconfig-") as tmp_name:
@@ -129,7 +127,7 @@ def _configure(kc: KernelConf, config: Path, requests: list[Request], base, reso
     got = config_values(out)
     refused = [(n, v, got.get(n, ""), s) for n, (v, s) in wanted.items() if not holds(src.syms[n], v, got.get(n))]
     if refused:
-        why = "; ".join(_explain(kc, src, out, refused, warnings, None if resolve else hint))
+        why = "; ".join(_explain(kc.tree, kc.arch, src, out, refused, warnings, None if resolve else hint))
         raise KconfigError(why + ("; resolve found no safe change (it never turns a symbol off, nor on "
                                   "COMPILE_TEST, EXPERT or a test option)" if resolve else ""))
     # The summary is about a config carried from elsewhere; a named base is made from this tree.
@@ -137,22 +135,34 @@ def _configure(kc: KernelConf, config: Path, requests: list[Request], base, reso
     return out.encode(), skipped, resolved, src.files, _summary(src, carried, got, wanted)
 
 
-def _explain(kc: KernelConf, src, out: str, refused: list, warnings: str, hint: str | None) -> list[str]:
-    """kconfiglib's explanation where it parses the tree, else the Kconfig lines; conf's own words too."""
+def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnings: str,
+             hint: str | None) -> list[str]:
+    """One line per refusal: conf's own words for a value it rejected; else kconfiglib's analysis
+    where it parses the tree, else the Kconfig lines; with what conf said about the symbol."""
+    said = {name: kconf_run.warnings_for(warnings, name) for name, *_rest in refused}
+    # conf_set_sym_val (confdata.c): "symbol value '0128' invalid for NR_CPUS".
+    malformed = {name: l.removeprefix("warning:").strip() for name, *_rest in refused
+                 for l in said[name] if "invalid for" in l}
+    rest = [r for r in refused if r[0] not in malformed]
     try:
         from lfspass.kernel.klib import explain_all
-        texts = explain_all(kc.tree, kc.kconfig_env()["ARCH"], out, refused, hint)
+        texts = explain_all(tree, kconfig_env(arch)["ARCH"], out, rest, hint) if rest else []
     except KconfigError:
-        texts = [""] * len(refused)
+        texts = [""] * len(rest)
+    explained = dict(zip([r[0] for r in rest], texts, strict=True))
     lines = []
-    for (name, asked, got, source), text in zip(refused, texts):
-        text = text or explain_source(src, name, asked, got, source, config_values(out), hint)
-        said = kconf_run.warnings_for(warnings, name)
-        lines.append(text + (f" [the kernel's conf: {'; '.join(said)}]" if said else ""))
+    for name, asked, got, source in refused:
+        if name in malformed:
+            fix = form_hint(src.syms[name].type, asked)
+            lines.append(f"{name}={asked} (from {source}) refused: the kernel's conf says "
+                         f"\"{malformed[name]}\"" + (f"; {fix}" if fix else ""))
+            continue
+        text = explained[name] or explain_source(src, name, asked, got, source, config_values(out), hint)
+        lines.append(text + (f" [the kernel's conf: {'; '.join(said[name])}]" if said[name] else ""))
     return lines
 
 
-def _summary(src, start: dict[str, str], got: dict[str, str], wanted: dict) -> list[str]:
+def _summary(src: Source, start: dict[str, str], got: dict[str, str], wanted: dict) -> list[str]:
     """Upgrade notes: symbols new to this config that are on, symbols the tree no longer has."""
     if not start:
         return []
@@ -173,12 +183,10 @@ def _summary(src, start: dict[str, str], got: dict[str, str], wanted: dict) -> l
 
 def verify(tree: Path, config: Path, requests: list[Request], arch: str = "x86_64") -> list[str]:
     """The requests ``config`` breaks (one line each, explained); [] when every one holds."""
-    kc = kconf_run.locate(Path(tree), arch)
+    tree = Path(tree).resolve()
     text = config.read_text(errors="replace")
     got = config_values(text)
-    if kc is None:
-        return [f"{r.symbol}={r.value}" for r in requests if got.get(r.symbol, "n") != r.value]
-    src = scan_cached(kc)
+    src = scan_cached(tree, arch)
     broken = [(r.symbol, r.value, got.get(r.symbol, ""), r.source) for r in requests
               if r.symbol in src.syms and not holds(src.syms[r.symbol], r.value, got.get(r.symbol))]
-    return _explain(kc, src, text, broken, "", None) if broken else []
+    return _explain(tree, arch, src, text, broken, "", None) if broken else []

@@ -1,30 +1,27 @@
 """The one adapter over kconfiglib: parse a tree (newer syntax rewritten), explain and resolve requests.
 
-kconfiglib never writes the .config of a kernel tree (the tree's own conf does, conf.py); it
-explains refusals, finds what --resolve sets, and configures only folders with no kernel
-tree around them (unit-test trees), where there is no conf to run.
+kconfiglib never writes a .config (the kernel's own conf does, conf.py, on every tree); it
+explains refusals and finds what --resolve sets.
 """
 from __future__ import annotations
 
 import io
-import lzma
 import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator
 
 import kconfiglib as _kc
 
 from lfspass.errors import KconfigError
-from lfspass.model import Request
-from lfspass.kernel.conf import ASSIGN as _ASSIGN, base_files
-from lfspass.kernel.kcheck import agree
 from lfspass.kernel import shell as kconfig_shell
-from lfspass.kernel import stamp as stamp
-from lfspass.kernel.why import check_request, explain, fixes, tri
+from lfspass.kernel import stamp
+from lfspass.kernel.conf import SRCARCH
+from lfspass.kernel.confsrc import kernel_version
+from lfspass.kernel.why import explain, fixes, tri
 
 # Kconfiglib 14.1.0 (2020) predates syntax newer kernels use.  We rewrite those lines
 # while reading, so the installed library stays untouched:
@@ -47,35 +44,21 @@ def _cond_dep(m: re.Match) -> str:
     return f"{m.group(1)}({m.group(2)}) || ({neg})"
 
 
-_SRCARCH = {"x86_64": "x86", "i386": "x86", "x86": "x86"}
 _CACHE: dict[tuple[str, str], tuple[_kc.Kconfig, dict]] = {}
 
 
 class _Kconfig(_kc.Kconfig):
-    """Kconfig that reads newer kernels' syntax and xz-compressed .config files."""
+    """Kconfig that reads newer kernels' syntax."""
 
     def _open(self, filename, mode):
         if mode != "r":
             return super()._open(filename, mode)
-        if str(filename).endswith(".xz"):
-            return lzma.open(filename, "rt", encoding=self._encoding)
         with open(filename, encoding=self._encoding) as fh:
             text = fh.read()
         for pattern, repl in _REWRITES:
             text = pattern.sub(repl, text)
         text = _COND_DEP.sub(_cond_dep, text)
         return io.StringIO(text)
-
-
-def _kernel_version(tree: Path) -> str:
-    """KERNELVERSION as the top Makefile computes it (shown in the .config header)."""
-    try:
-        head = (tree / "Makefile").read_text(errors="replace")[:2000]
-    except OSError:
-        return ""  # not a kernel tree's top folder (a test tree): the header just lacks it
-    v = {k: (re.search(rf"^{k}[ \t]*=[ \t]*(\S*)", head, re.M) or [None, ""])[1]
-         for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL", "EXTRAVERSION")}
-    return f"{v['VERSION']}.{v['PATCHLEVEL']}.{v['SUBLEVEL']}{v['EXTRAVERSION']}".rstrip(".")
 
 
 def _make_env(tree: Path, arch: str) -> dict[str, str]:
@@ -85,10 +68,10 @@ def _make_env(tree: Path, arch: str) -> dict[str, str]:
     except OSError:
         cc_text = ""
     return {
-        "ARCH": arch, "SRCARCH": _SRCARCH.get(arch, arch), "srctree": str(tree),
+        "ARCH": arch, "SRCARCH": SRCARCH.get(arch, arch), "srctree": str(tree),
         "CC": "gcc", "LD": "ld", "HOSTCC": "gcc", "HOSTCXX": "g++", "NM": "nm",
         "OBJCOPY": "objcopy", "PAHOLE": "pahole", "RUSTC": "rustc", "BINDGEN": "bindgen",
-        "CC_VERSION_TEXT": cc_text.split("\n", 1)[0], "KERNELVERSION": _kernel_version(tree),
+        "CC_VERSION_TEXT": cc_text.split("\n", 1)[0], "KERNELVERSION": kernel_version(tree),
     }
 
 
@@ -133,52 +116,6 @@ def _parse(tree: Path, arch: str) -> tuple[_kc.Kconfig, dict]:
     return kconf, meta
 
 
-def kernel_symbols(tree: Path, arch: str = "x86_64") -> set[str]:
-    """Names of every symbol the tree's Kconfig files define."""
-    kconf, _ = _parse(Path(tree).resolve(), arch)
-    return {s.name for s in kconf.unique_defined_syms}
-
-
-def _load_base(kconf: _kc.Kconfig, tree: Path, base: str | Path | None, config: Path,
-               arch: str) -> None:
-    """Put the starting configuration in ``kconf`` (like the matching make target)."""
-    kconf.unset_values()
-    if base is None:
-        if not config.is_file():
-            raise KconfigError(f"{config}: no such config file; create it or pass --base "
-                               "(tinyconfig, defconfig or a config file)")
-        kconf.load_config(str(config))
-        return
-    files = [f for f in base_files(tree, base, arch) if f.is_file()]
-    if base == "defconfig":
-        if not files:
-            raise KconfigError(f"{tree}: no defconfig for ARCH={arch}; pass --base FILE instead")
-        kconf.load_config(str(files[0]))
-    elif base == "tinyconfig":
-        # make tinyconfig = allnoconfig with tiny-base.config as KCONFIG_ALLCONFIG, written
-        # out and read back, then the tiny.config fragments merged over it and olddefconfig.
-        allconfig, frags = base_files(tree, base, arch)[0], files
-        if not any(f.name == "tiny.config" for f in frags):
-            raise KconfigError(f"{tree}: no kernel/configs/tiny.config; pass --base defconfig or FILE")
-        kconf.warn = False
-        for sym in kconf.unique_defined_syms:
-            sym.set_value(2 if sym.is_allnoconfig_y else 0)
-        kconf.warn = True
-        if allconfig.is_file():  # tiny-base.config appeared in 4.x; older trees lack it
-            kconf.load_config(str(allconfig), replace=False)
-            frags = [f for f in frags if f != allconfig]
-        with tempfile.TemporaryDirectory() as tmp:
-            kconf.write_config(os.path.join(tmp, "config"), save_old=False)
-            kconf.load_config(os.path.join(tmp, "config"))
-        for frag in frags:
-            kconf.load_config(str(frag), replace=False)
-    else:
-        if not files:
-            raise KconfigError(f"base config {base}: no such file; pass tinyconfig, defconfig "
-                               "or an existing config file (.xz works)")
-        kconf.load_config(str(files[0]))
-
-
 def _apply(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]]) -> list[tuple[str, str, str, str]]:
     """Set every wanted value until nothing moves; return refusals (sym, asked, got, source)."""
     for _ in range(4):
@@ -201,7 +138,7 @@ def _resolve_loop(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]], resolv
     refused = _apply(kconf, wanted)
     for _ in range(8 if resolve else 0):
         added = False
-        for name, asked, _got, src in refused:
+        for name, asked, _got, _src in refused:
             for dep, value in fixes(kconf.syms[name], asked) or []:
                 if dep.name not in wanted:
                     why = f"needed by {name}={asked}"
@@ -237,46 +174,3 @@ def explain_all(tree: Path, arch: str, result: str, refused: list, hint: str | N
         sym = kconf.syms.get(name)
         out.append(explain(sym, asked, got, src, hint) if sym is not None and sym.nodes else "")
     return out
-
-
-def configure_kconfiglib(tree: Path, config: Path, requests: list[Request], *, base, resolve: bool,
-                         arch: str, resolve_hint: str) -> tuple[bytes, list, list, list[str]]:
-    """The engine for a Kconfig folder with no kernel tree (so no conf) around it.
-
-    Returns (new bytes, skipped, resolved, Kconfig files read); raises KconfigError on refusals.
-    """
-    kconf, _meta = _parse(tree, arch)
-    try:
-        _load_base(kconf, tree, base, config, arch)
-    except (OSError, EOFError, lzma.LZMAError) as exc:
-        raise KconfigError(f"cannot read the starting config ({base or config}): {exc}; "
-                           "pass a readable .config (plain or .xz)") from None
-    wanted: dict[str, tuple[str, str]] = {}
-    skipped, problems = [], []
-    for req in requests:
-        sym = kconf.syms.get(req.symbol)
-        if req.optional and (sym is None or not sym.nodes):
-            skipped.append((req.symbol, f"not in this kernel tree (optional, from {req.source})"))
-            continue
-        bad = check_request(kconf, req.symbol, req.value, req.source)
-        if bad:
-            problems.append(bad)
-        elif conflict := agree(wanted, req):
-            problems.append(conflict)
-    if problems:
-        raise KconfigError("; ".join(problems))
-    refused, resolved = _resolve_loop(kconf, wanted, resolve)
-    if refused:
-        raise KconfigError("; ".join(explain(kconf.syms[n], asked, got, src, None if resolve else resolve_hint)
-                                     for n, asked, got, src in refused))
-    header = f"#\n# Automatically generated file; DO NOT EDIT.\n# {kconf.mainmenu_text}\n#\n"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "config")
-        kconf.write_config(out, header=header, save_old=False)
-        text = Path(out).read_text()
-    # A transitional symbol is read, never written (symbol.c).
-    gone = {s.name for s in kconf.unique_defined_syms
-            if any(n.prompt and n.prompt[0] == _TRANSITIONAL for n in s.nodes)}
-    text = "".join(l for l in text.splitlines(True)
-                   if not (m := _ASSIGN.match(l.rstrip("\n"))) or (m.group(1) or m.group(3)) not in gone)
-    return text.encode(), skipped, resolved, list(kconf.kconfig_filenames)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic
+from lfspass.kernel.confsrc import cache_root
 
 _pending: dict[str, Future] = {}
 _seen: list[str] = []
@@ -53,7 +54,7 @@ functions = {"shell": (_shell, 1, 1)}  # the KCONFIG_FUNCTIONS contract
 
 
 def _list_file(tree: Path, arch: str) -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfspass"
+    root = cache_root()
     digest = hashlib.sha256(f"{tree}\0{arch}".encode()).hexdigest()[:16]
     return root / f"kconfig-shell-{digest}.json"
 

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from lfspass.errors import LfspassError
@@ -13,15 +14,15 @@ from lfspass.fsutil import write_atomic
 _VERSION = 2  # bump when configure() would write different bytes for the same inputs
 
 
-def files_key(tree: Path, names: list[str]) -> list[tuple[str, int, int]]:
+def files_key(tree: Path, names: Sequence[str | Path]) -> list[tuple[str, int, int]]:
     """(name, mtime_ns, size) of each file: cheap to take (~1,500 stats for x86), catches edits."""
     out = []
     for name in names:
         try:
             st = (tree / name).stat()
-            out.append((name, st.st_mtime_ns, st.st_size))
+            out.append((str(name), st.st_mtime_ns, st.st_size))
         except OSError:
-            out.append((name, 0, -1))
+            out.append((str(name), 0, -1))
     return out
 
 

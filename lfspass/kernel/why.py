@@ -1,7 +1,6 @@
 """Why a Kconfig request was refused, and which visible symbols would unblock it (kconfig.py's helper)."""
 from __future__ import annotations
 
-import difflib
 import re
 
 import kconfiglib as _kc
@@ -13,25 +12,6 @@ _MAX_FIXES = 12  # per refusal: a dependency needing more than this is a design 
 def tri(value: str) -> int:
     """'n'/'m'/'y' -> 0/1/2 (kconfiglib's tristate numbers)."""
     return _TRI[value]
-
-
-def check_request(kconf: _kc.Kconfig, name: str, value: str, source: str) -> str | None:
-    """Error text for an unknown symbol or a value of the wrong form; None when fine."""
-    sym = kconf.syms.get(name)
-    if sym is None or not sym.nodes:
-        names = [s.name for s in kconf.unique_defined_syms]
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
-        hint = f"did you mean {' or '.join(close)}?" if close else "check the name (no CONFIG_ prefix)"
-        return f"{name} (from {source}): no such symbol in this kernel tree; {hint}"
-    kind = _kc.TYPE_TO_STR[sym.orig_type]
-    ok = {"bool": ("y", "n"), "tristate": ("y", "m", "n")}.get(kind)
-    if ok and value not in ok:
-        return f"{name}={value} (from {source}): {kind} symbol takes {', '.join(ok)}"
-    if kind in ("int", "hex") and not re.fullmatch(
-            r"-?[0-9]+" if kind == "int" else r"(0[xX])?[0-9a-fA-F]+", value):
-        return (f"{name}={value} (from {source}): {kind} symbol takes a "
-                + ("decimal number" if kind == "int" else "hex number like 0x1f"))
-    return None
 
 
 def _loc(sym: _kc.Symbol) -> str:

@@ -129,30 +129,6 @@ def test_debian_61_config_carried_into_sid_equals_make_olddefconfig(sid, tmp_pat
 
 
 @NEEDS_SID
-@pytest.mark.parametrize("case, given, expected, exact", [
-    ("transitional", "initial_config", "expected_config", False),
-    ("conditional_dep", "test_config1", "expected_config1", True),
-    ("conditional_dep", "test_config2", "expected_config2", True),
-    ("conditional_dep", "test_config3", "expected_config3", True),
-    ("warn_changed_input", "config", "expected_config", True),
-])
-def test_kernel_kconfig_test_cases(sid, tmp_path: Path, case: str, given: str, expected: str, exact: bool) -> None:
-    """scripts/kconfig/tests of the newest tree, through `lfspass kconfig` (olddefconfig of a config)."""
-    tree, _debian, version = sid
-    folder = tree / "scripts" / "kconfig" / "tests" / case
-    cfg = tmp_path / "config"
-    shutil.copyfile(folder / given, cfg)
-    proc = run_cli("kconfig", "--tree", str(folder), "--config", str(cfg))
-    assert proc.returncode == 0, f"sid linux-source {version}, {case}: {proc.stderr}"
-    want, got = (folder / expected).read_text(), cfg.read_text()
-    if exact:
-        assert got == want, f"sid linux-source {version}, {case}/{expected}"
-    else:  # the kernel's test checks containment (config_contains)
-        missing = [l for l in want.splitlines() if l not in got.splitlines()]
-        assert not missing, f"sid linux-source {version}, {case}: missing {missing}"
-
-
-@NEEDS_SID
 def test_alldefconfig_from_empty_matches_the_kernel(sid, tmp_path: Path) -> None:
     """alldefconfig from an empty config: --base alldefconfig equals conf --alldefconfig."""
     tree, _debian, version = sid
@@ -167,8 +143,8 @@ def test_alldefconfig_from_empty_matches_the_kernel(sid, tmp_path: Path) -> None
     assert "CONFIG_NEW_BOOL" in ours.read_text() and "OLD_BOOL" not in ours.read_text()
 
 
-def test_kconfiglib_reads_conditional_deps_and_transitional(tmp_path: Path) -> None:
-    """The explanation engine on 7.x syntax: `depends on A if B` means A || B=n."""
+def test_kconfiglib_reads_conditional_deps_and_transitional(sid, tmp_path: Path) -> None:
+    """The explanation engine on 7.x syntax (sid's conf writes): `depends on A if B` means A || B=n."""
     tree = tmp_path / "tree"
     tree.mkdir()
     (tree / "Kconfig").write_text(
@@ -178,9 +154,9 @@ def test_kconfiglib_reads_conditional_deps_and_transitional(tmp_path: Path) -> N
     (tmp_path / "bar").write_text("CONFIG_BAR=y\n")
     from lfspass.errors import KconfigError
     with pytest.raises(KconfigError, match=r"TEST=y .*refused.*FOO.*enable FOO"):
-        configure(tree, tmp_path / "o", [Request("TEST", "y")], base=tmp_path / "bar")
+        configure(tree, tmp_path / "o", [Request("TEST", "y")], base=tmp_path / "bar", conf_source=sid[0])
     (tmp_path / "old").write_text("CONFIG_OLD=y\n")
-    res = configure(tree, tmp_path / "o", [Request("TEST", "y")], base=tmp_path / "old")
+    res = configure(tree, tmp_path / "o", [Request("TEST", "y")], base=tmp_path / "old", conf_source=sid[0])
     text = (tmp_path / "o").read_text()
     assert "CONFIG_TEST=y" in text and "CONFIG_NEW=y" in text and "OLD" not in text, res
 
