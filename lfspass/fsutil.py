@@ -72,8 +72,12 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = 
     except (FileNotFoundError, NotADirectoryError):
         pass
     except IsADirectoryError:
-        raise LfspassError(f"cannot write {path}: it is a folder; remove it or pick another path")
-    _replace(path, lambda fh: fh.write(raw), mode if mode is not None else 0o644)
+        raise LfspassError(f"cannot write {path}: it is a folder; remove it or pick another path") from None
+
+    def fill(fh: BinaryIO) -> None:
+        fh.write(raw)
+
+    _replace(path, fill, mode if mode is not None else 0o644)
     return True
 
 

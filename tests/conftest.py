@@ -52,6 +52,18 @@ def _child_env(env: dict | None) -> dict[str, str]:
     return full_env
 
 
+@pytest.fixture(scope="session")
+def sid() -> tuple[Path, Path, str]:
+    """(tree, Debian amd64 config, version) of sid's newest linux-source (tests mark it NEEDS_SID)."""
+    from kernel_trees import sid_tree
+
+    try:
+        return sid_tree(TEST_CACHE)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        # NEEDS_SID already skipped the test when the archive is unreachable and nothing is cached.
+        pytest.fail(f"no sid kernel although the Debian archive answers: {exc}")
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """Run ``python -m lfspass ARGS`` as a user would, capturing text output."""
     full_env = _child_env(env)

@@ -173,7 +173,9 @@ def _transfer(session: requests.Session, url: str, part: Path, limits: tuple[flo
             read = resp.raw.read1 if hasattr(resp.raw, "read1") else resp.raw.read
             # No fsync: a file torn by a power cut fails the hash check on the next run and
             # is fetched again, and skipping it keeps a 4 GB image at curl's speed.
-            with open(part, "ab" if offset else "wb") as fh, _Hasher(digest) as hasher:
+            # Unbuffered: the .part always holds every byte hashed so far, so what a signal or a
+            # kill leaves is exactly what a resume may count on (no tail lost in a user-space buffer).
+            with open(part, "ab" if offset else "wb", buffering=0) as fh, _Hasher(digest) as hasher:
                 while True:
                     try:
                         chunk = read(CHUNK, decode_content=False)
@@ -193,7 +195,9 @@ def _transfer(session: requests.Session, url: str, part: Path, limits: tuple[flo
                         bar.close(offset)
                         raise DownloadError(f"{dest}: stopped after {offset} bytes written ({human(offset)}): "
                                             f"{low.said()}; {part.name} was removed: free space or choose another -o")
-                    fh.write(chunk)
+                    view = memoryview(chunk)
+                    while view:  # a raw write may take part of a chunk
+                        view = view[fh.write(view) or 0:]
                     hasher.update(chunk)
                     offset += len(chunk)
                     bar.update(offset)

@@ -15,7 +15,7 @@ from datetime import datetime, UTC
 from pathlib import Path
 from typing import TextIO
 
-from lfspass.diskspace import ensure_room, run_guarded
+from lfspass.diskspace import ensure_room, run_guarded, space
 from lfspass.errors import BuildError
 from lfspass.fsutil import require_tool, write_atomic
 from lfspass.kernel.conf import controlled_env
@@ -113,9 +113,16 @@ def prepare_source(source: Path, build_dir: Path) -> Path:
         proc = run_guarded(["tar", "-C", str(tmp), "-xf", str(source)], tree.parent,
                            f"kernel: extracting {source} into {tree.parent}", BuildError, advice=advice, text=True)
         if proc.returncode != 0 or not (tmp / info["top"]).is_dir():
-            last = (proc.stderr.strip().splitlines() or ["no tree in it"])[-1]
-            raise BuildError(f"{source}: extraction failed ({last}); check the file "
-                             "(`xz -t`) or reinstall it (apt-get install --reinstall linux-source-6.1)")
+            # tar's first own complaint, not its closing "Exiting with failure status" line.
+            said = [l for l in proc.stderr.strip().splitlines() if "Exiting with failure status" not in l]
+            first = (said or ["no tree in it"])[0]
+            sp = space(tree.parent)
+            # A full disk shows as "No space left" or as a short write ("Wrote only 512 of 10240 bytes").
+            if "No space left" in proc.stderr or "Wrote only" in proc.stderr or (sp is not None and sp.room == 0):
+                fix = f"No space left for it: {sp.said() if sp else tree.parent}; {advice}"
+            else:
+                fix = "check the file (`tar -tf` lists it) or fetch it again (Debian: apt-get install --reinstall linux-source-X.Y)"
+            raise BuildError(f"{source}: extraction failed (tar: {first.removeprefix('tar: ')}); {fix}")
         marker.unlink(missing_ok=True)
         if tree.exists():
             old = Path(tempfile.mkdtemp(prefix=".old-", dir=tree.parent))

@@ -20,6 +20,7 @@ import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from lfspass.diskspace import ensure_room
 from lfspass.errors import BuildError, KconfigError
 from lfspass.kernel.source import is_tarball, release_from_makefile
 from lfspass.progress import Progress
@@ -97,6 +98,8 @@ def extract(tarball: Path) -> Path:
             return dest
         work = root / f"{key}.part"
         shutil.rmtree(work, ignore_errors=True)
+        # At most _MAX_BYTES are written (checked per member); the reserve must hold after them.
+        ensure_room(root, _MAX_BYTES, f"the kconfig scripts of {tarball.name}", KconfigError)
         try:
             _extract_into(tarball, work)
             if not is_kernel_tree(work):

@@ -179,7 +179,10 @@ def _term_midway(server: Server, mode: str, dest: Path, tmp_path: Path,
                  sig: int = signal.SIGTERM) -> subprocess.CompletedProcess:
     """Start a fetch, signal it once half the file is in DEST.part, return how it ended."""
     argv = [sys.executable, "-m", "lfspass", "fetch", server.url(f"{mode}/disk.img"), "--sha256", SHA, "-o", str(dest)]
-    child = subprocess.Popen(argv, cwd=REPO, env=dict(os.environ, **_env(tmp_path)), stdout=subprocess.PIPE,
+    # The server holds the second half for 60 s: a read timeout of 30 s keeps the client waiting
+    # there (a loaded machine may take seconds to see the half) instead of resuming on its own.
+    env = {**os.environ, **_env(tmp_path), "LFSPASS_TIMEOUT": "5,30"}
+    child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     part = dest.with_name(dest.name + ".part")
     deadline = time.monotonic() + 60  # a guard against a hang, not a measurement

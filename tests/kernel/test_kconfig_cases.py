@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_CACHE, assert_one_error_line, run_cli
-from kernel_trees import sid_tree
+from conftest import assert_one_error_line, run_cli
+from kernel_trees import NEEDS_SID
 from lfspass.kernel import conf as kconf
 
 # (case, --base or None for "olddefconfig of the given config", given config, expected, how compared)
@@ -34,13 +34,8 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def sid() -> tuple[Path, str]:
-    try:
-        tree, _config, version = sid_tree(TEST_CACHE)
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"no sid kernel: {exc}")
-    return tree, version
+# Every test here reads sid's tree (the fixture is conftest.sid).
+pytestmark = NEEDS_SID
 
 
 def _case(sid, tmp_path: Path, case: str, where: str) -> tuple[Path, list[str]]:
@@ -62,12 +57,12 @@ def test_kernel_case(sid, tmp_path: Path, where: str, case: str, base, given, ex
         shutil.copyfile(folder / given, cfg)
     args = ["kconfig", "--tree", str(folder), "--config", str(cfg), *extra, *(["--base", base] if base else [])]
     proc = run_cli(*args)
-    assert proc.returncode == 0, f"sid linux-source {sid[1]}, {case} {where}: {proc.stderr}"
+    assert proc.returncode == 0, f"sid linux-source {sid[2]}, {case} {where}: {proc.stderr}"
     want, got = (folder / expected).read_text(), cfg.read_text()
     if how == "matches":
-        assert got == want, f"sid linux-source {sid[1]}, {case}/{expected} {where}"
+        assert got == want, f"sid linux-source {sid[2]}, {case}/{expected} {where}"
     else:
-        assert want in got, f"sid linux-source {sid[1]}, {case}/{expected} {where}"
+        assert want in got, f"sid linux-source {sid[2]}, {case}/{expected} {where}"
 
 
 def test_acceptance_warn_changed_input_copied_out(sid, tmp_path: Path) -> None:

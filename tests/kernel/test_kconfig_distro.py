@@ -45,7 +45,7 @@ def configured(linux_tree: Path, tmp_path_factory) -> tuple[Path, Path, subproce
 
 
 def test_debian_config_keeps_module_signing_with_a_persistent_key(configured) -> None:
-    tmp, recipe, proc = configured
+    tmp, _recipe_path, proc = configured
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cfg = tmp / "b" / "obj" / ".config"
     assert _val(cfg, "MODULE_SIG") == "y" and _val(cfg, "MODULE_SIG_ALL") == "y"  # as Debian has it
@@ -107,7 +107,7 @@ def test_preflight_names_the_tool_the_seed_and_the_release_setting(tmp_path: Pat
     with pytest.raises(BuildError, match="DEBUG_INFO_BTF=y, which needs pahole; apt-get install dwarves"):
         preflight.check_tools(cfg)
     cfg.write_text("CONFIG_RANDSTRUCT_FULL=y\n")
-    with pytest.raises(BuildError, match="RANDSTRUCT.*RANDSTRUCT_NONE"):
+    with pytest.raises(BuildError, match=r"RANDSTRUCT.*RANDSTRUCT_NONE"):
         preflight.check_tools(cfg)
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -124,7 +124,7 @@ def test_signing_key_from_the_recipe_or_made_once(tmp_path: Path) -> None:
     from lfspass.kernel import preflight
 
     recipe = tmp_path / "r.toml"
-    with pytest.raises(BuildError, match="kernel.signing_key = 'nope.pem': no such file"):
+    with pytest.raises(BuildError, match=r"kernel\.signing_key = 'nope\.pem': no such file"):
         preflight.signing_key(recipe, "nope.pem")
     made = preflight.signing_key(recipe, "")
     assert made == tmp_path / ".lfspass" / "module-signing-key.pem"

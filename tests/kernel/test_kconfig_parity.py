@@ -14,26 +14,12 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_CACHE, run_cli
-from kernel_trees import bookworm_tree, sid_tree
+from kernel_trees import NEEDS_SID, bookworm_tree
 from lfspass.kernel.kconfig import configure, kernel_symbols
 from lfspass.model import Request
 from lfspass_plugins.core import core_requests, kvm_requests
 
 DEBIAN_61 = Path("/usr/src/linux-config-6.1/config.amd64_none_amd64.xz")
-
-
-# sid's tree comes from the Debian archive once (164 MB), then from build/test-cache: a test that
-# uses it skips with the reason when the archive does not answer and nothing is cached.
-NEEDS_SID = pytest.mark.network("debian", cached=TEST_CACHE / "sid.done")
-
-
-@pytest.fixture(scope="session")
-def sid() -> tuple[Path, Path, str]:
-    """(tree, Debian amd64 config, version) of sid's newest linux-source, cached in build/test-cache."""
-    try:
-        return sid_tree(TEST_CACHE)
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        pytest.fail(f"no sid kernel although the Debian archive answers: {exc}")
 
 
 @pytest.fixture(scope="session")
