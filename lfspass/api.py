@@ -10,9 +10,9 @@ from lfspass import hookimpl
 from lfspass.doctor.devices import HPE_BAR_FIX, OVMF_FIX, check_hda, label
 from lfspass.doctor.gpu import bar_check, host_drivers, softdeps
 from lfspass.errors import KconfigError, LfspassError
-from lfspass.model import Check, Request
+from lfspass.model import Check, Request, Status
 
 __all__ = [
-    "hookimpl", "Request", "Check", "LfspassError", "KconfigError",
+    "hookimpl", "Request", "Check", "Status", "LfspassError", "KconfigError",
     "softdeps", "host_drivers", "bar_check", "check_hda", "label", "HPE_BAR_FIX", "OVMF_FIX",
 ]

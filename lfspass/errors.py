@@ -1,16 +1,26 @@
-"""The one exception family lfspass raises for expected bad input."""
+"""The one exception family lfspass raises for expected failures, and the exit code each means.
+
+| exit | family        | when                                                                  |
+| ---- | ------------- | --------------------------------------------------------------------- |
+| 1    | CheckFailed   | a check lfspass runs said no: doctor, the lab's verdict, boot confirm, |
+|      |               | a checksum or signature, a download that did not complete            |
+| 2    | InputError    | bad input: a recipe key or value, a PCI id, a Kconfig request, a path, |
+|      |               | a host root that cannot be read, a state lfspass refuses to change    |
+| 3    | ToolFailed    | an external program failed or is missing: make, QEMU, qemu-img,       |
+|      |               | mmdebstrap, grub-editenv, tar, gpgv (the message names its log)       |
+
+Every message is one line that names the input (file, key, value), what was expected, and
+what to do next; the CLI and the doit reporter print it as ``error: …`` without a traceback.
+The stage classes below (RecipeError, KconfigError, BuildError, …) each belong to one family;
+raise the most specific one.
+"""
 from __future__ import annotations
 
 
 class LfspassError(Exception):
-    """Base of every error a user can fix.
+    """Base of every expected failure; its ``exit_code`` says which family it belongs to."""
 
-    The CLI and the doit reporter print ``error: <message>`` on one line and exit
-    non-zero without a traceback.  A message names the input (file, key, value),
-    what was expected, and what to do next.
-    """
-
-    exit_code = 2  # `lfspass` exits 2 for bad input, 1 for a run that failed (BuildError, DownloadError)
+    exit_code = 2
 
     def __init__(self, *args: object, exit_code: int | None = None) -> None:
         super().__init__(*args)
@@ -22,47 +32,63 @@ class LfspassError(Exception):
         return " ".join(str(self).split())
 
 
-class RecipeError(LfspassError):
+class CheckFailed(LfspassError):
+    """A check said no (doctor, a lab verdict, boot confirm, a checksum): exit 1."""
+
+    exit_code = 1
+
+
+class InputError(LfspassError):
+    """Bad input the user can fix (recipe, ids, requests, paths, refused states): exit 2."""
+
+    exit_code = 2
+
+
+class ToolFailed(LfspassError):
+    """An external program failed or is not installed: exit 3."""
+
+    exit_code = 3
+
+
+# Stage errors, each in one family.
+
+class RecipeError(InputError):
     """A recipe file is missing, unparsable, or has a bad key or value."""
 
 
-class PciIdError(LfspassError):
+class PciIdError(InputError):
     """A PCI id or address is malformed or names no device on the host."""
 
 
-class PluginError(LfspassError):
+class PluginError(InputError):
     """A plugin could not be loaded or broke a hook contract."""
 
 
-class TemplateError(LfspassError):
+class TemplateError(InputError):
     """A template asked for a variable the plan does not provide."""
 
 
-class KconfigError(LfspassError):
+class KconfigError(InputError):
     """A Kconfig request is unknown or was refused by the kernel's dependencies."""
 
 
-class BuildError(LfspassError):
-    """The kernel build or install failed (the message points at the kept log)."""
-
-    exit_code = 1
-
-
-class DownloadError(LfspassError):
-    """A download failed, or its checksum or signature did not verify."""
-
-    exit_code = 1
-
-
-class HostError(LfspassError):
+class HostError(InputError):
     """A host root (live or saved) cannot be read."""
 
 
-class VmError(LfspassError):
-    """A VM's firmware, disk or launcher cannot be prepared."""
+class VmError(InputError):
+    """A VM's firmware, disk or launcher cannot be prepared from what the recipe says."""
 
 
-class ToolMissing(LfspassError):
+class BuildError(ToolFailed):
+    """The kernel build or install failed (the message points at the kept log)."""
+
+
+class DownloadError(CheckFailed):
+    """A download failed, or its checksum or signature did not verify."""
+
+
+class ToolMissing(ToolFailed):
     """An external program lfspass relies on is not installed."""
 
     def __init__(self, tool: str, package: str) -> None:

@@ -95,6 +95,13 @@ def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike, mode: int | None
     return True
 
 
+def cache_dir(*parts: str) -> Path:
+    """lfspass's one cache folder (or a folder inside it): $LFSPASS_CACHE, else
+    $XDG_CACHE_HOME/lfspass, else ~/.cache/lfspass.  Downloads, kconfig builds and scans share it."""
+    root = os.environ.get("LFSPASS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfspass"
+    return Path(root, *parts)
+
+
 def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""
     h = hashlib.sha256()

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+from lfspass.errors import PluginError
 
 
 @dataclass(frozen=True)
@@ -14,15 +17,32 @@ class Request:
     optional: bool = False  # skip with a note when the tree lacks the symbol
 
 
+class Status(StrEnum):
+    """A check's outcome; it is its own string ("pass", ...) in text and JSON."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    UNKNOWN = "unknown"   # what the check needs could not be read
+
+
 @dataclass
 class Check:
     """One doctor finding; ``fix`` says what to do when the status is not pass."""
 
     id: str
-    status: str          # pass | warn | fail | unknown
+    status: Status
     title: str
     detail: str
     fix: str = ""
 
+    def __post_init__(self) -> None:
+        # Plugins pass plain strings ("pass"); anything else is the plugin's bug, said in one line.
+        try:
+            self.status = Status(self.status)
+        except ValueError:
+            raise PluginError(f"check {self.id!r}: status {self.status!r} is not one of "
+                              f"{', '.join(Status)}; fix the code that made it") from None
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "status": str(self.status)}

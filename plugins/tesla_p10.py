@@ -1,7 +1,7 @@
 """NVIDIA Tesla P10 (GP102GL, 10de:1b39): a 32 GiB BAR1 that needs a large 64-bit MMIO window."""
 from __future__ import annotations
 
-from lfspass.api import HPE_BAR_FIX, OVMF_FIX, Check, bar_check, check_hda, hookimpl, label, softdeps
+from lfspass.api import HPE_BAR_FIX, OVMF_FIX, Check, Status, bar_check, check_hda, hookimpl, label, softdeps
 
 PCI_ID = "10de:1b39"
 # BAR1 is 32 GiB (+32 MiB BAR3): OVMF's classic 32 GiB 64-bit window cannot hold it,
@@ -36,17 +36,17 @@ def lfspass_doctor_checks(host, recipe, device):
     if device is None:
         return None
     dev, checks = bar_check(host, device, 1, "p10-bar1", "Tesla P10 large BAR1", lambda bar: (
-        "warn", f"BAR1 is {bar.size >> 30} GiB: the guest needs a 64-bit MMIO window above 32 GiB "
+        Status.WARN, f"BAR1 is {bar.size >> 30} GiB: the guest needs a 64-bit MMIO window above 32 GiB "
                 "(classic OVMF has 32 GiB: the seed's guest never initialised)",
         OVMF_FIX + "; on HPE Gen9 also " + HPE_BAR_FIX))
     if dev is None:
         return None
-    if checks[0].status == "fail":  # unassigned on the host: the firmware first, then OVMF
+    if checks[0].status == Status.FAIL:  # unassigned on the host: the firmware first, then OVMF
         checks[0].fix = HPE_BAR_FIX + "; then " + OVMF_FIX
     lab = label(device)
     log = host.kernel_log
     if log is not None and f"{dev.address}: DMAR: Device is ineligible for IOMMU domain attach" in log:
-        checks.append(Check(f"p10-rmrr[{lab}]", "fail", "HPE RMRR", "the kernel refused the card: 'Device is ineligible "
+        checks.append(Check(f"p10-rmrr[{lab}]", Status.FAIL, "HPE RMRR", "the kernel refused the card: 'Device is ineligible "
                             "for IOMMU domain attach due to platform RMRR requirement'",
                             "exclude the slot from HPE shared memory with conrep (conrep -l -x conrep_rmrds.xml with "
                             "<RMRDS_SlotN>Endpoints_Excluded</RMRDS_SlotN>), then reboot"))

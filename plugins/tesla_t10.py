@@ -1,7 +1,7 @@
 """NVIDIA Tesla T10 (TU102GL, 10de:1e37): passed through fine in the seed on an HPE DL380 Gen9."""
 from __future__ import annotations
 
-from lfspass.api import bar_check, check_hda, hookimpl, label, softdeps
+from lfspass.api import Status, bar_check, check_hda, hookimpl, label, softdeps
 
 PCI_ID = "10de:1e37"
 
@@ -23,5 +23,5 @@ def lfspass_doctor_checks(host, recipe, device):
     if device is None:
         return None
     dev, checks = bar_check(host, device, 1, "t10-bar1", "Tesla T10 BAR1", lambda bar: (
-        "pass", f"BAR1 {bar.size >> 30} GiB fits classic OVMF's 32 GiB 64-bit window (as in the seed)", ""))
+        Status.PASS, f"BAR1 {bar.size >> 30} GiB fits classic OVMF's 32 GiB 64-bit window (as in the seed)", ""))
     return checks + [check_hda(host, dev, label(device))] if dev is not None else None

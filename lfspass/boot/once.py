@@ -19,7 +19,7 @@ from lfspass.boot.grub import Entry, entry_id, parse_entries
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic
 from lfspass.journal import state_dir
-from lfspass.model import Check
+from lfspass.model import Check, Status
 from lfspass.plan import kernel_paths
 from lfspass.recipe import Recipe
 
@@ -103,13 +103,13 @@ def kernel_check(recipe: Recipe, tried: dict, host) -> Check:
     title = "booted kernel is the tried one"
     image = _boot_image(host.cmdline)
     if host.release != tried["release"]:
-        return Check("boot-kernel", "fail", title, f"the host runs {host.release}, not the tried {tried['release']} "
+        return Check("boot-kernel", Status.FAIL, title, f"the host runs {host.release}, not the tried {tried['release']} "
                      f"({tried['id']}): GRUB booted another entry (or it panicked and came back)",
                      "look at the console log; fix the kernel, then `lfspass boot try` again")
     if image is not None and image != tried["kernel"]:
-        return Check("boot-kernel", "fail", title, f"GRUB booted {image}, not the tried {tried['kernel']}",
+        return Check("boot-kernel", Status.FAIL, title, f"GRUB booted {image}, not the tried {tried['kernel']}",
                      "the tried kernel did not come up; the default entry booted instead")
-    return Check("boot-kernel", "pass", title, f"{host.release} from {image or tried['kernel']}")
+    return Check("boot-kernel", Status.PASS, title, f"{host.release} from {image or tried['kernel']}")
 
 
 def boot_confirm(recipe: Recipe, host_root: str | os.PathLike) -> tuple[bool, list[Check]]:
@@ -124,14 +124,14 @@ def boot_confirm(recipe: Recipe, host_root: str | os.PathLike) -> tuple[bool, li
         raise LfspassError(f"{state_path(recipe)}: nothing was tried; run `lfspass boot try` and boot it first")
     host = Host(host_root)
     checks = [kernel_check(recipe, tried, host)] + run_doctor(host, recipe, get_plugin_manager())
-    ok = not any(c.status == "fail" for c in checks)
+    ok = not any(c.status == Status.FAIL for c in checks)
     ids = [e.id for e in entries(recipe)]
     if ok and tried["id"] not in ids:
         ok = False
-        checks.append(Check("boot-entry", "fail", "tried entry still in grub.cfg",
+        checks.append(Check("boot-entry", Status.FAIL, "tried entry still in grub.cfg",
                             f"{tried['id']} is no longer in grub.cfg", "run `doit grub` and `lfspass boot try` again"))
     result = {"id": tried["id"], "release": tried["release"], "ok": ok, "at": _now(), "host_root": str(host_root),
-              "failed": [f"{c.id}: {c.detail}" for c in checks if c.status == "fail"]}
+              "failed": [f"{c.id}: {c.detail}" for c in checks if c.status == Status.FAIL]}
     if ok:
         set_env(recipe, saved_entry=tried["id"])
         state["confirmed"] = {"id": tried["id"], "release": tried["release"], "at": result["at"]}

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from lfspass.cli.output import print_json
+from lfspass.model import Status
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             print_json({"ok": ok, "checks": [c.as_dict() for c in checks]})
         else:
             for c in checks:
-                if c.status != "pass":
+                if c.status != Status.PASS:
                     print(f"{c.status.upper():4}  {c.id}: {c.detail}" + (f" (fix: {c.fix})" if c.fix else ""))
             state = once.read_state(recipe)
             if ok:

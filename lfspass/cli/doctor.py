@@ -6,7 +6,7 @@ import sys
 
 from lfspass.cli.output import print_json
 from lfspass.doctor.run import exit_status, run_doctor
-from lfspass.model import Check
+from lfspass.model import Check, Status
 from lfspass.host.read import Host
 
 MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "unknown": "UNKN"}
@@ -27,7 +27,7 @@ def render(host: Host, checks: list[Check]) -> str:
     lines = [f"lfspass doctor: host {host.root}" + (f", kernel {host.release}" if host.release else "")]
     for c in checks:
         lines.append(f"{MARK.get(c.status, c.status)}  {c.id:<{width}}  {c.detail}")
-        if c.fix and c.status != "pass":
+        if c.fix and c.status != Status.PASS:
             lines.append(f"      {'':<{width}}  fix: {c.fix}")
     counts = {s: sum(c.status == s for c in checks) for s in MARK}
     lines.append(f"{counts['fail']} failed, {counts['warn']} warnings, {counts['unknown']} unknown, {counts['pass']} passed")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lfspass.model import Check
+from lfspass.model import Check, Status
 from lfspass.host.groups import VIABLE_DRIVERS, group_of
 from lfspass.host.read import Host, PciDevice, human_size
 from lfspass.pci import short_address
@@ -39,39 +39,39 @@ def locate(host: Host, spec: Any) -> tuple[PciDevice | None, Check]:
     elsewhere = ", ".join(short_address(d.address) for d in by_id)
     # Unreadable ids first: "is None" must never pass for the recipe's device.
     if at is not None and at.id is None:
-        return at, Check(cid, "unknown", title, f"{short_address(at.address)}: vendor/device attribute unreadable or garbled",
+        return at, Check(cid, Status.UNKNOWN, title, f"{short_address(at.address)}: vendor/device attribute unreadable or garbled",
                          "re-save the host with `lfspass doctor --save`")
     if spec.address and at is not None and (not spec.id or at.id == spec.id):
-        return at, Check(cid, "pass", title, f"{short_address(at.address)} is {at.id} {at.name}")
+        return at, Check(cid, Status.PASS, title, f"{short_address(at.address)} is {at.id} {at.name}")
     if spec.address:
         # at.id is known here: a device with unreadable ids returned 'unknown' above.
         here = (f"{short_address(spec.address)} is {at.id} ({_id_name(host, at.id)})" if at is not None and at.id
                 else f"no device at {short_address(spec.address)}")
         if by_id:
-            return by_id[0], Check(cid, "fail", title,
+            return by_id[0], Check(cid, Status.FAIL, title,
                                    f"{here}, not {spec.id}; the {spec.id} ({_id_name(host, spec.id)}) sits at {elsewhere}",
                                    f"set address = \"{short_address(by_id[0].address)}\" in the recipe's [[devices]] "
                                    f"(QEMU: -device vfio-pci,host={short_address(by_id[0].address)})")
         if at is None or spec.id:
-            return None, Check(cid, "fail", title, f"{here}, and no {spec.id} anywhere on this host" if spec.id else here,
+            return None, Check(cid, Status.FAIL, title, f"{here}, and no {spec.id} anywhere on this host" if spec.id else here,
                                "check `lspci -nn` and reseat or power the card (HPE: look for POST errors); "
                                "fix address/id in the recipe")
     if by_id:
         extra = f" ({len(by_id)} match; checking the first, give address = to pick)" if len(by_id) > 1 else ""
-        return by_id[0], Check(cid, "pass", title, f"{spec.id} at {elsewhere}{extra}")
-    return None, Check(cid, "fail", title, f"no {spec.id} on this host", "check `lspci -nn` and the recipe's id")
+        return by_id[0], Check(cid, Status.PASS, title, f"{spec.id} at {elsewhere}{extra}")
+    return None, Check(cid, Status.FAIL, title, f"no {spec.id} on this host", "check `lspci -nn` and the recipe's id")
 
 
 def check_driver(dev: PciDevice, lab: str) -> Check:
     cid, title = f"device-driver[{lab}]", "bound to vfio-pci"
     if dev.driver == "vfio-pci":
-        return Check(cid, "pass", title, f"{short_address(dev.address)} driver: vfio-pci")
+        return Check(cid, Status.PASS, title, f"{short_address(dev.address)} driver: vfio-pci")
     ids = dev.id or "VENDOR:DEVICE (read it with `lspci -nn`)"
     fix = (f"options vfio-pci ids={ids} in /etc/modprobe.d/vfio.conf with the module loaded at boot "
            f"(LFS: /etc/sysconfig/modules), or vfio-pci.ids={ids} on the kernel command line (`doit vfio grub`)")
     if dev.driver is None:
-        return Check(cid, "fail", title, f"{short_address(dev.address)} has no driver: vfio-pci did not claim it", fix)
-    return Check(cid, "fail", title, f"{short_address(dev.address)} is bound to {dev.driver}",
+        return Check(cid, Status.FAIL, title, f"{short_address(dev.address)} has no driver: vfio-pci did not claim it", fix)
+    return Check(cid, Status.FAIL, title, f"{short_address(dev.address)} is bound to {dev.driver}",
                  f"add 'softdep {dev.driver} pre: vfio-pci' and " + fix)
 
 
@@ -79,12 +79,12 @@ def check_group(host: Host, dev: PciDevice, lab: str) -> Check:
     cid, title = f"device-group[{lab}]", "IOMMU group viable"
     group = group_of(host, dev)
     if group is None:
-        return Check(cid, "fail", title, f"{short_address(dev.address)} is in no IOMMU group (the IOMMU is off)",
+        return Check(cid, Status.FAIL, title, f"{short_address(dev.address)} is in no IOMMU group (the IOMMU is off)",
                      "turn the IOMMU on (see check 'iommu')")
     others = [m for m in group.members if m.address != dev.address]
     if group.viable:
         mates = ", ".join(short_address(m.address) for m in others)
-        return Check(cid, "pass", title, f"group {group.number}" + (f" with {mates}" if mates else ": alone"))
+        return Check(cid, Status.PASS, title, f"group {group.number}" + (f" with {mates}" if mates else ": alone"))
     blockers = "; ".join(f"{short_address(b.address)} {b.class_name} [{b.id or 'id unreadable'}] on {b.driver}" for b in group.blockers)
     same_card = [b for b in group.blockers if b.address[:-1] == dev.address[:-1]]
     fix = ""
@@ -97,13 +97,13 @@ def check_group(host: Host, dev: PciDevice, lab: str) -> Check:
     if len(same_card) < len(group.blockers):
         fix += ("; " if fix else "") + ("move the card to a slot whose root port isolates it (ACS), or unbind the "
                                         "other devices; pcie_acs_override needs a patched kernel and weakens isolation")
-    return Check(cid, "fail", title, f"group {group.number} also holds {blockers}", fix)
+    return Check(cid, Status.FAIL, title, f"group {group.number} also holds {blockers}", fix)
 
 
 def check_bars(dev: PciDevice, lab: str) -> Check:
     cid, title = f"device-bars[{lab}]", "BARs assigned and within the guest's 64-bit window"
     if dev.bars is None:
-        return Check(cid, "unknown", title, f"{short_address(dev.address)}: resource file missing, cut short or garbled",
+        return Check(cid, Status.UNKNOWN, title, f"{short_address(dev.address)}: resource file missing, cut short or garbled",
                      "re-save the host with `lfspass doctor --save`")
     bars = [b for b in dev.bars if b.index <= 5 and b.is_mem]
     desc = ", ".join(f"BAR{b.index} {human_size(b.size)}" + (" 64-bit" if b.is_64 else "") + (" pref" if b.prefetch else "")
@@ -111,39 +111,39 @@ def check_bars(dev: PciDevice, lab: str) -> Check:
     unset = [b for b in bars if b.unassigned]
     if unset:
         names = ", ".join(f"BAR{b.index} ({human_size(b.size)})" for b in unset)
-        return Check(cid, "fail", title, f"{names} unassigned on the host: the firmware found no room for it", HPE_BAR_FIX)
+        return Check(cid, Status.FAIL, title, f"{names} unassigned on the host: the firmware found no room for it", HPE_BAR_FIX)
     high = sum(b.size for b in bars if b.is_64)
     if high > OVMF_MMIO64 or any(b.size >= OVMF_MMIO64 for b in bars):
-        return Check(cid, "warn", title, f"{desc}: {high / (1 << 30):.2f} GiB of 64-bit BARs, more than classic "
+        return Check(cid, Status.WARN, title, f"{desc}: {high / (1 << 30):.2f} GiB of 64-bit BARs, more than classic "
                      "OVMF's 32 GiB 64-bit MMIO window", OVMF_FIX)
-    return Check(cid, "pass", title, desc or "no memory BARs")
+    return Check(cid, Status.PASS, title, desc or "no memory BARs")
 
 
 def check_numa(dev: PciDevice, lab: str) -> Check:
     cid, title = f"device-numa[{lab}]", "NUMA node"
     if dev.numa_node is None:
-        return Check(cid, "unknown", title, "numa_node missing or garbled")
+        return Check(cid, Status.UNKNOWN, title, "numa_node missing or garbled")
     if dev.numa_node < 0:
-        return Check(cid, "pass", title, "no NUMA affinity reported (one node)")
+        return Check(cid, Status.PASS, title, "no NUMA affinity reported (one node)")
     n = dev.numa_node
-    return Check(cid, "pass", title, f"node {n}",
+    return Check(cid, Status.PASS, title, f"node {n}",
                  f"keep the VM on node {n}: numactl --cpunodebind={n} --membind={n} qemu-system-x86_64 ...")
 
 
 def check_dev_vfio(host: Host, dev: PciDevice, lab: str) -> Check:
     cid, title = f"dev-vfio[{lab}]", "/dev/vfio/<group> exists"
     if dev.iommu_group is None:
-        return Check(cid, "unknown", title, "no IOMMU group, so no /dev/vfio node", "turn the IOMMU on (see check 'iommu')")
+        return Check(cid, Status.UNKNOWN, title, "no IOMMU group, so no /dev/vfio node", "turn the IOMMU on (see check 'iommu')")
     node = f"/dev/vfio/{dev.iommu_group}"
     listing = host.dev_vfio()
     if listing is None and not host.live:
-        return Check(cid, "unknown", title, "the saved root has no dev/vfio listing", "re-save with `lfspass doctor --save`")
+        return Check(cid, Status.UNKNOWN, title, "the saved root has no dev/vfio listing", "re-save with `lfspass doctor --save`")
     if str(dev.iommu_group) in (listing or set()):
-        return Check(cid, "pass", title, f"{node} present")
+        return Check(cid, Status.PASS, title, f"{node} present")
     if dev.driver != "vfio-pci":
-        return Check(cid, "warn", title, f"{node} absent: it appears once the device is bound to vfio-pci",
+        return Check(cid, Status.WARN, title, f"{node} absent: it appears once the device is bound to vfio-pci",
                      "bind the device to vfio-pci (see its driver check)")
-    return Check(cid, "fail", title, f"{node} absent although the device is on vfio-pci",
+    return Check(cid, Status.FAIL, title, f"{node} absent although the device is on vfio-pci",
                  "modprobe vfio-pci; check that devtmpfs/udev create /dev/vfio nodes")
 
 
@@ -188,13 +188,13 @@ def check_hda(host: Host, dev: PciDevice, lab: str) -> Check:
     quirk = log is not None and f"{dev.address}: Enabling HDA controller" in log
     if held:
         ids = ",".join(sorted({dev.id or "", *(d.id or "" for d in held)} - {""}))
-        return Check(cid, "fail", title, "; ".join(f"{short_address(d.address)} [{d.id}] on {d.driver}" for d in held)
+        return Check(cid, Status.FAIL, title, "; ".join(f"{short_address(d.address)} [{d.id}] on {d.driver}" for d in held)
                      + " shares the card's IOMMU group", f"bind it to vfio-pci too: vfio-pci ids={ids}")
     if mates:
-        return Check(cid, "pass", title, ", ".join(f"{short_address(d.address)} on {d.driver or 'no driver'}" for d in mates))
+        return Check(cid, Status.PASS, title, ", ".join(f"{short_address(d.address)} on {d.driver or 'no driver'}" for d in mates))
     if log is None:
-        return Check(cid, "unknown", title, "kernel log not readable", "run doctor as root")
+        return Check(cid, Status.UNKNOWN, title, "kernel log not readable", "run doctor as root")
     if quirk:
-        return Check(cid, "pass", title, f"log: '{short_address(dev.address)}: Enabling HDA controller'; no "
+        return Check(cid, Status.PASS, title, f"log: '{short_address(dev.address)}: Enabling HDA controller'; no "
                      f"{short_address(slot)}1 on the bus yet", f"if {short_address(slot)}1 appears (rescan, reboot), bind it to vfio-pci too")
-    return Check(cid, "pass", title, "no other function on the card")
+    return Check(cid, Status.PASS, title, "no other function on the card")

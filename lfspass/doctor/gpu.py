@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Callable
 
+from lfspass.model import Status
+
 # Host drivers that would grab a device before vfio-pci, by PCI vendor id.
 DRIVERS_BY_VENDOR = {
     "10de": ("nouveau", "nvidia"),          # NVIDIA
@@ -28,7 +30,7 @@ def softdeps(device: Any) -> list[str]:
 
 
 def bar_check(host: Any, device: Any, index: int, check_id: str, title: str,
-              judge: Callable[[Any], tuple[str, str, str]]) -> tuple[Any, list]:
+              judge: Callable[[Any], tuple[Status, str, str]]) -> tuple[Any, list]:
     """(host PciDevice or None, [Check]) for BAR ``index`` of a recipe device.
 
     An unreadable BAR is ``unknown``, an unassigned one fails with the firmware fix;
@@ -43,10 +45,10 @@ def bar_check(host: Any, device: Any, index: int, check_id: str, title: str,
     check_id = f"{check_id}[{label(device)}]"
     bar = next((b for b in dev.bars or [] if b.index == index), None)
     if bar is None:
-        return dev, [Check(check_id, "unknown", title, f"BAR{index} not readable from the resource file",
+        return dev, [Check(check_id, Status.UNKNOWN, title, f"BAR{index} not readable from the resource file",
                            "re-save the host with `lfspass doctor --save`")]
     if bar.unassigned:
-        return dev, [Check(check_id, "fail", title, f"BAR{index} ({bar.size >> 30} GiB) is unassigned on the host",
+        return dev, [Check(check_id, Status.FAIL, title, f"BAR{index} ({bar.size >> 30} GiB) is unassigned on the host",
                            HPE_BAR_FIX)]
     status, detail, fix = judge(bar)
     return dev, [Check(check_id, status, title, detail, fix)]

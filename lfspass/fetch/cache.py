@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lfspass.diskspace import ensure_room, space
 from lfspass.errors import DownloadError, LfspassError
+from lfspass import fsutil
 from lfspass.fsutil import write_atomic
 from lfspass.fetch.transfer import hash_into
 
@@ -20,10 +21,8 @@ COPY_LIMIT = 256 << 20  # a larger file on a file system without reflinks is rec
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:
-    """The cache folder: the argument, else $LFSPASS_CACHE, else ~/.cache/lfspass."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get("LFSPASS_CACHE") or Path.home() / ".cache" / "lfspass")
+    """The download cache: the argument, else lfspass's cache folder (fsutil.cache_dir)."""
+    return Path(cache_dir) if cache_dir is not None else fsutil.cache_dir()
 
 
 def _identity(path: Path) -> dict:

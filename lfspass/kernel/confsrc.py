@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from lfspass.diskspace import ensure_room
 from lfspass.errors import BuildError, KconfigError
+from lfspass.fsutil import cache_dir
 from lfspass.kernel.source import is_tarball, release_from_makefile
 from lfspass.progress import Progress
 
@@ -36,8 +37,8 @@ _DONE = ".lfspass-conf-source"
 
 
 def cache_root() -> Path:
-    """lfspass's cache folder for kernel work ($XDG_CACHE_HOME/lfspass, else ~/.cache/lfspass)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfspass"
+    """lfspass's cache folder for kernel work (fsutil.cache_dir)."""
+    return cache_dir()
 
 
 def is_kernel_tree(path: Path) -> bool:

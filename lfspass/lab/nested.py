@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic
+from lfspass.model import Status
 from lfspass.lab.precheck import check_addresses, l2_vm
 from lfspass.lab.tasks import lab_paths
 from lfspass.recipe import Recipe
@@ -129,10 +130,10 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
     l2 = l2_report(paths.saved)
     warnings = qemu_warnings(l2["qemu_stderr"])
     iommu = next(c for c in checks if c.id == "iommu")  # run_doctor's host-wide checks always hold it
-    failed = [c for c in checks if c.status == "fail"]
+    failed = [c for c in checks if c.status == Status.FAIL]
     verdict = {
         "ok": False, "recipe": str(recipe.path), "kernel": release, "vfio_files": vfio_files,
-        "l1": {"iommu_enabled": iommu.status == "pass", "device": facts.get("device"),
+        "l1": {"iommu_enabled": iommu.status == Status.PASS, "device": facts.get("device"),
                "id": facts.get("id"), "group": facts.get("group"), "driver": facts.get("driver"),
                "doctor": report, "qemu": argv, "guest_log": str(paths.guest_log), "host_root": str(paths.saved)},
         "launcher": {"path": str(launcher), "argv": l2["argv"], "status": l2["status"]},
@@ -163,7 +164,7 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
     verdict["timings"]["total_s"] = round(time.monotonic() - t0, 2)
     write_atomic(paths.verdict, json.dumps(verdict, indent=2, sort_keys=True) + "\n")
     for c in checks:
-        if c.status in ("warn", "fail"):
+        if c.status in (Status.WARN, Status.FAIL):
             print(f"nested: doctor {c.status.upper()} {c.id}: {c.detail}")
     for w in warnings if error is None else []:  # a failure has its own line; QEMU's stay in the verdict
         print(f"nested: doctor WARN {w['id']}: {w['detail']}" + (f" ({w['fix']})" if w["fix"] else ""))

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic
-from lfspass.model import Check
+from lfspass.model import Check, Status
 from lfspass.plan import kernel_paths
 from lfspass.recipe import Recipe
 
@@ -77,7 +77,7 @@ def _doctor(saved: Path, recipe: Recipe) -> tuple[list[Check], dict]:
     host = Host(saved)
     checks = run_doctor(host, recipe, get_plugin_manager())
     return checks, {"host_root": str(saved), "kernel": host.release, "checks": [c.as_dict() for c in checks],
-                    "status": "fail" if any(c.status == "fail" for c in checks) else "ok"}
+                    "status": "fail" if any(c.status == Status.FAIL for c in checks) else "ok"}
 
 
 def _device_facts(saved: Path, recipe: Recipe) -> list[dict]:
@@ -125,13 +125,13 @@ def run_lab(recipe: Recipe, release: str, iommu: bool = True) -> dict:
     devices = _device_facts(paths.saved, recipe)
     if report["kernel"] != release:
         raise LfspassError(f"the lab guest ran kernel {report['kernel']}, not {release}; see {paths.guest_log}")
-    failed = [c for c in checks if c.status == "fail"]
+    failed = [c for c in checks if c.status == Status.FAIL]
     iommu_check = next((c for c in checks if c.id == "iommu"), None)
     first = devices[0] if devices else {}
     verdict = {
         "ok": not failed, "recipe": str(recipe.path), "kernel": release, "vmlinuz": str(kernel),
         "cmdline": " ".join(cmdline), "emulated_iommu": iommu, "vfio": recipe.kernel.vfio,
-        "iommu_enabled": bool(iommu_check and iommu_check.status == "pass"),
+        "iommu_enabled": bool(iommu_check and iommu_check.status == Status.PASS),
         "device": first.get("device"), "id": first.get("id"), "group": first.get("group"), "driver": first.get("driver"),
         "devices": devices, "doctor": report, "guest_log": str(paths.guest_log), "host_root": str(paths.saved),
         "timings": {"boot_s": round(boot_s, 2), "doctor_s": round(time.monotonic() - t1, 2),
@@ -140,7 +140,7 @@ def run_lab(recipe: Recipe, release: str, iommu: bool = True) -> dict:
     }
     write_atomic(paths.verdict, json.dumps(verdict, indent=2, sort_keys=True) + "\n")
     for c in checks:
-        if c.status in ("warn", "fail"):
+        if c.status in (Status.WARN, Status.FAIL):
             print(f"lab: doctor {c.status.upper()} {c.id}: {c.detail}")
     if failed:
         raise LfspassError("lab failed: " + "; ".join(f"{c.id}: {c.detail}" for c in failed)
