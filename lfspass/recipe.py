@@ -204,7 +204,7 @@ SHA256 = Rule(r"([0-9a-fA-F]{64})?", "empty or 64 hex digits")
 URL = Rule(r"((https?|file)://\S+|/\S*)?", "empty, an http(s):// or file:// URL, or an absolute path")
 HOSTNAME = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 # The valid form of keys whose type alone says too little; schema.py enforces these on load and
-# prints them in the README's recipe reference (python -m lfspass.recipe).
+# prints them in the recipe reference, docs/reference/recipe.md (python -m lfspass.recipe).
 RULES: dict[str, Rule] = {
     "kernel.version": Rule(r"([0-9]+\.[0-9]+[0-9A-Za-z.+_-]*)?", "empty or a release such as 6.10.5"),
     "kernel.lfs_version": Rule(r"[0-9A-Za-z.+_-]{1,32}", "letters, digits, '.', '+', '_', '-'"),
@@ -311,7 +311,7 @@ def load_recipe(path: str | os.PathLike | None = None) -> Recipe:
     return recipe
 
 
-if __name__ == "__main__":  # python -m lfspass.recipe: print the README's recipe reference
-    from lfspass.schema import markdown_reference
+if __name__ == "__main__":  # python -m lfspass.recipe: regenerate the table in docs/reference/recipe.md
+    from lfspass.schema import reference_main
 
-    print(markdown_reference(Recipe), end="")
+    raise SystemExit(reference_main(REPO / "docs" / "reference" / "recipe.md", Recipe))

@@ -5,12 +5,14 @@ import dataclasses
 import difflib
 import os
 import re
+import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 from lfspass.errors import RecipeError
+from lfspass.fsutil import write_atomic
 
 
 def choice(*values: str, default: str, doc: str = "") -> Any:
@@ -25,7 +27,7 @@ def path_field(default: str | None = None, doc: str = "") -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """What a key's value must look like beyond its type (shown in the README, enforced on load)."""
+    """What a key's value must look like beyond its type (shown in the recipe reference, enforced on load)."""
 
     pattern: str | None = None    # full match, for strings and list items
     form: str = ""                # the pattern said for people, e.g. "a size such as 4G"
@@ -184,7 +186,7 @@ def load_table(cls: type, table: dict, file: Path, prefix: str, base: Path, rule
 
 
 def describe(cls: type, prefix: str = "", rules: dict | None = None) -> list[tuple[str, str, str, str]]:
-    """(key, type and valid form, default, doc) rows for the README's recipe reference."""
+    """(key, type and valid form, default, doc) rows for the recipe reference."""
     rules = rules if rules is not None else getattr(cls, "rules", {})
     rows = []
     hints = typing.get_type_hints(cls)
@@ -217,7 +219,33 @@ def describe(cls: type, prefix: str = "", rules: dict | None = None) -> list[tup
 
 
 def markdown_reference(cls: type) -> str:
-    """The recipe reference as a Markdown table (README, between its markers)."""
+    """The recipe reference as a Markdown table (docs/reference/recipe.md, between its markers)."""
     lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     lines += [f"| `{k}` | {t} | {d} | {doc} |" for k, t, d, doc in describe(cls)]
     return "\n".join(lines) + "\n"
+
+
+REFERENCE_BEGIN, REFERENCE_END = "<!-- BEGIN recipe-reference", "<!-- END recipe-reference -->"
+
+
+def write_reference(page: Path, cls: type) -> bool:
+    """Put ``cls``'s reference table between the page's markers, the rest kept byte for byte; True if it changed."""
+    try:
+        text = page.read_text()
+    except OSError as exc:
+        raise RecipeError(f"{page}: cannot read ({exc.strerror}); run this in a clone of the repository") from None
+    begin, end = text.find(REFERENCE_BEGIN), text.find(REFERENCE_END)
+    if begin < 0 or end < begin:
+        raise RecipeError(f"{page}: no '{REFERENCE_BEGIN} ...' line before '{REFERENCE_END}'; put both markers back")
+    begin = text.index("\n", begin) + 1
+    return write_atomic(page, text[:begin] + markdown_reference(cls) + text[end:])
+
+
+def reference_main(page: Path, cls: type) -> int:
+    """``python -m lfspass.recipe``: rewrite the page's table, say so; a bad page is one error line."""
+    try:
+        print(f"{page}: {'table rewritten' if write_reference(page, cls) else 'table already current'}")
+    except RecipeError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    return 0

@@ -1,4 +1,4 @@
-"""Recipe loading, PCI id parsing, and the README's recipe reference staying true."""
+"""Recipe loading, PCI id parsing, and the recipe reference (docs/reference/recipe.md) staying true."""
 from __future__ import annotations
 
 import re
@@ -11,7 +11,9 @@ from conftest import REPO
 from lfspass.errors import PciIdError, RecipeError
 from lfspass.pci import parse_pci_address, parse_pci_id
 from lfspass.recipe import Recipe, load_recipe
-from lfspass.schema import markdown_reference
+from lfspass.schema import markdown_reference, reference_main, write_reference
+
+REFERENCE = REPO / "docs" / "reference" / "recipe.md"
 
 
 @pytest.mark.parametrize("text,expected", [("10de:1e37", "10de:1e37"), ("10DE:1E37", "10de:1e37"), (" 1234:11e8 ", "1234:11e8")])
@@ -73,13 +75,34 @@ def test_recipe_errors(tmp_path: Path, body: str, needle: str) -> None:
         load_recipe(tmp_path / "r.toml")
 
 
-def test_readme_recipe_reference_is_current() -> None:
-    readme = (REPO / "README.md").read_text()
-    begin = readme.index("<!-- BEGIN recipe-reference")
-    begin = readme.index("\n", begin) + 1
-    end = readme.index("<!-- END recipe-reference -->")
-    assert readme[begin:end] == markdown_reference(Recipe), \
-        "README's recipe reference is stale: regenerate it with `python -m lfspass.recipe`"
+def test_recipe_reference_is_current() -> None:
+    page = REFERENCE.read_text()
+    begin = page.index("<!-- BEGIN recipe-reference")
+    begin = page.index("\n", begin) + 1
+    end = page.index("<!-- END recipe-reference -->")
+    assert page[begin:end] == markdown_reference(Recipe), \
+        f"{REFERENCE.relative_to(REPO)} is stale: regenerate it with `python -m lfspass.recipe`"
+
+
+def test_reference_writer_replaces_only_the_table(tmp_path: Path) -> None:
+    """`python -m lfspass.recipe` rewrites a stale table between the markers; the prose around it stays byte for byte."""
+    page = tmp_path / "recipe.md"
+    before, after = "# Recipe reference\n\nprose\n", "<!-- END recipe-reference -->\n\nmore prose\n"
+    page.write_text(before + "<!-- BEGIN recipe-reference (generated) -->\n| stale | table |\n" + after)
+    assert write_reference(page, Recipe)
+    assert page.read_text() == before + "<!-- BEGIN recipe-reference (generated) -->\n" + markdown_reference(Recipe) + after
+    assert not write_reference(page, Recipe)  # current: left alone
+
+
+def test_reference_writer_without_markers_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    page = tmp_path / "recipe.md"
+    page.write_text("# no markers here\n")
+    assert reference_main(page, Recipe) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "END recipe-reference" in err
+    assert page.read_text() == "# no markers here\n"
+    assert reference_main(tmp_path / "missing.md", Recipe) == 2
+    assert "missing.md: cannot read" in capsys.readouterr().err
 
 
 def test_recipe_without_kernel_source_or_version_is_one_error_line(tmp_path: Path) -> None:
