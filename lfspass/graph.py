@@ -52,7 +52,7 @@ def lab_tasks(ctx: Context):
 
 
 def bootonce_task(ctx: Context) -> dict:
-    from lfspass.lab.bootonce import bootonce_task as task
+    from lfspass.lab.boot_once import bootonce_task as task
 
     return task(ctx)
 
@@ -64,6 +64,6 @@ def vm_tasks(ctx: Context):
 
 
 def nested_tasks(ctx: Context):
-    from lfspass.lab.nested_tasks import nested_tasks as tasks
+    from lfspass.lab.nested.tasks import nested_tasks as tasks
 
     return tasks(ctx)

@@ -160,7 +160,7 @@ _SERVICES = {"debian": "the Debian archive", "pypi": "the Python package index"}
 
 def _service_url(service: str) -> str:
     if service == "debian":
-        from lfspass.vm.image import host_mirror
+        from lfspass.vm.image.packages import host_mirror
 
         return host_mirror("sid")  # the archive the host's apt sources name
     return os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple/"

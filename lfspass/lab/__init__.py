@@ -1,7 +1,6 @@
 """The virtual lab: boots the installed kernel in QEMU under an emulated IOMMU and judges the
-result with doctor.
+result with doctor; `nested/` runs the vm stage's launcher inside the lab guest.
 
-Imports the spine, `host/`, `doctor/` and `boot/` (the files it boots with); it reads the
-kernel stage's output from disk through the plan.  The nested lab (nested.py, l1image.py)
-also imports `vm/`: it runs the launcher the vm stage wrote inside the lab guest.
+Imports the spine, `host/`, `doctor/`, `boot/` (the files it boots with) and `vm/` (the nested
+lab's launcher, the ESP builder); it reads the kernel stage's output from disk through the plan.
 """

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lfspass.diskspace import ensure_room
-from lfspass.errors import LfspassError
+from lfspass.errors import InputError, ToolFailed
 from lfspass.fsutil import write_atomic
 from lfspass.render import TEMPLATES
 
@@ -95,17 +95,17 @@ def busybox_applets(busybox: Path = BUSYBOX) -> list[str]:
     """Applet paths (``bin/sh``, ``sbin/modprobe``) the busybox binary installs itself as."""
     proc = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True)
     if proc.returncode != 0 or not proc.stdout.strip():
-        raise LfspassError(f"{busybox} --list-full failed; install busybox-static (apt-get install busybox-static)")
+        raise ToolFailed(f"{busybox} --list-full failed; install busybox-static (apt-get install busybox-static)")
     return sorted(line.strip().lstrip("/") for line in proc.stdout.splitlines() if line.strip())
 
 
 def lab_archive(root: Path, release: str, busybox: Path = BUSYBOX) -> Archive:
     """The lab initramfs: busybox, the installed kernel's modules and config, lfspass's boot files, /init."""
     if not busybox.is_file():
-        raise LfspassError(f"{busybox} not found: install busybox-static (apt-get install busybox-static)")
+        raise ToolFailed(f"{busybox} not found: install busybox-static (apt-get install busybox-static)")
     moddir = root / "lib" / "modules" / release
     if not moddir.is_dir():
-        raise LfspassError(f"{moddir} not found: the kernel {release} is not installed below {root}; "
+        raise InputError(f"{moddir} not found: the kernel {release} is not installed below {root}; "
                            "run `doit kernel` first")
     arc = Archive()
     for d in DIRS:
@@ -133,7 +133,7 @@ def source_date_epoch() -> int:
     """mtime for every member: $SOURCE_DATE_EPOCH (reproducible-builds.org) or 0."""
     value = os.environ.get("SOURCE_DATE_EPOCH", "0")
     if not value.isdigit():
-        raise LfspassError(f"SOURCE_DATE_EPOCH={value!r}: expected seconds since 1970 (digits only); unset it or fix it")
+        raise InputError(f"SOURCE_DATE_EPOCH={value!r}: expected seconds since 1970 (digits only); unset it or fix it")
     return int(value)
 
 
@@ -142,5 +142,5 @@ def build_initramfs(root: Path, release: str, out: Path, busybox: Path = BUSYBOX
     data = lab_archive(Path(root), release, busybox).newc(source_date_epoch())
     # mtime=0 in the gzip header too, so the same inputs give the same bytes.
     blob = gzip.compress(data, compresslevel=6, mtime=0)
-    ensure_room(Path(out).parent, len(blob), f"lab: the initramfs {out}", advice=LAB_ADVICE)
+    ensure_room(Path(out).parent, len(blob), f"lab: the initramfs {out}", InputError, LAB_ADVICE)
     return write_atomic(out, blob)

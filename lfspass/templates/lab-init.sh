@@ -73,7 +73,7 @@ if [ -d /dev/vfio ]; then
 fi
 dmesg > $S/dmesg.txt
 echo "saved by the lfspass lab initramfs (busybox /init) from a QEMU guest" > $S/lfspass-saved.txt
-# The nested lab's image (lfspass/lab/l1image.py) adds /nested.sh: it runs the VM launcher
+# The nested lab's image (lfspass/lab/nested/image.py) adds /nested.sh: it runs the VM launcher
 # and leaves the second guest's report in $S/nested, sent with the rest.
 [ -x /nested.sh ] && S=$S /nested.sh
 

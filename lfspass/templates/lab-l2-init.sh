@@ -1,5 +1,5 @@
 #!/bin/sh
-# /init of the nested lab's second guest (L2, lfspass/lab/l1image.py): report on the serial
+# /init of the nested lab's second guest (L2, lfspass/lab/nested/image.py): report on the serial
 # console which PCI devices this guest sees and which driver bound each, then power off.
 # The first guest (L1) keeps that console in a file and sends it to the host.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin

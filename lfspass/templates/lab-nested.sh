@@ -1,5 +1,5 @@
 #!/bin/sh
-# /nested.sh of the nested lab's first guest (L1, lfspass/lab/l1image.py), run by /init
+# /nested.sh of the nested lab's first guest (L1, lfspass/lab/nested/image.py), run by /init
 # (lab-init.sh) once L1's host state is saved in $S: start the VM launcher `doit vm` wrote,
 # unchanged, at the path it has on the host, with the second guest's kernel and initramfs
 # appended (the launcher passes "$@" on to QEMU).  L2's console, QEMU's messages, the argv

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lfspass.diskspace import ensure_room, space
 from lfspass.diskspace import human as in_bytes
-from lfspass.errors import VmError
+from lfspass.errors import ToolFailed, VmError
 from lfspass.fsutil import require_tool
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
@@ -65,7 +65,7 @@ def measure(size: int, preallocation: str = "off") -> tuple[int, int]:
     proc = subprocess.run([tool, "measure", "--output=json", "-O", "qcow2", "-o", f"preallocation={preallocation}",
                            "--size", str(size)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise VmError(f"qemu-img measure failed: {proc.stderr.strip()[-200:]}")
+        raise ToolFailed(f"qemu-img measure failed: {proc.stderr.strip()[-200:]}")
     found = json.loads(proc.stdout)
     return int(found["required"]), int(found["fully-allocated"])
 
@@ -109,7 +109,7 @@ def ensure_disk(path: Path, size: str, where: str = "disk.size", preallocation: 
         proc = subprocess.run([tool, "create", "-q", "-f", "qcow2", "-o", f"preallocation={preallocation}", str(tmp),
                                str(want)], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise VmError(f"qemu-img create {path} failed: {proc.stderr.strip()}")
+            raise ToolFailed(f"qemu-img create {path} failed: {proc.stderr.strip()}")
         os.chmod(tmp, 0o600)  # the guest's data: its owner only
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -138,7 +138,7 @@ def data_extents(path: Path) -> list[tuple[int, int]]:
         return [(int(e["start"]), int(e["length"])) for e in json.loads(proc.stdout)
                 if e.get("data") and not e.get("zero")]
     except (ValueError, KeyError, TypeError):
-        raise VmError(f"qemu-img map {path} gave output lfspass cannot read; check the image by hand") from None
+        raise ToolFailed(f"qemu-img map {path} gave output lfspass cannot read; check the image by hand") from None
 
 
 def take_snapshot(path: Path, name: str) -> None:
@@ -146,5 +146,5 @@ def take_snapshot(path: Path, name: str) -> None:
     tool = require_tool("qemu-img", "qemu-utils")
     proc = subprocess.run([tool, "snapshot", "-c", name, str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise VmError(f"cannot snapshot {path} before reinstalling ({proc.stderr.strip()[-200:]}); "
-                      "the install was not started: stop whatever holds the image, or copy it away yourself")
+        raise ToolFailed(f"cannot snapshot {path} before reinstalling ({proc.stderr.strip()[-200:]}); "
+                         "the install was not started: stop whatever holds the image, or copy it away yourself")

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from lfspass.errors import VmError
+from lfspass.errors import CheckFailed, ToolFailed, VmError
 from lfspass.fsutil import require_tool, write_atomic
 from lfspass.vm.disk import data_extents, private_dir, take_snapshot
 from lfspass.vm.preseed import PreseedServer
-from lfspass.vm.qemu import Boot, build_argv
-from lfspass.vm.watch import SerialWatch
+from lfspass.vm.qemu_argv import Boot, build_argv
+from lfspass.vm.install_watch import SerialWatch
 from lfspass.render import render
 from lfspass.vm.plan import VmPlan
 
@@ -242,8 +242,8 @@ def run_install(plan: VmPlan, *, force: bool | None = None, say=print) -> bool:
                 break
             now = time.monotonic()
             if now - started > limit:
-                raise VmError(f"{plan.name}: install still running after {plan.vm.installer.timeout} min; stopped it. "
-                              f"See {run.serial_log}; raise installer.timeout for slow hosts")
+                raise CheckFailed(f"{plan.name}: install still running after {plan.vm.installer.timeout} min; stopped it. "
+                                  f"See {run.serial_log}; raise installer.timeout for slow hosts")
             if now >= next_note:  # a line a minute: long installs show they are alive
                 next_note += 60
                 say(f"{plan.name}: installing, {int(now - started) // 60} min, preseed fetched: "
@@ -257,17 +257,19 @@ def run_install(plan: VmPlan, *, force: bool | None = None, say=print) -> bool:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
     if stuck is not None:
-        raise VmError(f"{plan.name}: install stopped: {stuck}. See {run.serial_log}; fix the cause (network, mirror, "
-                      f"preseed), then run `{REINSTALL_ENV}=1 doit vm:install:{plan.name}`")
+        raise CheckFailed(f"{plan.name}: install stopped: {stuck}. See {run.serial_log}; fix the cause (network, mirror, "
+                          f"preseed), then run `{REINSTALL_ENV}=1 doit vm:install:{plan.name}`")
     if run.proc.returncode != 0 or not run.finished_ok():
         try:
             said = [l for l in (install_dir(plan) / "qemu.log").read_text(errors="replace").splitlines() if l.strip()]
         except OSError:
             said = []
         last = f", QEMU said: {said[-1].strip()[:200]}" if said else ""
-        raise VmError(f"{plan.name}: install did not finish (QEMU exit {run.proc.returncode}{last}; no '{DONE_MARKER}' "
-                      f"in {run.serial_log}); read that log and {install_dir(plan) / 'qemu.log'}, then run "
-                      f"`{REINSTALL_ENV}=1 doit vm:install:{plan.name}`")
+        # A QEMU that failed is a tool failure; one that ended without the marker, a failed install.
+        family = ToolFailed if run.proc.returncode != 0 else CheckFailed
+        raise family(f"{plan.name}: install did not finish (QEMU exit {run.proc.returncode}{last}; no '{DONE_MARKER}' "
+                     f"in {run.serial_log}); read that log and {install_dir(plan) / 'qemu.log'}, then run "
+                     f"`{REINSTALL_ENV}=1 doit vm:install:{plan.name}`")
     write_atomic(marker, json.dumps({"vm": plan.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                      "source": plan.vm.installer.source}, indent=1) + "\n")
     say(f"{plan.name}: installed; start it with {plan.dir / (plan.name + '.sh')}")

@@ -9,7 +9,7 @@ from markupsafe import Markup, escape
 
 from lfspass import journal
 from lfspass.errors import TemplateError
-from lfspass.vm.qemu import Boot, build_argv
+from lfspass.vm.qemu_argv import Boot, build_argv
 from lfspass.render import TEMPLATES
 from lfspass.vm.plan import VmPlan
 

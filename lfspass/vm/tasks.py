@@ -5,14 +5,14 @@ import os
 from pathlib import Path
 from collections.abc import Iterator
 
-from lfspass.vm.check import preflight
+from lfspass.vm.preflight import preflight
 from lfspass.vm.disk import ensure_disk, private_dir
 from lfspass.errors import LfspassError
 from lfspass.vm.firmware import download_targets, prepare_vars
 from lfspass.vm.install import REINSTALL_ENV, interactive_boot, iso_path, marker_path, run_install
-from lfspass.vm.imagebuild import build_image
+from lfspass.vm.image.build import build_image
 from lfspass.vm.launcher import domain_xml, launcher_paths, script_text, write_launchers
-from lfspass.vm.qemu import build_argv
+from lfspass.vm.qemu_argv import build_argv
 from lfspass.recipe import Recipe
 from lfspass.render import TEMPLATES
 from lfspass.tasks import Context, run_action

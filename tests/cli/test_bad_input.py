@@ -18,7 +18,7 @@ from conftest import REPO, assert_one_error_line, run_cli, run_doit
 from lfspass.errors import LfspassError
 from lfspass.plan import resolve_devices
 from lfspass.recipe import load_recipe
-from lfspass.vm.check import preflight
+from lfspass.vm.preflight import preflight
 from lfspass.vm.plan import build_vm_plan
 
 sys.path.insert(0, str(REPO / "tests"))

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_one_error_line, run_doit
-from lfspass.errors import LfspassError
+from lfspass.errors import CheckFailed, InputError, ToolFailed
+from lfspass.lab.grub_entry import grub_entry, lab_cmdline
 from lfspass.lab.initramfs import build_initramfs
-from lfspass.lab.qemu import BEGIN_MARK, END_MARK, extract_host, grub_entry, lab_cmdline
+from lfspass.lab.qemu_run import BEGIN_MARK, END_MARK, extract_host, kernel_argv, run_qemu
 
 GRUB_CFG = """\
 set default=0
@@ -78,7 +79,7 @@ def test_initramfs_is_deterministic_and_holds_the_generated_files(tmp_path):
 
 
 def test_initramfs_names_a_missing_kernel(tmp_path):
-    with pytest.raises(LfspassError, match=r"lib/modules/6\.9\.9 not found.*doit kernel"):
+    with pytest.raises(InputError, match=r"lib/modules/6\.9\.9 not found.*doit kernel"):
         build_initramfs(tmp_path, "6.9.9", tmp_path / "i.gz")
     assert not (tmp_path / "i.gz").exists()
 
@@ -96,7 +97,7 @@ def test_grub_entry_takes_the_newest_lfspass_linux_line(tmp_path):
 def test_grub_without_lfspass_block_says_run_grub(tmp_path):
     cfg = tmp_path / "grub.cfg"
     cfg.write_text(GRUB_CFG.split("### BEGIN")[0])
-    with pytest.raises(LfspassError, match=r"no lfspass block.*doit grub"):
+    with pytest.raises(InputError, match=r"no lfspass block.*doit grub"):
         grub_entry(cfg)
 
 
@@ -114,7 +115,7 @@ def test_extract_host_reads_what_busybox_sends(tmp_path):
     assert (dest / "dmesg.txt").read_text() == "DMAR: IOMMU enabled\n"
     assert str((dest / "sys/kernel/iommu_groups/3/devices/0000:00:01.0").readlink()).startswith("../../../../devices")
     out.write_text("kernel panic\n")
-    with pytest.raises(LfspassError, match="sent no host state"):
+    with pytest.raises(CheckFailed, match="sent no host state"):  # the guest never said its mark: exit 1
         extract_host(out, tmp_path / "host", tmp_path / "guest.log")
     assert (dest / "dmesg.txt").exists()  # a failed run leaves the last good copy alone
 
@@ -197,14 +198,23 @@ def test_boot_kills_a_guest_that_overstays(tmp_path):
     """A real kernel that never powers off (Debian's installer) is killed with a message naming the log."""
     if not DI_KERNEL.is_file():
         pytest.fail(f"{DI_KERNEL} missing: apt-get install debian-installer-12-netboot-amd64 (see .ci/run)")
-    from lfspass.lab.qemu import boot, qemu_argv
-
     log, out = tmp_path / "guest.log", tmp_path / "ttyS1"
-    argv = qemu_argv(DI_KERNEL, DI_KERNEL.with_name("initrd.gz"), ["console=ttyS0"], log, out)
+    argv = kernel_argv(DI_KERNEL, DI_KERNEL.with_name("initrd.gz"), ["console=ttyS0"], log, out)
     assert argv[argv.index("-accel") + 1] == "tcg" and "intel-iommu,intremap=on" in argv
-    with pytest.raises(LfspassError, match=rf"still running after 2 s, killed.*{log}"):
-        boot(argv, log, out, timeout=2)
-    assert "edu" in argv and "intel-iommu,intremap=on" not in qemu_argv(DI_KERNEL, DI_KERNEL, [], log, out, iommu=False)
+    with pytest.raises(CheckFailed, match=rf"still running after 2 s, killed.*{log}") as err:
+        run_qemu(argv, log, out, timeout=2)
+    assert err.value.exit_code == 1
+    assert not subprocess.run(["pgrep", "-f", f"file:{log}"], capture_output=True).stdout  # no guest left behind
+    assert "edu" in argv and "intel-iommu,intremap=on" not in kernel_argv(DI_KERNEL, DI_KERNEL, [], log, out, iommu=False)
+
+
+def test_qemu_that_fails_to_start_is_a_tool_failure(tmp_path):
+    """QEMU refusing its command line is exit 3 with QEMU's own words, not a bad recipe (2) or a failed check (1)."""
+    log, out = tmp_path / "guest.log", tmp_path / "ttyS1"
+    argv = kernel_argv(tmp_path / "no-such-kernel", tmp_path / "no-initrd", [], log, out)
+    with pytest.raises(ToolFailed, match=r"QEMU exited with status 1: .*no-such-kernel") as err:
+        run_qemu(argv, log, out, timeout=60)
+    assert err.value.exit_code == 3
 
 
 # --- issue 12: the lab boots through real GRUB; the boot-once scenario (slow) -----------------
@@ -230,7 +240,7 @@ def test_boot_once_scenario_through_grub():
 
 def test_grubenv_written_in_place_on_a_real_boot_image(tmp_path):
     """write_image_env finds grubenv's block through the real debugfs and dumpe2fs and overwrites only it."""
-    from lfspass.lab.grubboot import block_size, make_disk, read_image_env, write_image_env
+    from lfspass.lab.boot_disk import block_size, make_disk, read_image_env, write_image_env
 
     env = tmp_path / "root/boot/grub/grubenv"
     env.parent.mkdir(parents=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_one_error_line, run_doit
-from lfspass.lab.l1image import QEMU, TCG_MODULE, l2_archive, qemu_files, run_conf, shared_libraries
-from lfspass.lab.nested import l2_report, qemu_warnings
+from lfspass.lab.nested.image import QEMU, TCG_MODULE, l2_archive, qemu_files, run_conf, shared_libraries
+from lfspass.lab.nested.verdict import l2_report, qemu_warnings
 
 NESTED = REPO / "recipes" / "lab-nested.toml"
 LAB_DIR = REPO / "build" / "lab-nested"

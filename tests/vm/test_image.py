@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_one_error_line, run_doit
+from lfspass.errors import CheckFailed, ToolFailed, VmError
 from lfspass.recipe import load_recipe
-from lfspass.vm.firstboot import first_boot
+from lfspass.vm.image.first_boot import first_boot
 from lfspass.vm.firmware import prepare_vars
-from lfspass.vm.image import explain, host_mirror, host_sources, host_suite, image_epoch
-from lfspass.vm.imagedisk import SECTOR, Ids, layout
+from lfspass.vm.image.packages import explain, host_mirror, host_sources, host_suite, image_epoch
+from lfspass.vm.image.disk import SECTOR, Ids, layout
 from lfspass.vm.plan import build_vm_plan
 
 CACHE = REPO / "build/test-cache/apt-archives"       # one apt cache for every build of the session
@@ -91,10 +92,14 @@ def test_timestamp_from_recipe_or_environment(monkeypatch):
 
 
 def test_failure_causes_are_named():
+    """A package the archive lacks is the recipe's (exit 2); an archive or disk mmdebstrap could not use, a tool's (3)."""
     log = Path("/x/image-build.log")
-    assert "package 'nosuch' does not exist" in explain("E: Unable to locate package nosuch\n", "bookworm", "M", log)
-    assert "cannot be reached" in explain("E: Failed to fetch http://M/dists/bookworm/InRelease\n", "bookworm", "M", log)
-    assert "full" in explain("tar: write error: No space left on device\n", "bookworm", "M", log)
+    missing = explain("E: Unable to locate package nosuch\n", "bookworm", "M", log)
+    assert "package 'nosuch' does not exist" in str(missing) and isinstance(missing, VmError) and missing.exit_code == 2
+    unreachable = explain("E: Failed to fetch http://M/dists/bookworm/InRelease\n", "bookworm", "M", log)
+    assert "cannot be reached" in str(unreachable) and isinstance(unreachable, ToolFailed) and unreachable.exit_code == 3
+    full = explain("tar: write error: No space left on device\n", "bookworm", "M", log)
+    assert "full" in str(full) and isinstance(full, ToolFailed)
 
 
 def test_identifiers_fixed_per_vm_and_layout():
@@ -148,7 +153,7 @@ def test_a_disk_that_does_not_boot_times_out_naming_the_log(tmp_path):
     disk = tmp_path / "empty.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
     before = _sha(disk)
-    with pytest.raises(Exception) as err:
+    with pytest.raises(CheckFailed) as err:   # the guest never said its marker: exit 1
         first_boot(plan, disk, tmp_path / "boot", 15, lambda s: None)
     line = err.value.one_line()
     assert "did not boot" in line and "first-boot-serial.log" in line, line
@@ -224,7 +229,7 @@ def test_lab_image_guest_contents(lab_image, tmp_path):
 @pytest.mark.network("debian")
 def test_second_build_same_bytes_from_the_cache(lab_image, tmp_path, monkeypatch):
     """Reproducible: the same VM built again (shared apt cache: nothing downloaded) gives the same qcow2."""
-    from lfspass.vm.imagebuild import build_disk, build_tree
+    from lfspass.vm.image.build import build_disk, build_tree
 
     recipe = load_recipe(lab_image["recipe"])
     plan = build_vm_plan(recipe, next(v for v in recipe.vms if v.name == VM))

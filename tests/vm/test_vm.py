@@ -17,7 +17,7 @@ from lfspass.errors import RecipeError
 from lfspass.vm.firmware import find_descriptor
 from lfspass.vm.install import extract_iso, kernel_initrd, marker_path, run_install, start_install
 from lfspass.vm.launcher import domain_xml, script_text
-from lfspass.vm.qemu import build_argv
+from lfspass.vm.qemu_argv import build_argv
 from lfspass.recipe import load_recipe
 from lfspass.vm.plan import build_vm_plan
 

@@ -15,8 +15,8 @@ from conftest import REPO, assert_one_error_line, run_doit
 from lfspass.recipe import load_recipe
 from lfspass.vm.launcher import domain_xml, script_text
 from lfspass.vm.plan import build_vm_plan, kvm_probe
-from lfspass.vm.qemu import build_argv
-from lfspass.vm.watch import SerialWatch
+from lfspass.vm.qemu_argv import build_argv
+from lfspass.vm.install_watch import SerialWatch
 from test_vm import NETBOOT, T10, write_recipe
 
 
@@ -252,7 +252,7 @@ def test_vm_fetch_rechecks_a_changed_target(tmp_path):
 def test_stuck_netboot_installer_ends_with_its_error_screen(tmp_path):
     """No network for the netboot installer (restrict = true, no mirror): d-i stops at a [!!]
     screen a few minutes in; lfspass ends the install then, with that screen's words."""
-    from lfspass.errors import VmError
+    from lfspass.errors import CheckFailed
     from lfspass.vm.install import run_install
 
     path = write_recipe(tmp_path, '[[vms]]\nname = "stuck"\naccel = "tcg"\nmemory = "1G"\nvnc = { enabled = false }\n'
@@ -261,7 +261,7 @@ def test_stuck_netboot_installer_ends_with_its_error_screen(tmp_path):
     recipe = load_recipe(path)
     plan = build_vm_plan(recipe, recipe.vms[0])
     started = time.monotonic()
-    with pytest.raises(VmError) as err:
+    with pytest.raises(CheckFailed) as err:   # the install never said it was done: exit 1
         run_install(plan, force=False, say=lambda *a: None)
     said = err.value.one_line()
     assert "the installer shows an error screen: [!!]" in said, said

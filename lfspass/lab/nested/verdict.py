@@ -1,4 +1,4 @@
-"""The nested lab: boot the lab guest (L1) with QEMU inside, run the VM launcher there, judge what L2 saw."""
+"""The nested lab's run: boot the lab guest (L1) with its image, which runs the VM launcher; judge what L2 saw."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lfspass.errors import LfspassError
+from lfspass.errors import CheckFailed, LfspassError, ToolFailed
 from lfspass.fsutil import write_atomic
-from lfspass.model import Status
-from lfspass.lab.precheck import check_addresses, l2_vm
-from lfspass.lab.tasks import lab_paths
+from lfspass.lab.grub_entry import grub_entry, lab_cmdline
+from lfspass.lab.nested.vm_check import check_addresses, l2_vm
+from lfspass.lab.qemu_run import GuestFiles, boot_and_collect, kernel_argv
+from lfspass.lab.verdict import device_facts, doctor_report, lab_paths
+from lfspass.model import Check, Status
 from lfspass.recipe import Recipe
 
 DEVICE_ID = "1234:11e8"   # QEMU's edu, the lab's stand-in GPU
@@ -26,28 +28,10 @@ KNOWN_WARNINGS = (
 
 
 @dataclass(frozen=True)
-class NestedPaths:
-    dir: Path
-
+class NestedPaths(GuestFiles):
     @property
     def image(self) -> Path:
         return self.dir / "l1-initramfs.cpio.gz"
-
-    @property
-    def guest_log(self) -> Path:
-        return self.dir / "guest.log"
-
-    @property
-    def host_out(self) -> Path:
-        return self.dir / "guest-host.b64"
-
-    @property
-    def saved(self) -> Path:
-        return self.dir / "host"
-
-    @property
-    def verdict(self) -> Path:
-        return self.dir / "verdict.json"
 
 
 def nested_paths(recipe: Recipe, vfio_files: bool = True) -> NestedPaths:
@@ -98,24 +82,42 @@ def l2_report(saved: Path) -> dict:
 
 def boot_l1(recipe: Recipe, release: str, paths: NestedPaths) -> tuple[list[str], float]:
     """Boot the installed kernel as the lab does, with the L1 image and caching-mode VT-d; seconds taken."""
-    from lfspass.lab.qemu import boot, extract_host, grub_entry, lab_cmdline, qemu_argv
-
     entry = grub_entry(recipe.root / recipe.boot.grub_cfg)
     kernel = recipe.root / entry.kernel.lstrip("/")
-    argv = qemu_argv(kernel, paths.image, lab_cmdline(entry.params), paths.guest_log, paths.host_out, True,
-                     recipe.lab.memory, recipe.lab.accel)
+    argv = kernel_argv(kernel, paths.image, lab_cmdline(entry.params), paths.guest_log, paths.host_out, True,
+                       recipe.lab.memory, recipe.lab.accel)
     # caching-mode=on is what lets L1 hand an emulated device on (FIELD-NOTES §8).
     argv = [a + ",caching-mode=on" if a.startswith("intel-iommu,") else a for a in argv]
     print(f"nested: booting {kernel.name} with QEMU inside (emulated VT-d, caching mode, edu {DEVICE_ID}); "
           f"L1 memory {recipe.lab.memory}, up to {recipe.lab.timeout} s", flush=True)
-    seconds = boot(argv, paths.guest_log, paths.host_out, recipe.lab.timeout)
-    extract_host(paths.host_out, paths.saved, paths.guest_log)
-    return argv, seconds
+    return argv, boot_and_collect(argv, paths, recipe.lab.timeout)
+
+
+def _failure(kernel: str, release: str, failed: list[Check], l2: dict, launcher: Path,
+             paths: NestedPaths) -> LfspassError | None:
+    """What went wrong first, as the error to raise: the guest's kernel, doctor in L1, the launcher, L2."""
+    said = f" (verdict {paths.verdict})"
+    if kernel != release:
+        return CheckFailed(f"the lab guest ran kernel {kernel}, not {release}; see {paths.guest_log}{said}")
+    if failed:
+        # Doctor first: a device left on its default driver must read as doctor's finding, not QEMU's.
+        return CheckFailed("nested lab failed in the lab guest (L1): "
+                           + "; ".join(f"{c.id}: {c.detail}" for c in failed) + said)
+    if not l2["ran"]:
+        return CheckFailed(f"the lab guest never ran the launcher {launcher}; see {paths.guest_log}{said}")
+    if l2["status"] != 0:
+        msg = " | ".join(line for line in l2["qemu_stderr"].splitlines() if line.strip())[-400:]
+        return ToolFailed(f"QEMU in the lab guest exited with status {l2['status']} running {launcher}: "
+                          f"{msg or 'no message'}{said}")
+    if not l2["saw_device"]:
+        return CheckFailed(f"the second guest (L2) did not see {DEVICE_ID}; it listed "
+                           f"{', '.join(d['id'] for d in l2['devices']) or 'nothing'} "
+                           f"(log {paths.saved / 'nested' / 'l2.log'}){said}")
+    return None
 
 
 def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
-    """Boot L1, which runs the launcher; write verdict.json; raise LfspassError on any failure."""
-    from lfspass.lab.tasks import _device_facts, _doctor
+    """Boot L1, which runs the launcher; write verdict.json; raise CheckFailed (ToolFailed: QEMU in L1) on failure."""
     from lfspass.vm.launcher import launcher_paths
     from lfspass.vm.plan import build_vm_plan
 
@@ -125,8 +127,8 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
     check_addresses(plan, Path(recipe.host.sysfs_root))
     launcher = launcher_paths(plan)["sh"]
     argv, boot_s = boot_l1(recipe, release, paths)
-    checks, report = _doctor(paths.saved, recipe)
-    facts = (_device_facts(paths.saved, recipe) or [{}])[0]
+    checks, report = doctor_report(paths.saved, recipe)
+    facts = (device_facts(paths.saved, recipe) or [{}])[0]
     l2 = l2_report(paths.saved)
     warnings = qemu_warnings(l2["qemu_stderr"])
     iommu = next(c for c in checks if c.id == "iommu")  # run_doctor's host-wide checks always hold it
@@ -146,20 +148,7 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
         "qemu_warnings": warnings, "qemu_stderr": l2["qemu_stderr"],
         "timings": {"l1_boot_s": round(boot_s, 2), "l2_boot_s": l2["run_s"]},
     }
-    error = None
-    if report["kernel"] != release:
-        error = f"the lab guest ran kernel {report['kernel']}, not {release}; see {paths.guest_log}"
-    elif failed:
-        # Doctor first: a device left on its default driver must read as doctor's finding, not QEMU's.
-        error = "nested lab failed in the lab guest (L1): " + "; ".join(f"{c.id}: {c.detail}" for c in failed)
-    elif not l2["ran"]:
-        error = f"the lab guest never ran the launcher {launcher}; see {paths.guest_log}"
-    elif l2["status"] != 0:
-        msg = " | ".join(line for line in l2["qemu_stderr"].splitlines() if line.strip())[-400:]
-        error = f"QEMU in the lab guest exited with status {l2['status']} running {launcher}: {msg or 'no message'}"
-    elif not l2["saw_device"]:
-        error = (f"the second guest (L2) did not see {DEVICE_ID}; it listed "
-                 f"{', '.join(d['id'] for d in l2['devices']) or 'nothing'} (log {verdict['l2']['log']})")
+    error = _failure(report["kernel"], release, failed, l2, launcher, paths)
     verdict["ok"] = error is None
     verdict["timings"]["total_s"] = round(time.monotonic() - t0, 2)
     write_atomic(paths.verdict, json.dumps(verdict, indent=2, sort_keys=True) + "\n")
@@ -169,7 +158,7 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
     for w in warnings if error is None else []:  # a failure has its own line; QEMU's stay in the verdict
         print(f"nested: doctor WARN {w['id']}: {w['detail']}" + (f" ({w['fix']})" if w["fix"] else ""))
     if error:
-        raise LfspassError(f"{error} (verdict {paths.verdict})")
+        raise error
     l1, seen = verdict["l1"], next(d for d in l2["devices"] if d["id"] == DEVICE_ID)
     print(f"nested: L1 IOMMU enabled ({iommu.detail}); device {l1['device']} {l1['id']} in IOMMU group "
           f"{l1['group']}, driver {l1['driver']}")

@@ -1,4 +1,4 @@
-"""The nested lab's first-guest (L1) initramfs: the lab initramfs plus Debian's QEMU, the VM launcher and L2's boot files."""
+"""The nested lab's image: L1's initramfs, the lab initramfs plus Debian's QEMU, the VM folder and L2's boot files."""
 from __future__ import annotations
 
 import gzip
@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from lfspass.diskspace import ensure_room
-from lfspass.errors import LfspassError
+from lfspass.errors import InputError, ToolFailed
 from lfspass.fsutil import require_tool, write_atomic
 from lfspass.lab.initramfs import BOOT_FILES, LAB_ADVICE, Archive, Entry, busybox_applets, lab_archive, source_date_epoch
 from lfspass.render import TEMPLATES
@@ -33,9 +33,10 @@ L2_INITRD = "nested/l2/initrd.cpio.gz"
 def shared_libraries(binary: Path) -> list[Path]:
     """The libraries ``ldd`` names for ``binary`` (the dynamic loader included), as the loader looks them up."""
     ldd = require_tool("ldd", "libc-bin")
-    proc = subprocess.run([ldd, str(binary)], capture_output=True, text=True)
+    # The C locale: the lines are read below, and ldd's own messages are translated in others.
+    proc = subprocess.run([ldd, str(binary)], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
     if proc.returncode != 0:
-        raise LfspassError(f"ldd {binary} failed: {proc.stderr.strip() or proc.stdout.strip()}; "
+        raise ToolFailed(f"ldd {binary} failed: {proc.stderr.strip() or proc.stdout.strip()}; "
                            "is it a dynamically linked program? (apt-get install qemu-system-x86)")
     out = []
     for line in proc.stdout.splitlines():
@@ -44,7 +45,7 @@ def shared_libraries(binary: Path) -> list[Path]:
         if m:
             out.append(Path(m.group(1)))
         elif "not found" in line:
-            raise LfspassError(f"ldd {binary}: {line.strip()}; reinstall qemu-system-x86")
+            raise ToolFailed(f"ldd {binary}: {line.strip()}; reinstall qemu-system-x86")
     return sorted(set(out))
 
 
@@ -52,7 +53,7 @@ def qemu_files(firmware: list[Path]) -> list[Path]:
     """Every host file QEMU needs inside L1: binary, libraries, TCG module, firmware (by the paths QEMU opens)."""
     for path in (QEMU, TCG_MODULE, *DATA_FILES):
         if not path.exists():
-            raise LfspassError(f"{path} not found: the nested lab runs Debian's QEMU inside the lab guest; "
+            raise ToolFailed(f"{path} not found: the nested lab runs Debian's QEMU inside the lab guest; "
                                "apt-get install qemu-system-x86 seabios")
     files = {QEMU, TCG_MODULE, *DATA_FILES, *firmware}
     for binary in (QEMU, TCG_MODULE):
@@ -94,7 +95,7 @@ def l1_archive(root: Path, release: str, vmlinuz: Path, vm_dir: Path, launcher: 
         # A regular file at the path QEMU (or the loader) opens it by: links resolved here.
         arc.add_file(str(path).lstrip("/"), path.read_bytes(), os.stat(path).st_mode & 0o755 | 0o644)
     if not launcher.is_file():
-        raise LfspassError(f"{launcher} not found: run `doit vm` first (the nested lab runs that launcher)")
+        raise InputError(f"{launcher} not found: run `doit vm` first (the nested lab runs that launcher)")
     arc.add_tree(vm_dir, str(vm_dir).lstrip("/"))
     arc.add_file(L2_KERNEL, vmlinuz.read_bytes())
     arc.add_file(L2_INITRD, gzip.compress(l2_archive(busybox).newc(source_date_epoch()), compresslevel=6, mtime=0))
@@ -108,5 +109,5 @@ def build_l1_image(out: Path, **kwargs) -> bool:
     data = l1_archive(**kwargs).newc(source_date_epoch())
     # Level 1: the image is mostly QEMU's libraries; the guest unpacks it under TCG.
     blob = gzip.compress(data, compresslevel=1, mtime=0)
-    ensure_room(out.parent, len(blob), f"lab: the nested initramfs {out}", advice=LAB_ADVICE)
+    ensure_room(out.parent, len(blob), f"lab: the nested initramfs {out}", InputError, LAB_ADVICE)
     return write_atomic(out, blob)

@@ -5,18 +5,19 @@ import json
 import os
 from collections.abc import Iterator
 
-from lfspass.errors import LfspassError
+from lfspass.errors import InputError, LfspassError
+from lfspass.recipe import Recipe
 
 
 def nested_options() -> bool:
     """vfio_files: ``doit vfio=off`` / $LFSPASS_LAB_VFIO=off leaves the vfio files out of L1 (the negative case)."""
     from doit import get_var
 
-    from lfspass.lab.tasks import _switch
+    from lfspass.lab.tasks import switch
 
-    value = _switch("doit variable vfio", get_var("vfio", None))
+    value = switch("doit variable vfio", get_var("vfio", None))
     if value is None:
-        value = _switch("LFSPASS_LAB_VFIO", os.environ.get("LFSPASS_LAB_VFIO"))
+        value = switch("LFSPASS_LAB_VFIO", os.environ.get("LFSPASS_LAB_VFIO"))
     return True if value is None else value
 
 
@@ -24,20 +25,20 @@ def _raise(exc: LfspassError) -> None:
     raise exc
 
 
-def _not_nested(recipe) -> None:
-    raise LfspassError(f"{recipe.path} is not a nested lab recipe ([lab] nested = false); "
+def _not_nested(recipe: Recipe) -> None:
+    raise InputError(f"{recipe.path} is not a nested lab recipe ([lab] nested = false); "
                        "run it with recipe=recipes/lab-nested.toml")
 
 
 def nested_tasks(ctx) -> Iterator[dict]:
+    """doit sub-tasks ``nested:image`` and ``nested:boot`` for a nested lab recipe."""
     from doit.tools import config_changed
 
-    from lfspass.boot.vfio import AUTOLOAD_FILES, MODPROBE_CONF
-    from lfspass.lab.initramfs import BOOT_FILES, BUSYBOX, INIT_SCRIPT
-    from lfspass.lab.l1image import L2_INIT, NESTED_SCRIPT, build_l1_image, qemu_files
-    from lfspass.lab.nested import nested_paths, run_nested
-    from lfspass.lab.precheck import l2_vm
-    from lfspass.lab.tasks import _files_under
+    from lfspass.lab.initramfs import BUSYBOX, INIT_SCRIPT
+    from lfspass.lab.nested.image import L2_INIT, NESTED_SCRIPT, build_l1_image, qemu_files
+    from lfspass.lab.nested.verdict import nested_paths, run_nested
+    from lfspass.lab.nested.vm_check import l2_vm
+    from lfspass.lab.tasks import boot_files, files_under
     from lfspass.plan import kernel_paths
     from lfspass.tasks import run_action
     from lfspass.vm.launcher import launcher_paths
@@ -60,10 +61,8 @@ def nested_tasks(ctx) -> Iterator[dict]:
         return
     paths = nested_paths(recipe, vfio_files)
     launcher = launcher_paths(plan)["sh"]
-    boot_files = sorted({recipe.root / MODPROBE_CONF, recipe.root / AUTOLOAD_FILES[recipe.host.init],
-                         *(p for rel in BOOT_FILES for p in _files_under(recipe.root / rel))})
-    vm_files = _files_under(plan.dir)
-    inputs = [*boot_files, *vm_files, launcher, *qemu, INIT_SCRIPT, NESTED_SCRIPT, L2_INIT, BUSYBOX]
+    vm_files = files_under(plan.dir)
+    inputs = [*boot_files(recipe), *vm_files, launcher, *qemu, INIT_SCRIPT, NESTED_SCRIPT, L2_INIT, BUSYBOX]
     kwargs = {"out": paths.image, "root": recipe.root, "release": release, "vmlinuz": kernel_paths(recipe, release).vmlinuz,
               "vm_dir": plan.dir, "launcher": launcher, "firmware": firmware, "vfio_files": vfio_files}
     yield {

@@ -1,4 +1,4 @@
-"""Image guest packages: the host's archive and release, the timestamp, and the mmdebstrap run with its stages."""
+"""The image guest's packages: the host's archive and release, the timestamp, and the mmdebstrap run with its stages."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from datetime import datetime, UTC
 from pathlib import Path
 
 from lfspass.diskspace import Watch
-from lfspass.errors import VmError
+from lfspass.errors import LfspassError, ToolFailed, VmError
 from lfspass.fsutil import require_tool
 
 # dbus lets logind act on the ACPI power button (a clean `system_powerdown`) and hold SSH sessions.
@@ -102,20 +102,23 @@ def mmdebstrap_argv(tree: Path, suite: str, mirror: str, packages: list[str], ca
             suite, str(tree), mirror]
 
 
-def explain(output: str, suite: str, mirror: str, log: Path) -> str:
-    """mmdebstrap's failure as one cause: unknown package, unreachable archive, full disk, or its last E: line."""
+def explain(output: str, suite: str, mirror: str, log: Path) -> LfspassError:
+    """mmdebstrap's failure as one cause: unknown package (the recipe's), unreachable archive, full disk, or its last E: line."""
     if m := re.search(r"Unable to locate package (\S+)", output):
-        return f"package {m.group(1)!r} does not exist in {suite} at {mirror}: fix installer.packages; full log: {log}"
+        return VmError(f"package {m.group(1)!r} does not exist in {suite} at {mirror}: fix installer.packages; "
+                       f"full log: {log}")
     if m := re.search(r"Package '?(\S+?)'? has no installation candidate", output):
-        return f"package {m.group(1)!r} has no installable version in {suite}: fix installer.packages; full log: {log}"
+        return VmError(f"package {m.group(1)!r} has no installable version in {suite}: fix installer.packages; "
+                       f"full log: {log}")
     if "No space left on device" in output:
-        return f"the disk holding the build folder is full (No space left on device); free space; full log: {log}"
+        return ToolFailed(f"the disk holding the build folder is full (No space left on device); free space; "
+                          f"full log: {log}")
     if re.search(r"Could not (connect|resolve)|Failed to fetch|Temporary failure resolving|Connection refused", output):
-        return (f"the archive {mirror} cannot be reached for {suite} (apt could not fetch its index); "
-                f"check installer.mirror or the host's apt sources; full log: {log}")
+        return ToolFailed(f"the archive {mirror} cannot be reached for {suite} (apt could not fetch its index); "
+                          f"check installer.mirror or the host's apt sources; full log: {log}")
     errors = [l for l in output.splitlines() if l.startswith("E:")]
     last = (errors or output.strip().splitlines() or ["(no output)"])[-1].strip()[:200]
-    return f"mmdebstrap failed ({last}); full log: {log}"
+    return ToolFailed(f"mmdebstrap failed ({last}); full log: {log}")
 
 
 def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say, suite: str, mirror: str) -> int:
@@ -125,6 +128,8 @@ def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say
     cached = debs_size(cache)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                             env={**os.environ, **env})
+    # mmdebstrap sets LC_ALL=C.UTF-8 for itself and everything it runs: the lines explain() and
+    # _follow() read are apt's and mmdebstrap's English whatever the host's locale.
     output: list[str] = []
     try:
         with Watch(proc, tree.parent) as watch:   # the reserve: stopped (and cleaned up) before the disk fills
@@ -142,7 +147,7 @@ def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say
         raise VmError(f"mmdebstrap stopped before the disk filled up: {watch.crossed.said()}; free space or set "
                       f"[vms] dir on another filesystem; full log: {log.name}")
     if proc.returncode != 0:
-        raise VmError(explain("".join(output), suite, mirror, Path(log.name)))
+        raise explain("".join(output), suite, mirror, Path(log.name))
     return max(0, debs_size(cache) - cached)
 
 

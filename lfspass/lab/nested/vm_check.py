@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lfspass.errors import LfspassError
+from lfspass.errors import InputError
 from lfspass.recipe import Recipe
 
 
 def l2_vm(recipe: Recipe):
     """The VM whose launcher L1 runs: the recipe's first [[vms]] entry."""
     if not recipe.vms:
-        raise LfspassError(f"{recipe.path}: the nested lab runs the first [[vms]] entry's launcher, and there is none")
+        raise InputError(f"{recipe.path}: the nested lab runs the first [[vms]] entry's launcher, and there is none")
     return recipe.vms[0]
 
 
@@ -21,7 +21,7 @@ def check_addresses(plan, saved: Path) -> None:
     host = Host(saved)
     for dev in plan.devices:
         if host.pci_device(dev.address) is None:
-            raise LfspassError(f"{plan.where}.devices: {dev.address} ({dev.id or 'device'}) is not a PCI device of "
+            raise InputError(f"{plan.where}.devices: {dev.address} ({dev.id or 'device'}) is not a PCI device of "
                                f"the lab guest (L1's host saved in {saved} has "
                                f"{', '.join(sorted(host.devices)) or 'none'}); name one of those in [[devices]]")
 

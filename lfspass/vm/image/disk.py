@@ -1,4 +1,4 @@
-"""Image guest disk: a GPT raw file with an ESP (GRUB) and an ext4 root made from a folder, then qcow2."""
+"""The image guest's disk: a GPT raw file with an ESP (GRUB) and an ext4 root made from a folder, then qcow2."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from lfspass.errors import VmError
+from lfspass.errors import ToolFailed, VmError
 from lfspass.fsutil import require_tool
+from lfspass.vm.disk_tools import C_LOCALE, make_esp, require_grub_efi, run_tool
 
 SECTOR = 512
 ESP_MIB = 64
@@ -39,21 +40,6 @@ class Ids:
         return cls(u["disk"], u["esp"], u["root"], u["fs"], u["seed"], u["fs"].replace("-", "")[:8].upper())
 
 
-def run(argv: list[str], log, what: str, env: dict | None = None, hint: str = "") -> str:
-    """Run one tool with its output appended to the build log; a failure is a VmError naming the log."""
-    log.write(f"$ {' '.join(argv)}\n")
-    log.flush()
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                          env={**os.environ, **(env or {})})
-    log.write(proc.stdout)
-    log.flush()
-    if proc.returncode != 0:
-        last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1][:200]
-        full = " (the disk is full)" if "No space left" in proc.stdout else ""
-        raise VmError(f"{what} failed{full}: {argv[0]} said: {last}; full log: {log.name}{hint}")
-    return proc.stdout
-
-
 def layout(size: int) -> tuple[int, int, int, int]:
     """(esp_start, esp_sectors, root_start, root_sectors) on a disk of ``size`` bytes, 1 MiB aligned."""
     esp_start, esp_len = 2048, ESP_MIB << 11
@@ -68,32 +54,25 @@ def layout(size: int) -> tuple[int, int, int, int]:
 def grub_image(out: Path, root_fs: str, log) -> None:
     """A standalone GRUB EFI binary that finds the root filesystem by UUID and reads its /boot/grub/grub.cfg."""
     tool = require_tool("grub-mkimage", "grub-efi-amd64-bin")
-    if not Path("/usr/lib/grub/x86_64-efi/linux.mod").is_file():
-        raise VmError("GRUB's x86_64-efi modules are missing: apt-get install grub-efi-amd64-bin")
+    require_grub_efi()
     embedded = out.with_name("grub-embedded.cfg")
     embedded.write_text(f"search --no-floppy --fs-uuid --set=root {root_fs}\nset prefix=($root)/boot/grub\n")
-    run([tool, "-O", "x86_64-efi", "-p", "/boot/grub", "-c", str(embedded), "-o", str(out), *GRUB_MODULES], log,
-        "grub-mkimage")
+    run_tool([tool, "-O", "x86_64-efi", "-p", "/boot/grub", "-c", str(embedded), "-o", str(out), *GRUB_MODULES],
+             "grub-mkimage", log)
 
 
-def make_esp(out: Path, efi: Path, ids: Ids, epoch: int, log) -> None:
+def guest_esp(out: Path, efi: Path, ids: Ids, epoch: int, log) -> None:
     """FAT32 ESP holding EFI/BOOT/BOOTX64.EFI: fixed volume id, and no clock in it (--invariant, mtools' epoch)."""
-    mkfs = require_tool("mkfs.vfat", "dosfstools")
-    mmd, mcopy = require_tool("mmd", "mtools"), require_tool("mcopy", "mtools")
-    out.unlink(missing_ok=True)
-    run([mkfs, "--invariant", "-F", "32", "-S", "512", "-s", "1", "-i", ids.esp_volid, "-n", "EFI", "-C", str(out),
-         str(ESP_MIB << 10)], log, "mkfs.vfat")
-    env = {"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1"}
-    run([mmd, "-i", str(out), "::/EFI", "::/EFI/BOOT"], log, "mmd", env)
-    run([mcopy, "-i", str(out), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], log, "mcopy", env)
+    make_esp(out, efi, ESP_MIB << 10, ["--invariant", "-F", "32", "-S", "512", "-s", "1", "-i", ids.esp_volid,
+                                      "-n", "EFI"], log, {"SOURCE_DATE_EPOCH": str(epoch)})
 
 
 def used_inodes(img: Path, log) -> list[int]:
-    """Inode numbers in use, read from dumpe2fs's per-group free-inode ranges."""
-    text = run([require_tool("dumpe2fs", "e2fsprogs"), str(img)], log, "dumpe2fs")
+    """Inode numbers in use, read from dumpe2fs's per-group free-inode ranges (its C-locale labels)."""
+    text = run_tool([require_tool("dumpe2fs", "e2fsprogs"), str(img)], "dumpe2fs", log, C_LOCALE)
     head = re.search(r"^Inodes per group:\s+(\d+)", text, re.M)
     if head is None:
-        raise VmError(f"dumpe2fs printed no 'Inodes per group' line for {img}; full log: {log.name}")
+        raise ToolFailed(f"dumpe2fs printed no 'Inodes per group' line for {img}; full log: {log.name}")
     per_group = int(head.group(1))
     used: list[int] = []
     for m in re.finditer(r"^Group (\d+):.*?^\s+Free inodes: ?([0-9, -]*)$", text, re.M | re.S):
@@ -115,15 +94,15 @@ def make_root_fs(tree: Path, out: Path, sectors: int, ids: Ids, epoch: int, log)
     mke2fs = require_tool("mke2fs", "e2fsprogs")
     out.unlink(missing_ok=True)
     env = {"E2FSPROGS_FAKE_TIME": str(epoch)}
-    run(["nice", "-n", "10", mke2fs, "-q", "-F", "-t", "ext4", "-L", "root", "-U", ids.root_fs,
+    run_tool(["nice", "-n", "10", mke2fs, "-q", "-F", "-t", "ext4", "-L", "root", "-U", ids.root_fs,
          "-E", f"hash_seed={ids.hash_seed},root_owner=0:0,lazy_itable_init=1", "-d", str(tree), str(out),
-         f"{sectors // 2}k"], log, "mke2fs", env, "; a bigger disk.size makes room")
+              f"{sectors // 2}k"], "mke2fs", log, env, "; a bigger disk.size makes room")
     script = out.with_name("fix-times.debugfs")
     inodes = [n for n in used_inodes(out, log) if n == 2 or n > 10]
     with open(script, "w") as fh:
         for n in inodes:
             fh.write(f"sif <{n}> ctime @{epoch}\nsif <{n}> atime @{epoch}\n")
-    run([require_tool("debugfs", "e2fsprogs"), "-w", "-f", str(script), str(out)], log, "debugfs (fix times)", env)
+    run_tool([require_tool("debugfs", "e2fsprogs"), "-w", "-f", str(script), str(out)], "debugfs (fix times)", log, env)
     return len(inodes)
 
 
@@ -161,7 +140,7 @@ def assemble(raw: Path, size: int, esp: Path, root: Path, ids: Ids, log) -> None
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     log.write(proc.stdout)
     if proc.returncode != 0:
-        raise VmError(f"sfdisk failed: {proc.stdout.strip()[-200:]}; full log: {log.name}")
+        raise ToolFailed(f"sfdisk failed: {proc.stdout.strip()[-200:]}; full log: {log.name}")
     with open(raw, "r+b") as fh:
         copy_into(esp, fh, esp_start * SECTOR)
         copy_into(root, fh, root_start * SECTOR)
@@ -170,11 +149,11 @@ def assemble(raw: Path, size: int, esp: Path, root: Path, ids: Ids, log) -> None
 
 def qcow2_size(raw: Path, log) -> int:
     """Bytes ``qemu-img convert`` will write for ``raw`` as qcow2 (``qemu-img measure``)."""
-    out = run([require_tool("qemu-img", "qemu-utils"), "measure", "--output=json", "-f", "raw", "-O", "qcow2",
-               str(raw)], log, "qemu-img measure")
+    out = run_tool([require_tool("qemu-img", "qemu-utils"), "measure", "--output=json", "-f", "raw", "-O", "qcow2",
+                    str(raw)], "qemu-img measure", log)
     return int(json.loads(out)["required"])
 
 
 def to_qcow2(raw: Path, out: Path, log) -> None:
-    run([require_tool("qemu-img", "qemu-utils"), "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)], log,
-        "qemu-img convert")
+    run_tool([require_tool("qemu-img", "qemu-utils"), "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)],
+             "qemu-img convert", log)

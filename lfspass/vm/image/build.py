@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 from lfspass.diskspace import allocated, ensure_room
-from lfspass.errors import VmError
+from lfspass.errors import LfspassError, VmError
 from lfspass.fsutil import sha256_file, write_atomic
 from lfspass.vm.disk import parse_size
-from lfspass.vm.firstboot import first_boot
-from lfspass.vm.image import (CACHE_ENV, debs_size, host_mirror, host_suite, image_epoch, mmdebstrap_argv,
-                              package_versions, run_mmdebstrap, stamp)
-from lfspass.vm.imagedisk import Ids, assemble, grub_image, layout, make_esp, make_root_fs, qcow2_size, to_qcow2
-from lfspass.vm.imageroot import clamp_times, customize, listing, remove_tree
+from lfspass.vm.image.first_boot import first_boot
+from lfspass.vm.image.packages import (CACHE_ENV, debs_size, host_mirror, host_suite, image_epoch, mmdebstrap_argv,
+                                       package_versions, run_mmdebstrap, stamp)
+from lfspass.vm.image.disk import Ids, assemble, grub_image, guest_esp, layout, make_root_fs, qcow2_size, to_qcow2
+from lfspass.vm.image.root import clamp_times, customize, listing, remove_tree
 from lfspass.vm.install import install_dir, marker_path
 from lfspass.vm.plan import VmPlan
 
@@ -84,7 +84,7 @@ def build_disk(plan: VmPlan, tree: Path, work: Path, out: Path, epoch: int, log,
     ids = Ids.for_vm(plan.name)
     efi, esp, root, raw = work / "BOOTX64.EFI", work / "esp.img", work / "root.img", work / "disk.raw"
     grub_image(efi, ids.root_fs, log)
-    make_esp(esp, efi, ids, epoch, log)
+    guest_esp(esp, efi, ids, epoch, log)
     _room(plan, work, allocated(tree) * 9 // 8, "the ext4 root image")
     fixed = make_root_fs(tree, root, layout(size)[3], ids, epoch, log)
     remove_tree(tree)   # the folder is in root.img now; free its space early
@@ -156,7 +156,7 @@ def build_image(plan: VmPlan, say=print) -> bool:
                 "build_log": str(logfile), "tree_listing": str(tree_path(plan)), **facts, **boot}, indent=1) + "\n",
                 mode=0o600)
             step(f"installed in {total:.0f} s: {disk} (sha256 {facts['image_sha256']}); {marker}")
-    except (VmError, OSError) as exc:
+    except (LfspassError, OSError) as exc:
         if isinstance(exc, OSError):
             full = " (the disk is full)" if exc.errno == 28 else ""
             exc = VmError(f"{plan.name}: image build failed{full}: {exc}; full log: {logfile}")

@@ -1,4 +1,4 @@
-"""Image guest root folder: hostname, fstab by UUID, first user, SSH keys at first boot, GRUB menu, marker unit."""
+"""The image guest's root folder: hostname, fstab by UUID, first user, SSH keys at first boot, GRUB menu, marker unit."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from lfspass.errors import VmError
 from lfspass.fsutil import require_tool
-from lfspass.vm.imagedisk import Ids, run
+from lfspass.vm.disk_tools import run_tool
+from lfspass.vm.image.disk import Ids
 
 MARKER = "lfspass-first-boot: reached multi-user.target"
 FIRSTBOOT_UNIT = "lfspass-first-boot.service"
@@ -116,10 +117,10 @@ def customize(tree: Path, *, name: str, user: str, ssh_key: str, password_hash: 
             os.chown(tree / rel, int(apt[2]), 0)
             os.chmod(tree / rel, 0o700)
     chroot = require_tool("chroot", "coreutils")
-    run([chroot, str(tree), "systemctl", "enable", FIRSTBOOT_UNIT, HOSTKEYS_UNIT, "systemd-networkd.service"], log,
-        "systemctl enable (in the image)")
-    run([chroot, str(tree), "useradd", "--create-home", "--shell", "/bin/bash", "--user-group",
-         "--password", password_hash or "!", user], log, f"useradd {user} (in the image)")
+    run_tool([chroot, str(tree), "systemctl", "enable", FIRSTBOOT_UNIT, HOSTKEYS_UNIT, "systemd-networkd.service"],
+             "systemctl enable (in the image)", log)
+    run_tool([chroot, str(tree), "useradd", "--create-home", "--shell", "/bin/bash", "--user-group",
+              "--password", password_hash or "!", user], f"useradd {user} (in the image)", log)
     if ssh_key:
         home = tree / "home" / user
         ids_line = (tree / "etc/passwd").read_text().splitlines()

@@ -11,10 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lfspass.errors import VmError
-from lfspass.vm.imageroot import MARKER
+from lfspass.errors import CheckFailed, ToolFailed
+from lfspass.vm.image.root import MARKER
 from lfspass.vm.plan import VmPlan
-from lfspass.vm.qemu import Boot, build_argv
+from lfspass.vm.qemu_argv import Boot, build_argv
 
 # Said on the serial line when the boot cannot reach the marker any more: stop waiting.
 DEAD_ENDS = ("Kernel panic", "grub rescue>", "\ngrub> ", "Give root password for maintenance", "You are in emergency mode",
@@ -74,16 +74,18 @@ def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say) ->
             dead = next((d for d in DEAD_ENDS if d in text), None)
             if line:
                 break
+            family: type[CheckFailed | ToolFailed] = CheckFailed   # the guest never said its marker
             if dead:
                 cause = f"the guest stopped at '{dead.strip()}'"
             elif proc.poll() is not None:
                 said = qemu_log.read_text(errors="replace").strip().splitlines()
                 cause = f"QEMU exited ({proc.returncode}{': ' + said[-1][:200] if said else ''})"
+                family = ToolFailed if proc.returncode else CheckFailed   # 0: the guest powered off first
             elif time.monotonic() - started > timeout_s:
                 cause = f"no marker after {timeout_s / 60:g} min (raise installer.timeout for slow hosts)"
             if cause:
-                raise VmError(f"{plan.name}: the image did not boot: {cause}; no '{MARKER}' in {serial}; "
-                              f"QEMU's own log: {qemu_log}")
+                raise family(f"{plan.name}: the image did not boot: {cause}; no '{MARKER}' in {serial}; "
+                             f"QEMU's own log: {qemu_log}")
             time.sleep(1)
         seconds = time.monotonic() - started
         say(f"first boot: marker after {seconds:.0f} s: {line}")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from lfspass import journal
-from lfspass.errors import LfspassError
+from lfspass.errors import CheckFailed
 from lfspass.fsutil import write_atomic
 from lfspass.recipe import Recipe, load_recipe
 
@@ -79,8 +79,8 @@ def _install_broken(recipe: Recipe, release: str) -> str:
 
 def run_bootonce(recipe: Recipe, release: str, base: Path, initramfs: Path) -> dict:
     from lfspass.boot.env import read_env
-    from lfspass.lab.grublab import grub_boot
-    from lfspass.lab.qemu import extract_host
+    from lfspass.lab.boot_grub import grub_boot
+    from lfspass.lab.qemu_run import GuestFiles
 
     t0 = time.monotonic()
     work = base / "bootonce"
@@ -102,14 +102,13 @@ def run_bootonce(recipe: Recipe, release: str, base: Path, initramfs: Path) -> d
     def boot(n: int, label: str, expect_release_file: str, rec: Recipe) -> dict:
         d = work / f"boot{n}"
         d.mkdir()
-        g = grub_boot(rec, d, disk, initramfs, True, f"boot {n} ({label})")
-        extract_host(Path(g["host_out"]), d / "host", Path(g["guest_log"]))
+        g = grub_boot(rec, GuestFiles(d), disk, initramfs, True, f"boot {n} ({label})")
         g.pop("qemu")
         step = {"step": f"boot {n}", "what": label, **g, "host_root": str(d / "host")}
         steps.append(step)
         if g["booted"]["kernel"] != f"/boot/{expect_release_file}":
-            raise LfspassError(f"boot {n}: GRUB booted {g['booted']['kernel']}, expected /boot/{expect_release_file} "
-                               f"(guest log {g['guest_log']})")
+            raise CheckFailed(f"boot {n}: GRUB booted {g['booted']['kernel']}, expected /boot/{expect_release_file} "
+                              f"(guest log {g['guest_log']})")
         return step
 
     def confirm(n: int, rec_file: Path, want_ok: bool) -> None:
@@ -118,13 +117,13 @@ def run_bootonce(recipe: Recipe, release: str, base: Path, initramfs: Path) -> d
                       "grubenv": read_env(root / "boot/grub/grubenv"),
                       "findings": [l for l in proc.stdout.splitlines() if l.startswith(("FAIL", "WARN"))]})
         if (proc.returncode == 0) != want_ok:
-            raise LfspassError(f"boot confirm after boot {n} exited {proc.returncode}, expected "
-                               f"{'success' if want_ok else 'failure'}: {proc.stdout.strip()} {proc.stderr.strip()}")
+            raise CheckFailed(f"boot confirm after boot {n} exited {proc.returncode}, expected "
+                              f"{'success' if want_ok else 'failure'}: {proc.stdout.strip()} {proc.stderr.strip()}")
 
     def try_(rec_file: Path) -> None:
         proc = _cli("boot", "try", "--recipe", str(rec_file))
         if proc.returncode != 0:
-            raise LfspassError(f"lfspass boot try failed: {proc.stderr.strip()}")
+            raise CheckFailed(f"lfspass boot try failed: {proc.stderr.strip()}")
         steps.append({"step": f"boot try ({rec_file.name})", "grubenv": read_env(root / "boot/grub/grubenv")})
 
     good_vmlinuz = f"vmlinuz-{release}-lfs-{good.kernel.lfs_version}"
@@ -141,21 +140,21 @@ def run_bootonce(recipe: Recipe, release: str, base: Path, initramfs: Path) -> d
         try_(bad_file)
         tried = steps[-1]["grubenv"]
         if tried.get("saved_entry") != steps[1]["booted"]["id"]:
-            raise LfspassError(f"boot try moved the default: grubenv {tried}")
+            raise CheckFailed(f"boot try moved the default: grubenv {tried}")
         boot(2, "broken kernel, tried once", bad_vmlinuz, bad)
         confirm(2, bad_file, False)
         third = boot(3, "next power cycle: the default", good_vmlinuz, good)
         if third["grubenv_after"].get("saved_entry") != steps[1]["booted"]["id"] or third["grubenv_after"].get("next_entry"):
-            raise LfspassError(f"after boot 3 grubenv is {third['grubenv_after']}, expected the good entry saved")
+            raise CheckFailed(f"after boot 3 grubenv is {third['grubenv_after']}, expected the good entry saved")
         proc = _cli("rollback", "--root", str(root), run_id)
         if proc.returncode != 0:
-            raise LfspassError(f"lfspass rollback {run_id} failed: {proc.stderr.strip()}")
+            raise CheckFailed(f"lfspass rollback {run_id} failed: {proc.stderr.strip()}")
         after = _snapshot(root)
         same = {f: before[f] == after[f] for f in FILES}
         steps.append({"step": f"rollback {run_id}", "byte_identical": same,
                       "restored": [l.split()[-1] for l in proc.stdout.splitlines() if l.strip().startswith("restored")]})
         if not all(same.values()):
-            raise LfspassError(f"rollback left differences: {[f for f, ok in same.items() if not ok]}")
+            raise CheckFailed(f"rollback left differences: {[f for f, ok in same.items() if not ok]}")
         verdict["ok"] = True
     finally:
         verdict["total_s"] = round(time.monotonic() - t0, 1)
@@ -173,12 +172,13 @@ def _action(*args) -> None:
 
 def bootonce_task(ctx) -> dict:
     """doit task ``bootonce``: the boot-once scenario on a copy of the lab root (not in the default run)."""
-    from lfspass.lab.tasks import _not_a_lab, lab_paths
+    from lfspass.lab.tasks import not_a_lab
+    from lfspass.lab.verdict import lab_paths
     from lfspass.tasks import run_action
 
     recipe = ctx.recipe
     if not recipe.lab.enabled or not recipe.boot.initrd:
-        return {"basename": "bootonce", "actions": [(run_action, [_not_a_lab, recipe])], "uptodate": [False]}
+        return {"basename": "bootonce", "actions": [(run_action, [not_a_lab, recipe])], "uptodate": [False]}
     paths = lab_paths(recipe)
     return {
         "basename": "bootonce",
