@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host-root", metavar="DIR",
                         help="the root whose sysfs to change; default: the recipe's [host] sysfs_root, else /")
     parser.add_argument("--json", action="store_true", help="print what happened as JSON")
+    if parser.prog.endswith("release"):
+        parser.add_argument("--recorded", action="store_true",
+                            help="only devices recorded at bind (a VM launcher's release): one that was on "
+                                 "vfio-pci before stays there")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe)
     root = args.host_root or (recipe.host.sysfs_root if recipe is not None else "/")
     addresses = resolve(root, args.devices, recipe)
-    act = bind if args.command == "bind" else release
-    outcome = act(root, addresses, say=(lambda line: print(line, file=sys.stderr)) if args.json else print)
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    outcome = bind(root, addresses, say) if args.command == "bind" else \
+        release(root, addresses, say, recorded_only=args.recorded)
     if args.json:
         print_json(outcome.as_dict())
         return 0

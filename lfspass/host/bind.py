@@ -168,8 +168,13 @@ def bind(root: str | Path, addresses: list[str], say: Callable[[str], None] = pr
     return out
 
 
-def release(root: str | Path, addresses: list[str], say: Callable[[str], None] = print) -> Outcome:
-    """Give the groups of ``addresses`` back to the drivers recorded at bind (or to whatever probes)."""
+def release(root: str | Path, addresses: list[str], say: Callable[[str], None] = print,
+            recorded_only: bool = False) -> Outcome:
+    """Give the groups of ``addresses`` back to the drivers recorded at bind (or to whatever probes).
+
+    ``recorded_only`` (a launcher's release): a device bind did not record, because it was on
+    vfio-pci already, stays there.
+    """
     host = Host(root)
     out = Outcome("release", host.root)
     records = load_records(host.root)
@@ -188,9 +193,10 @@ def release(root: str | Path, addresses: list[str], say: Callable[[str], None] =
     for address in members:
         dev, rec = host.devices[address], records.get(address)
         now = sysfs.read_state(host.root, address) or State(None)
-        if now.driver != "vfio-pci" and not (rec and now.driver is None):
+        if (now.driver != "vfio-pci" and not (rec and now.driver is None)) or (recorded_only and not rec):
             records.pop(address, None)
-            out.steps.append(_step(dev, now.driver, now.driver, "not on vfio-pci: left alone"))
+            out.steps.append(_step(dev, now.driver, now.driver, "not recorded at bind: left alone" if recorded_only
+                                   and not rec and now.driver == "vfio-pci" else "not on vfio-pci: left alone"))
             say(out.steps[-1].line())
             continue
         target = State(rec["driver"], rec["override"]) if rec else State(None)

@@ -68,7 +68,7 @@ def test_bind_moves_the_whole_group_and_rollback_restores_the_drivers(t10: Path)
     assert {a: d for a, d in now.items() if not a.startswith("0000:82:")} == \
         {a: d for a, d in before.items() if not a.startswith("0000:82:")}       # nothing else moved
     assert "82:00.0 3D controller [10de:1e37]: nouveau -> vfio-pci" in proc.stdout
-    assert "82:00.1 Audio device [10de:10f8]: snd_hda_intel -> vfio-pci" in proc.stdout
+    assert "82:00.1 Audio device [10de:10f7]: snd_hda_intel -> vfio-pci" in proc.stdout
     # The kernel's documented order, device by device.
     dev0 = "sys/devices/pci0000:80/0000:80:02.0/0000:82:00.0"
     assert writes[:3] == [[f"{dev0}/driver_override", "vfio-pci\n"], ["sys/bus/pci/drivers/nouveau/unbind", "0000:82:00.0"],
