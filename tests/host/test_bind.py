@@ -245,3 +245,15 @@ def test_devices_named_by_the_recipe(t10: Path, tmp_path: Path) -> None:
         proc, writes = run_fake(t10, "bind", word, "--recipe", str(recipe))
         assert_one_error_line(proc, needle)
         assert writes == []
+
+
+def test_launchers_release_leaves_what_was_on_vfio_pci_before(tmp_path: Path) -> None:
+    """`release --recorded` (the launcher's): the GTX 1070 was on vfio-pci before the bind and stays there."""
+    root = build("shared-group", tmp_path / "desk")
+    matches = {"0000:02:00.0": "nouveau", "0000:02:00.1": "snd_hda_intel", "0000:03:00.0": "xhci_hcd"}
+    assert run_fake(root, "bind", "02:00.0", "03:00.0", "--host-root", str(root), matches=matches)[0].returncode == 0
+    proc, _ = run_fake(root, "release", "--recorded", "02:00.0", "03:00.0", "--host-root", str(root), matches=matches)
+    assert proc.returncode == 0, proc.stderr
+    got = drivers(root)
+    assert (got["0000:02:00.0"], got["0000:02:00.1"], got["0000:03:00.0"]) == ("vfio-pci", "snd_hda_intel", "xhci_hcd")
+    assert "02:00.0 VGA compatible controller [10de:1b81]: stays on vfio-pci (not recorded at bind: left alone)" in proc.stdout
