@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lfspass.errors import PciIdError, RecipeError
-from lfspass.pci import parse_pci_id
+from lfspass.pci import parse_pci_address, parse_pci_id
 from lfspass.plugins import call_device, call_host, get_plugin_manager, owner_of
 from lfspass.recipe import Recipe
 
@@ -156,6 +156,22 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(i for i in items if i))
 
 
+def runtime_only(recipe: Recipe, devices: list[Device]) -> list[Device]:
+    """Devices named only by VMs with bind = "runtime" (and their companions): `lfspass bind` takes
+    them when such a VM starts, so the boot-time ids leave them on their host drivers."""
+    keys: dict[str, set[str]] = {"boot": set(), "runtime": set()}
+    for vm in recipe.vms:
+        for entry in vm.devices:
+            text = entry.strip().lower()
+            keys[vm.bind].add(text if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{4}", text) else parse_pci_address(text))
+
+    def named(dev: Device, how: str) -> bool:
+        return dev.address in keys[how] or dev.id in keys[how]
+
+    mains = {d.address or d.id for d in devices if not d.companion_of and named(d, "runtime") and not named(d, "boot")}
+    return [d for d in devices if (d.companion_of or d.address or d.id) in mains]
+
+
 @dataclass
 class HostPlan:
     """Everything ``grub`` and ``vfio`` render, computed once from recipe + plugins + kernel."""
@@ -167,10 +183,11 @@ class HostPlan:
     modprobe: list[str]
     autoload: list[str]
     warnings: list[str]
+    runtime: list[Device] = field(default_factory=list)   # bound at VM start (bind = "runtime"), not at boot
 
     @property
     def vfio_ids(self) -> list[str]:
-        return _unique([d.id for d in self.devices])
+        return _unique([d.id for d in self.devices if d not in self.runtime])
 
     @property
     def vmlinuz(self) -> str:
@@ -206,7 +223,13 @@ def build_plan(recipe: Recipe, release: str) -> HostPlan:
     # The kernel config decides what may go on the command line.
     if recipe.host.cpu_vendor == "intel" and facts.config.get("CONFIG_INTEL_IOMMU_DEFAULT_ON") == "y":
         cmdline = [c for c in cmdline if c != "intel_iommu=on"]
-    ids = _unique([d.id for d in devices])
+    runtime = runtime_only(recipe, devices)
+    ids = _unique([d.id for d in devices if d not in runtime])
+    clash = sorted({d.id for d in runtime} & set(ids))
+    if clash:
+        warnings.append(f"{', '.join(clash)}: a bind = \"runtime\" device has the id of a device bound at boot, and "
+                        "vfio-pci ids= takes every device with that id at boot; give each VM its own card model or "
+                        "make both bind = \"runtime\"")
     if facts.vfio_builtin and ids:
         cmdline.append("vfio-pci.ids=" + ",".join(ids))
     if recipe.boot.acs_override:
@@ -219,4 +242,5 @@ def build_plan(recipe: Recipe, release: str) -> HostPlan:
         raise RecipeError(f"{recipe.path}: boot.cmdline has 'amd_iommu=on', which the kernel rejects "
                           "(AMD-Vi: Unknown option); AMD's IOMMU is on by default: remove it")
     return HostPlan(recipe=recipe, kernel=facts, devices=devices, cmdline=_unique(cmdline),
-                    modprobe=_unique(modprobe), autoload=_autoload(facts, autoload), warnings=warnings)
+                    modprobe=_unique(modprobe), autoload=_autoload(facts, autoload), warnings=warnings,
+                    runtime=runtime)

@@ -32,6 +32,7 @@ class KernelSection:
     lfs_version: str = field(default="12.2", metadata={"doc": "the -lfs-<ver> suffix of the installed vmlinuz"})
     base: str = field(default="tinyconfig", metadata={"doc": "tinyconfig | defconfig | current | path to a .config (.xz ok)"})
     vfio: str = choice("module", "builtin", default="module", doc="VFIO and VFIO_PCI as =m or =y")
+    vfio_backend: str = choice("group", "iommufd", default="group", doc="group = VFIO's /dev/vfio/N; iommufd = also IOMMUFD + VFIO_DEVICE_CDEV (/dev/iommu, /dev/vfio/devices/vfioN; kernel 6.2 / 6.6 and later, skipped with a note on older trees), and launchers use QEMU's iommufd backend where that QEMU has it")
     config: dict[str, str] = field(default_factory=dict, metadata={"doc": "extra Kconfig requests, SYMBOL = \"y\""})
     resolve: bool = field(default=False, metadata={"doc": "enable visible symbols a refused request depends on"})
     build_dir: str = path_field("build/kernel", "out-of-tree build folder (O=)")
@@ -160,6 +161,7 @@ class VmSpec:
                               "empty = [host] root + /var/lib/lfspass/vms/NAME")
     accel: str = choice("auto", "kvm", "tcg", default="auto",
                         doc="auto = kvm when /dev/kvm is usable when the launcher is written, else tcg")
+    bind: str = choice("boot", "runtime", default="boot", doc="boot = the host binds the VM's devices to vfio-pci at boot (vfio-pci ids=); runtime = the launcher runs `lfspass bind` before QEMU starts and `lfspass release` after it exits, and no boot-time ids are written for them")
     missing_devices: str = choice("error", "skip", default="error",
                                   doc="a passthrough id absent from the host: error, or skip it with a note in the launcher")
     extra_args: list[str] = field(default_factory=list, metadata={"doc": "QEMU arguments appended as they are"})

@@ -21,6 +21,13 @@ _COMMON = (
     ("VFIO_IOMMU_TYPE1", "{vfio}", False),  # no prompt: selected by VFIO / VFIO_CONTAINER
     ("VFIO_PCI", "{vfio}", False),
 )
+# vfio_backend = "iommufd": /dev/iommu (IOMMUFD, 6.2+) and the per-device cdev /dev/vfio/devices/vfioN
+# (VFIO_DEVICE_CDEV, 6.6+); VFIO_GROUP and the container stay on, so the group path keeps working.
+# IOMMUFD takes VFIO's value: VFIO "depends on IOMMUFD || !IOMMUFD", so VFIO=y refuses IOMMUFD=m.
+_IOMMUFD = (
+    ("IOMMUFD", "{vfio}", True),
+    ("VFIO_DEVICE_CDEV", "y", True),
+)
 _MODULE_ONLY = (
     ("MODULES", "y", False),          # vfio as modules needs module support (tinyconfig has none)
 )
@@ -66,6 +73,12 @@ def core_requests(vendor: str, vfio: str) -> list[Request]:
     return _expand(rows, vfio, "core")
 
 
+def iommufd_requests(vfio: str) -> list[Request]:
+    """The iommufd/cdev profile ([kernel] vfio_backend = "iommufd"); trees older than a symbol skip it."""
+    _check("intel", vfio)
+    return _expand(_IOMMUFD, vfio, "vfio_backend")
+
+
 def kvm_requests(vendor: str, kvm: str = "module") -> list[Request]:
     """KVM for ``vendor``, as 'module' or 'builtin' (with the two symbols it needs)."""
     _check(vendor, kvm)
@@ -82,7 +95,8 @@ def lfspass_pci_ids() -> list[str]:
 def lfspass_kconfig_requests(recipe, device):
     if device is not None:
         return None
-    return core_requests(recipe.host.cpu_vendor, recipe.kernel.vfio)
+    extra = iommufd_requests(recipe.kernel.vfio) if recipe.kernel.vfio_backend == "iommufd" else []
+    return core_requests(recipe.host.cpu_vendor, recipe.kernel.vfio) + extra
 
 
 @hookimpl

@@ -73,8 +73,13 @@ def seed_config(default_on: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dl380_devices(iommu: bool = True, p10_bar1_unassigned: bool = False) -> list[Dev]:
+def dl380_devices(iommu: bool = True, p10_bar1_unassigned: bool = False, t10_on_host: bool = False) -> list[Dev]:
     vfio = "vfio-pci" if iommu else None   # without an IOMMU vfio-pci's probe fails (-22): no driver
+    # t10_on_host: the T10 before any binding, on nouveau (the driver its guest `lspci -k` names), with the
+    # HDMI audio function the NVIDIA quirk exposes (FIELD-NOTES §5; TU102 audio, 10de:10f7) in its group.
+    t10 = "nouveau" if t10_on_host else vfio
+    audio = [Dev("0000:82:00.1", "10de:10f7", 0x040300, "10de:1370", 0xA1, "snd_hda_intel", 72, 1,
+                 [(0, 16 * 1024, MEM32)], "0000:80:02.0")] if t10_on_host else []
     return [
         Dev("0000:00:00.0", "8086:6f00", 0x060000, "103c:8003", 0x01, None, 0, 0),
         Dev("0000:00:01.0", "8086:6f02", 0x060400, "0000:0000", 0x01, "pcieport", 1, 0),
@@ -89,8 +94,9 @@ def dl380_devices(iommu: bool = True, p10_bar1_unassigned: bool = False) -> list
         Dev("0000:05:00.0", "10de:1b39", 0x030200, "10de:1217", 0xA1, vfio, 59, 0,
             [(0, 16 * M, MEM32), (1, 32 * G, MEM64P, p10_bar1_unassigned), (3, 32 * M, MEM64P)], "0000:00:02.0"),
         Dev("0000:80:02.0", "8086:6f04", 0x060400, "0000:0000", 0x01, "pcieport", 70, 1),
-        Dev("0000:82:00.0", "10de:1e37", 0x030200, "10de:1370", 0xA1, vfio, 72, 1,
+        Dev("0000:82:00.0", "10de:1e37", 0x030200, "10de:1370", 0xA1, t10, 72, 1,
             [(0, 16 * M, MEM32), (1, 16 * G, MEM64P), (3, 32 * M, MEM64P)], "0000:80:02.0"),
+        *audio,
     ]
 
 
@@ -111,8 +117,8 @@ def _dl380_log(iommu: bool, unassigned: bool) -> str:
     return head + dmar + bar + unknown + vfio + rmrr
 
 
-def dl380(iommu: bool = True, unassigned: bool = False) -> dict:
-    return {"devs": dl380_devices(iommu, unassigned), "iommu": iommu,
+def dl380(iommu: bool = True, unassigned: bool = False, t10_on_host: bool = False) -> dict:
+    return {"devs": dl380_devices(iommu, unassigned, t10_on_host), "iommu": iommu,
             "cmdline": SEED_CMDLINE if iommu else SEED_CMDLINE.replace(" intel_iommu=on", ""),
             "cpuinfo": cpuinfo("Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz", XEON_FLAGS),
             "dmesg": _dl380_log(iommu, unassigned), "release": SEED_RELEASE, "config": seed_config(default_on=iommu),
@@ -150,6 +156,7 @@ FIXTURES = {
     "dl380": dl380,
     "dl380-p10-unassigned": lambda: dl380(unassigned=True),
     "dl380-iommu-off": lambda: dl380(iommu=False),
+    "dl380-t10-on-host": lambda: dl380(t10_on_host=True),
     "shared-group": shared_group,
 }
 

@@ -1,7 +1,8 @@
-"""Rewrite the golden files the tests compare with: ``python tests/regen_golden.py [boot] [vm]``.
+"""Rewrite the golden files the tests compare with: ``python tests/regen_golden.py [boot] [vm] [runtime]``.
 
 The golden tests only compare (tests/boot/test_boot_golden.py: what `doit grub vfio` writes;
-tests/vm/test_vm.py: QEMU argv and libvirt XML).  After a change that is meant to alter
+tests/vm/test_vm.py: QEMU argv and libvirt XML; tests/vm/test_launch_runtime.py: bind = "runtime"
+and iommufd launchers).  After a change that is meant to alter
 their output, run this, review ``git diff tests/boot/golden tests/vm/golden`` and commit it.
 Nothing under pytest imports this file.
 """
@@ -48,8 +49,25 @@ def regen_vm(tmp: Path) -> list[Path]:
     return [vm.GOLDEN / name for name in sorted(texts)]
 
 
+def regen_runtime(tmp: Path) -> list[Path]:
+    import pytest
+    import test_launch_runtime as rt
+
+    texts: dict[str, str] = {}
+    for case in sorted(rt.CASES):
+        with pytest.MonkeyPatch.context() as mp:
+            texts.update(rt.golden_texts(case, tmp / "runtime", mp))
+    rt.GOLDEN.mkdir(parents=True, exist_ok=True)
+    for stale in rt.GOLDEN.iterdir():
+        if stale.name not in texts:
+            stale.unlink()
+    for name, text in sorted(texts.items()):
+        (rt.GOLDEN / name).write_text(text)
+    return [rt.GOLDEN / name for name in sorted(texts)]
+
+
 def main(argv: list[str]) -> int:
-    kinds = {"boot": regen_boot, "vm": regen_vm}
+    kinds = {"boot": regen_boot, "vm": regen_vm, "runtime": regen_runtime}
     wanted = argv or list(kinds)
     unknown = [k for k in wanted if k not in kinds]
     if unknown:
@@ -59,7 +77,7 @@ def main(argv: list[str]) -> int:
         for kind in wanted:
             for path in kinds[kind](Path(tmp) / kind):
                 print(f"wrote {path.relative_to(TESTS.parent)}")
-    print("review: git diff tests/boot/golden tests/vm/golden")
+    print("review: git diff tests/boot/golden tests/vm/golden tests/vm/golden-runtime")
     return 0
 
 

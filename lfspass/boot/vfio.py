@@ -25,7 +25,8 @@ def autoload_path(plan: HostPlan) -> Path:
 
 def render_modprobe(plan: HostPlan) -> str:
     return render("vfio.conf.j2", builtin=plan.kernel.vfio_builtin, release=plan.kernel.release,
-                  ids=plan.vfio_ids, modprobe=plan.modprobe)
+                  ids=plan.vfio_ids, modprobe=plan.modprobe,
+                  runtime=[f"{d.address or d.id} ({d.id})" for d in plan.runtime])
 
 
 def render_autoload(plan: HostPlan) -> str:

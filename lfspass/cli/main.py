@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("lfspass.cli.doctor", "diagnose a host (live or saved) for GPU passthrough"),
     "fetch": ("lfspass.cli.fetch", "download a file and verify its checksum (and signature)"),
     "boot": ("lfspass.cli.boot", "boot a new kernel once (try), make it the default after its checks (confirm), status"),
+    "bind": ("lfspass.cli.bind", "move a device's whole IOMMU group to vfio-pci now, recording its drivers"),
+    "release": ("lfspass.cli.bind", "give devices lfspass bound back to the drivers recorded at bind"),
     "rollback": ("lfspass.cli.rollback", "undo the host files lfspass wrote in a run (and later runs); --list shows runs"),
 }
 

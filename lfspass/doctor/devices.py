@@ -62,10 +62,13 @@ def locate(host: Host, spec: Any) -> tuple[PciDevice | None, Check]:
     return None, Check(cid, Status.FAIL, title, f"no {spec.id} on this host", "check `lspci -nn` and the recipe's id")
 
 
-def check_driver(dev: PciDevice, lab: str) -> Check:
+def check_driver(dev: PciDevice, lab: str, runtime: bool = False) -> Check:
     cid, title = f"device-driver[{lab}]", "bound to vfio-pci"
     if dev.driver == "vfio-pci":
         return Check(cid, Status.PASS, title, f"{short_address(dev.address)} driver: vfio-pci")
+    if runtime:  # bind = "runtime": its VM's launcher hands it over with `lfspass bind`
+        return Check(cid, Status.PASS, title, f"{short_address(dev.address)} on {dev.driver or 'no driver'} until its "
+                     "VM starts (bind = \"runtime\": the launcher runs `lfspass bind`)")
     ids = dev.id or "VENDOR:DEVICE (read it with `lspci -nn`)"
     fix = (f"options vfio-pci ids={ids} in /etc/modprobe.d/vfio.conf with the module loaded at boot "
            f"(LFS: /etc/sysconfig/modules), or vfio-pci.ids={ids} on the kernel command line (`doit vfio grub`)")
@@ -98,6 +101,20 @@ def check_group(host: Host, dev: PciDevice, lab: str) -> Check:
         fix += ("; " if fix else "") + ("move the card to a slot whose root port isolates it (ACS), or unbind the "
                                         "other devices; pcie_acs_override needs a patched kernel and weakens isolation")
     return Check(cid, Status.FAIL, title, f"group {group.number} also holds {blockers}", fix)
+
+
+def check_bindable(host: Host, dev: PciDevice, lab: str) -> Check:
+    """bind = "runtime": the group is judged by what `lfspass bind` will take when the VM starts."""
+    from lfspass.errors import LfspassError
+    from lfspass.host.bindplan import plan_groups
+
+    cid, title = f"device-group[{lab}]", "IOMMU group can be bound when its VM starts"
+    try:
+        plans = plan_groups(host, [dev.address])
+    except LfspassError as exc:
+        return Check(cid, Status.FAIL, title, exc.one_line(), "see the detail: lfspass bind would refuse this group")
+    takes = ", ".join(short_address(d.address) for p in plans for d in p.take)
+    return Check(cid, Status.PASS, title, f"group {plans[0].number}: `lfspass bind` takes {takes}")
 
 
 def check_bars(dev: PciDevice, lab: str) -> Check:
@@ -147,12 +164,13 @@ def check_dev_vfio(host: Host, dev: PciDevice, lab: str) -> Check:
                  "modprobe vfio-pci; check that devtmpfs/udev create /dev/vfio nodes")
 
 
-def device_checks(host: Host, spec: Any) -> list[Check]:
+def device_checks(host: Host, spec: Any, runtime: bool = False) -> list[Check]:
     dev, present = locate(host, spec)
     if dev is None:
         return [present]
     lab = label(spec)
-    return [present, check_driver(dev, lab), check_group(host, dev, lab), check_bars(dev, lab),
+    group = check_bindable(host, dev, lab) if runtime else check_group(host, dev, lab)
+    return [present, check_driver(dev, lab, runtime), group, check_bars(dev, lab),
             check_numa(dev, lab), check_dev_vfio(host, dev, lab)]
 
 

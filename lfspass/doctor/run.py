@@ -146,10 +146,14 @@ def run_doctor(host: Host, recipe: Any = None, pm: Any = None) -> list[Check]:
     """Every check: host-wide, per recipe device (or per vfio-pci device), then plugins'."""
     from lfspass.doctor.devices import device_checks, devices_to_check, plan_device
 
+    from lfspass.doctor.cdev import cdev_checks
+
     checks = host_checks(host, recipe)
     specs = devices_to_check(host, recipe)
+    runtime = _bound_at_vm_start(recipe, specs)
     for spec in specs:
-        checks.extend(device_checks(host, spec))
+        checks.extend(device_checks(host, spec, runtime=spec in runtime))
+    checks.extend(cdev_checks(host, recipe, specs))
     if pm is not None:
         from lfspass.plugins import call_device, call_host
 
@@ -158,6 +162,16 @@ def run_doctor(host: Host, recipe: Any = None, pm: Any = None) -> list[Check]:
             checks.extend(_valid(call_device(pm, "lfspass_doctor_checks", plan_device(host, spec, pm),
                                              host=host, recipe=recipe)))
     return checks
+
+
+def _bound_at_vm_start(recipe: Any, specs: list) -> list:
+    """The specs only VMs with bind = "runtime" use: they stay on host drivers until such a VM starts."""
+    if recipe is None or not getattr(recipe, "vms", None):
+        return []
+    from lfspass.plan import Device, runtime_only
+
+    devices = {Device(id=s.id or "", address=s.address or ""): s for s in specs}
+    return [devices[d] for d in runtime_only(recipe, list(devices))]
 
 
 def _valid(items: list) -> list[Check]:

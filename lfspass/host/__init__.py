@@ -1,5 +1,6 @@
 """Reading a host, live or saved: sysfs PCI devices and their BARs, IOMMU groups, pci.ids names,
-and `lfspass doctor --save` copies.
+`lfspass doctor --save` copies; and moving a device's group to vfio-pci and back at run time
+(`lfspass bind` / `release`, every write through the journal's sysfs writer).
 
-Imports the spine only (errors, fsutil, pci).
+Imports the spine only (errors, fsutil, pci, journal).
 """

@@ -25,6 +25,8 @@ doctor then reports ``unknown`` for what needed them):
   ``boot/config-<release>``: copied when present.
 * ``dev/vfio/<name>``: one empty regular file per entry of ``/dev/vfio`` (``vfio`` and
   each group number) standing in for the device nodes; no ``dev/vfio`` folder = none.
+* iommufd: ``dev/iommu`` and ``dev/vfio/devices/vfioN`` as empty files when the nodes exist,
+  and ``<device folder>/vfio-dev/vfioN/`` (empty folders) for each device's VFIO cdev.
 * ``lfspass-saved.txt``: one line saying where and by what the copy was made.
 
 No other file is read or written; the whole folder is built beside DIR and renamed
@@ -71,6 +73,13 @@ def _copy(host: Host, src_rel: str, dst: Path, limit: int = 1 << 24) -> bool:
     return True
 
 
+def _listing(host: Host, rel: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(host.resolve(rel)) if "/" not in n and not n.startswith("."))
+    except OSError:
+        return []
+
+
 def _device_dir(host: Host, address: str) -> str:
     """Root-relative folder of a device as the kernel nests it (falls back to a flat one)."""
     rel = f"{PCI_DEVICES}/{address}"
@@ -89,6 +98,9 @@ def _save_device(host: Host, tmp: Path, address: str) -> str:
     for name in DEVICE_FILES:
         _copy(host, f"{src}/{name}", folder / name, 65536)
     _copy(host, f"{src}/config", folder / "config", CONFIG_BYTES)
+    for name in _listing(host, f"{src}/vfio-dev"):   # the device's VFIO cdev (iommufd)
+        if name.startswith("vfio"):
+            (folder / "vfio-dev" / name).mkdir(parents=True, exist_ok=True)
     for name, target_dir in (("driver", "sys/bus/pci/drivers"), ("iommu_group", IOMMU_GROUPS)):
         text = _link_text(host, f"{src}/{name}")
         if not text:
@@ -138,8 +150,16 @@ def save_host(host: Host, dest: str | os.PathLike) -> Path:
         if names is not None:
             (tmp / "dev/vfio").mkdir(parents=True)
             for name in sorted(names):
-                if "/" not in name and not name.startswith("."):
+                if "/" not in name and not name.startswith(".") and name != "devices":
                     (tmp / "dev/vfio" / name).write_bytes(b"")
+            cdevs = [n for n in _listing(host, "dev/vfio/devices") if n.startswith("vfio")]
+            if cdevs:
+                (tmp / "dev/vfio/devices").mkdir()
+            for name in cdevs:
+                (tmp / "dev/vfio/devices" / name).write_bytes(b"")
+        if os.path.lexists(host.resolve("dev/iommu")):
+            (tmp / "dev").mkdir(exist_ok=True)
+            (tmp / "dev/iommu").write_bytes(b"")
         (tmp / "lfspass-saved.txt").write_text(f"saved by lfspass {__version__} doctor --save from {host.root}\n")
         os.chmod(tmp, 0o755)   # mkdtemp made it private; the copy is meant to be shared
         if dest.exists():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lfspass import journal
 from lfspass.errors import LfspassError
+from lfspass.journal import sysfs
 
 
 def list_runs(root: str | os.PathLike) -> list[dict]:
@@ -65,11 +66,16 @@ def plan(runs: list[dict], start: int) -> dict[str, Target]:
     return targets
 
 
+def _now(root: Path, t: Target) -> str | None:
+    """What the path holds now, in the words of its entry (a digest, or a sysfs device's state)."""
+    return sysfs.current(root, t.rel) if sysfs.is_sysfs(t.source) else journal.digest(root / t.rel)
+
+
 def _stage(root: Path, t: Target) -> Path | None:
     """A temporary copy of the previous content beside the destination (None: it was absent)."""
     dest = root / t.rel
     e = t.source
-    if e["before"] is None:
+    if e["before"] is None or sysfs.is_sysfs(e):
         return None
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.rollback-", dir=dest.parent)) / "x"
@@ -91,7 +97,7 @@ def rollback(root: str | os.PathLike, name: str | None = None, force: bool = Fal
     targets = plan(runs, start)
     changed = []
     for t in targets.values():
-        now = journal.digest(root / t.rel)
+        now = _now(root, t)
         if t.known and now != t.expected and now != t.source["before"]:
             changed.append(t.rel)
     if changed and not force:
@@ -99,7 +105,8 @@ def rollback(root: str | os.PathLike, name: str | None = None, force: bool = Fal
             f"not rolled back: {', '.join(changed)} under {root} changed since lfspass wrote "
             f"{'it' if len(changed) == 1 else 'them'} (edited by hand?); nothing was restored; "
             f"keep a copy of your edit, then run `lfspass rollback {runs[start]['id']} --force` to overwrite")
-    todo = [t for t in targets.values() if journal.digest(root / t.rel) != t.source["before"]]
+    todo = [t for t in targets.values() if _now(root, t) != t.source["before"]]
+    sysfs.refuse_held(root, [t.rel for t in todo if sysfs.is_sysfs(t.source)])
     staged: dict[str, Path | None] = {}
     try:
         for t in todo:  # every new content is in place beside its file before the first one moves
@@ -112,6 +119,10 @@ def rollback(root: str | os.PathLike, name: str | None = None, force: bool = Fal
     restored = []
     with journal.run(root, f"lfspass rollback {runs[start]['id']}"):
         for t in todo:
+            if sysfs.is_sysfs(t.source):  # a device's driver: put back with the kernel's writes
+                sysfs.restore(root, t.rel, t.source["before"])
+                restored.append(t.rel)
+                continue
             dest, tmp = root / t.rel, staged[t.rel]
             with journal.editing(root, dest):
                 if tmp is None:

@@ -12,6 +12,7 @@ from lfspass.errors import TemplateError
 from lfspass.vm.qemu_argv import Boot, build_argv
 from lfspass.render import TEMPLATES
 from lfspass.vm.plan import VmPlan
+from lfspass.vm.runtime import comments as runtime_comments, wrap as runtime_wrap
 
 EMULATOR = "/usr/bin/qemu-system-x86_64"  # Debian's path; libvirt wants it absolute
 
@@ -39,6 +40,10 @@ def script_text(plan: VmPlan, argv: list[str], purpose: str = "") -> str:
             lines.append("# VNC needs a password: in the monitor (Ctrl-A c) type `change vnc password`; "
                          "until then nobody can log in.")
     lines += [f"# Note: {n}" for n in plan.notes]
+    # bind = "runtime": the devices go to vfio-pci for this run only (lfspass.vm.runtime).
+    runtime = plan.vm.bind == "runtime" and any(a.startswith("vfio-pci,") for a in argv)
+    if runtime:
+        lines += runtime_comments(plan)
     # A value with a line break (a device name, an address) must not end a comment and start a command.
     lines = lines[:1] + ["# " + " ".join(line[1:].split()) if line.startswith("#") else line for line in lines[1:]]
     # Join option/value pairs on one line so the script reads like the seed's command.
@@ -47,8 +52,9 @@ def script_text(plan: VmPlan, argv: list[str], purpose: str = "") -> str:
         take = 2 if argv[i].startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-") else 1
         parts.append(" ".join(shlex.quote(a) for a in argv[i:i + take]))
         i += take
-    body = " \\\n    ".join([f"exec {shlex.quote(argv[0])}", *parts])
-    return "\n".join(lines) + "\n" + body + ' "$@"\n'
+    body = " \\\n    ".join([("" if runtime else "exec ") + shlex.quote(argv[0]), *parts])
+    head = "\n".join(lines) + "\n"
+    return head + (runtime_wrap(plan, body) if runtime else body + ' "$@"\n')
 
 
 def _xml_comment(text: object) -> Markup:
@@ -97,7 +103,8 @@ def domain_xml(plan: VmPlan, xml_path: Path) -> str:
         label = f"{dev.address} {dev.id} {dev.name or ''}".strip()
         if dev.companion_of:
             label += f" (travels with {dev.companion_of}: same slot or IOMMU group)"
-        hostdevs.append({"domain": dom, "bus": bus, "slot": slot, "function": fn, "label": label})
+        hostdevs.append({"domain": dom, "bus": bus, "slot": slot, "function": fn, "label": label,
+                         "iommufd": plan.libvirt_iommufd})
     context = {
         "name": plan.name, "recipe": str(plan.recipe.path), "xml_path": str(xml_path),
         "domain_type": "kvm" if plan.accel == "kvm" else "qemu", "memory_mib": plan.memory_mib, "cpus": vm.cpus,

@@ -45,6 +45,8 @@ class VmPlan:
     vm_args: list[str] = field(default_factory=list)
     device_args: list[str] = field(default_factory=list)
     vnc_password: str | None = field(default=None, repr=False)  # from vnc.password_file, for the XML
+    iommufd: bool = False            # QEMU's iommufd backend (vfio_backend = "iommufd" and this QEMU has it)
+    libvirt_iommufd: bool = False    # the same in the libvirt XML (libvirt 12.1.0 and later)
 
     @property
     def name(self) -> str:
@@ -198,7 +200,8 @@ def _passthrough(plan: VmPlan, planned: list[Device], wanted: list[Device], host
                                    info.pci_class is not None else "", plugin=owner_of(pm, mid) if mid else "",
                                    companion_of=address)
                     plan.notes.append(f"{member} shares IOMMU group with {address}: passed through too "
-                                      "(bind it to vfio-pci on the host as well)")
+                                      + ("(lfspass bind takes it along)" if plan.vm.bind == "runtime" else
+                                         "(bind it to vfio-pci on the host as well)"))
                 if not found.name and (info := host.pci_device(member)) is not None and info.name:
                     found = dataclasses.replace(found, name=info.name)  # pci.ids name, for the XML comments
                 plan.devices.append(found)
@@ -262,6 +265,10 @@ def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> Vm
         except LfspassError as exc:
             raise VmError(f"{recipe.path}: host.sysfs_root: {exc.one_line()}") from None
         _passthrough(plan, planned, wanted, host)
+        if plan.devices and recipe.kernel.vfio_backend == "iommufd":
+            from lfspass.vm.iommufd import choose
+
+            choose(plan)
     pm = get_plugin_manager()
     flags = call_host(pm, "lfspass_cpu_flags", vm=vm)
     device_args: list[str] = []

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lfspass.plan import Device
+from lfspass.vm.iommufd import OBJECT_ID
 from lfspass.vm.plan import VmPlan
 
 QEMU = "qemu-system-x86_64"
@@ -70,14 +71,18 @@ def slots(devices: list[Device]) -> list[list[tuple[Device, int]]]:
     return [[(d, i) for i, d in enumerate(sorted(members, key=lambda d: d.address))] for members in grouped.values()]
 
 
-def passthrough_args(devices: list[Device]) -> list[str]:
-    """One PCIe root port per host slot; the slot's functions stay together behind it."""
-    args: list[str] = []
+def passthrough_args(devices: list[Device], iommufd: bool = False) -> list[str]:
+    """One PCIe root port per host slot; the slot's functions stay together behind it.
+
+    ``iommufd``: one iommufd object that every device attaches to (/dev/iommu and the
+    device's cdev) instead of the VFIO group and container.
+    """
+    args: list[str] = ["-object", f"iommufd,id={OBJECT_ID}"] if iommufd else []
     for n, members in enumerate(slots(devices), start=1):
         port = f"rp{n}"
         args += ["-device", f"pcie-root-port,id={port},bus=pcie.0,chassis={n},slot={n}"]
         for dev, fn in members:
-            value = f"vfio-pci,host={dev.address},bus={port},addr=00.{fn}"
+            value = f"vfio-pci,host={dev.address},bus={port},addr=00.{fn}" + (f",iommufd={OBJECT_ID}" if iommufd else "")
             if fn == 0 and len(members) > 1:
                 value += ",multifunction=on"
             args += ["-device", value]
@@ -110,5 +115,5 @@ def build_argv(plan: VmPlan, boot: Boot | None = None) -> list[str]:
         argv.append("-no-reboot")
     argv += plan.vm_args
     if boot.passthrough and plan.devices:
-        argv += passthrough_args(plan.devices) + plan.device_args
+        argv += passthrough_args(plan.devices, plan.iommufd) + plan.device_args
     return argv + list(plan.vm.extra_args)

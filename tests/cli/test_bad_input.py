@@ -234,6 +234,16 @@ CLI = [
     ("kconfig-bad-set", ["kconfig", "--tree", "@TMP@", "--config", "@TMP@/c", "--set", "FOO"], {}, ["--set"], 2),
     ("groups-no-root", ["groups", "--host-root", "/nonexistent"], {}, ["/nonexistent"], 2),
     ("doctor-bad-recipe", ["doctor", "--recipe", "/nonexistent.toml"], {}, ["no such recipe"], 2),
+    ("bind-no-device", ["bind"], {}, ["DEV"], 2),
+    ("bind-address-cut", ["bind", "82:00", "--host-root", "@TMP@/.."], {}, ["'82:00' is malformed", "82:00.0"], 2),
+    ("bind-address-garbage", ["bind", "0000:zz:00.0", "--host-root", "@TMP@/.."], {}, ["is malformed"], 2),
+    ("bind-word", ["bind", "gpu", "--host-root", "@TMP@/.."], {}, ["'gpu' is not a PCI address", "--recipe"], 2),
+    ("bind-id-without-recipe", ["bind", "10de:1e37", "--host-root", "@TMP@/.."], {}, ["give --recipe"], 2),
+    ("bind-no-root", ["bind", "82:00.0", "--host-root", "/nonexistent"], {}, ["/nonexistent"], 2),
+    ("bind-root-not-a-host", ["bind", "82:00.0", "--host-root", "@TMP@"], {}, ["not a host root"], 2),
+    ("bind-bad-recipe", ["bind", "82:00.0", "--recipe", "/nonexistent.toml"], {}, ["no such recipe"], 2),
+    ("release-no-device", ["release", "--host-root", "@TMP@/.."], {}, ["DEV"], 2),
+    ("release-word", ["release", "my card", "--host-root", "@TMP@/.."], {}, ["'my card' is not a PCI address"], 2),
 ]
 
 

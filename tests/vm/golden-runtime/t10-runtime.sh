@@ -1,0 +1,39 @@
+#!/bin/sh
+# VM d2l: written by lfspass from @TMP@/t10-runtime/r.toml; edit the recipe, not this file.
+# The serial console and QEMU monitor share this terminal: Ctrl-A c switches, Ctrl-A x quits.
+# VNC: 127.0.0.1:5900 (from elsewhere: ssh -L 5900:127.0.0.1:5900 this-host).
+# bind = "runtime": `lfspass bind` hands 0000:82:00.0 (and the rest of their IOMMU groups) to vfio-pci before QEMU starts; when QEMU exits (also on Ctrl-C, HUP, TERM) `lfspass release` gives them back to the drivers recorded at bind.
+# If this script is killed (SIGKILL), give them back by hand: lfspass release --recipe @TMP@/t10-runtime/r.toml 0000:82:00.0
+set -u
+@PYTHON@ -m lfspass bind --recipe @TMP@/t10-runtime/r.toml 0000:82:00.0 || exit
+released=
+release() {
+    [ -n "$released" ] && return
+    released=1
+    @PYTHON@ -m lfspass release --recorded --recipe @TMP@/t10-runtime/r.toml 0000:82:00.0 ||
+        echo d2l.sh': lfspass release failed (its error is above); the devices may still be on vfio-pci' >&2
+}
+trap release EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+qemu-system-x86_64 \
+    -name d2l \
+    -nodefaults \
+    -machine q35 \
+    -accel kvm \
+    -cpu host \
+    -m 16384 \
+    -smp 8 \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+    -drive if=pflash,format=raw,unit=1,file=/srv/lfspass/d2l/OVMF_VARS.fd \
+    -drive if=none,id=disk0,format=qcow2,discard=unmap,file=/srv/lfspass/d2l/d2l.qcow2 \
+    -device virtio-blk-pci,drive=disk0,bootindex=1 \
+    -netdev user,id=net0,restrict=on \
+    -device virtio-net-pci,netdev=net0,mac=52:54:00:4f:18:0e \
+    -vga std \
+    -vnc 127.0.0.1:0 \
+    -serial mon:stdio \
+    -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1 \
+    -device vfio-pci,host=0000:82:00.0,bus=rp1,addr=00.0,multifunction=on \
+    -device vfio-pci,host=0000:82:00.1,bus=rp1,addr=00.1 "$@"
