@@ -23,7 +23,7 @@ from lfspass.recipe import load_recipe
 from lfspass.vm import iommufd
 from lfspass.vm.launcher import domain_xml, script_text
 from lfspass.vm.plan import build_vm_plan
-from lfspass.vm.qemu import build_argv
+from lfspass.vm.qemu_argv import build_argv
 
 GOLDEN = Path(__file__).resolve().parent / "golden-runtime"
 HOST = Path(__file__).resolve().parent.parent / "host"
