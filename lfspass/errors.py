@@ -1,13 +1,9 @@
 """The one exception family lfspass raises for expected failures, and the exit code each means.
 
-| exit | family        | when                                                                  |
-| ---- | ------------- | --------------------------------------------------------------------- |
-| 1    | CheckFailed   | a check lfspass runs said no: doctor, the lab's verdict, boot confirm, |
-|      |               | a checksum or signature, a download that did not complete            |
-| 2    | InputError    | bad input: a recipe key or value, a PCI id, a Kconfig request, a path, |
-|      |               | a host root that cannot be read, a state lfspass refuses to change    |
-| 3    | ToolFailed    | an external program failed or is missing: make, QEMU, qemu-img,       |
-|      |               | mmdebstrap, grub-editenv, tar, gpgv (the message names its log)       |
+Three families, one exit code each: CheckFailed (1, a check said no), InputError (2, bad
+input or a state lfspass refuses to change) and ToolFailed (3, an external program failed or
+is missing).  The table of which error means what, stage by stage, is
+docs/reference/exit-codes.md (tests/test_docs.py keeps it in step with these classes).
 
 Every message is one line that names the input (file, key, value), what was expected, and
 what to do next; the CLI and the doit reporter print it as ``error: …`` without a traceback.

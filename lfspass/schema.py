@@ -111,7 +111,7 @@ def _convert(value: Any, tp: Any, meta: Any, file: Path, key: str, base: Path, r
         return _convert(value, args[0], meta, file, key, base, rules)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise RecipeError(f"{_where(file, key)} = {value!r}: expected a table; see README 'Recipe reference'")
+            raise RecipeError(f"{_where(file, key)} = {value!r}: expected a table; see docs/reference/recipe.md")
         return load_table(tp, value, file, key, base, rules)
     if origin is list:
         (item,) = typing.get_args(tp)
@@ -177,7 +177,7 @@ def load_table(cls: type, table: dict, file: Path, prefix: str, base: Path, rule
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING and n not in kwargs]
     if missing:
-        raise RecipeError(f"{file}: [{prefix or 'top'}] needs key '{missing[0]}'; see README 'Recipe reference'")
+        raise RecipeError(f"{file}: [{prefix or 'top'}] needs key '{missing[0]}'; see docs/reference/recipe.md")
     # Relative path defaults are relative to the recipe too.
     for name, f in fields.items():
         if name not in kwargs and f.metadata.get("path") and isinstance(f.default, str) and f.default:

@@ -9,7 +9,8 @@ from lfspass.api import KconfigError, Request, hookimpl
 
 # (symbol, value, optional).  "{vfio}" becomes m (module) or y (builtin); the
 # rest are bool.  Optional = the symbol exists only in some
-# kernel versions (see FIELD-NOTES §2), so a tree without it is skipped with a note.
+# kernel versions (docs/explanation/kconfig.md#symbols-that-come-and-go), so a tree
+# without it is skipped with a note.
 _COMMON = (
     ("PCI", "y", False),
     ("PCI_MSI", "y", False),
@@ -105,7 +106,7 @@ def lfspass_cmdline(recipe, device):
         return None
     params = []
     # AMD's IOMMU is on by default where the firmware has an IVRS table;
-    # `amd_iommu=on` is not a valid value (FIELD-NOTES §3).
+    # `amd_iommu=on` is not a valid value (docs/explanation/kernel-parameters.md).
     if recipe.host.cpu_vendor == "intel":
         params.append("intel_iommu=on")
     if recipe.boot.iommu_pt:

@@ -76,7 +76,8 @@ def seed_config(default_on: bool) -> str:
 def dl380_devices(iommu: bool = True, p10_bar1_unassigned: bool = False, t10_on_host: bool = False) -> list[Dev]:
     vfio = "vfio-pci" if iommu else None   # without an IOMMU vfio-pci's probe fails (-22): no driver
     # t10_on_host: the T10 before any binding, on nouveau (the driver its guest `lspci -k` names), with the
-    # HDMI audio function the NVIDIA quirk exposes (FIELD-NOTES §5; TU102 audio, 10de:10f7) in its group.
+    # HDMI audio function the NVIDIA quirk exposes (TU102 audio, 10de:10f7) in its group
+    # (docs/explanation/iommu-groups.md#the-cards-audio-function).
     t10 = "nouveau" if t10_on_host else vfio
     audio = [Dev("0000:82:00.1", "10de:10f7", 0x040300, "10de:1370", 0xA1, "snd_hda_intel", 72, 1,
                  [(0, 16 * 1024, MEM32)], "0000:80:02.0")] if t10_on_host else []

@@ -1,6 +1,7 @@
 """Kernel trees for the tests: Debian's 6.12 (bookworm) and sid's newest linux-source, cached.
 
-sid comes through apt with a private state folder and a suite override (FIELD-NOTES §11):
+sid comes through apt with a private state folder and a suite override
+(docs/explanation/kconfig.md#the-newest-kernel-debian-ships):
 the machine's own sources stay untouched, and the mirror is the one the host's apt sources
 name (never a URL written here).  Everything lands under build/test-cache/ and is reused.
 """

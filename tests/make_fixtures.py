@@ -16,7 +16,7 @@ Sources: the seed walkthrough (seed/000_a192a4a50d4567ed.txt): T10 10de:1e37 sub
 10de:1370 rev a1 at 82:00.0 with BARs 16M / 16G 64-bit pref / 32M 64-bit pref (its
 guest `lspci -nnv`), P10 10de:1b39 subsys 10de:1217 at 05:00.0 alone in IOMMU group 59,
 the DMAR lines of both boots, the GRUB command line, kernel 6.10.5 with VFIO=m and
-INTEL_IOMMU_DEFAULT_ON=y; P10 BAR1 32G (FIELD-NOTES §6).  Root ports, PCH and NIC ids
+INTEL_IOMMU_DEFAULT_ON=y; P10 BAR1 32G (docs/explanation/p10-mmio.md).  Root ports, PCH and NIC ids
 are the DL380 Gen9's Xeon E5 v4 / C610 parts as pci.ids names them.  Bus numbers of
 the root ports and group numbers other than 59 are illustrative.
 """

@@ -242,3 +242,45 @@ def test_real_call_rollback(install, tmp_path: Path) -> None:
     assert created and not [p for p in created if (root / p).exists()], created  # new files are gone again
     again = json.loads(install.run("rollback", "--list", "--root", str(root), "--json").stdout)
     assert next(r for r in again if r["id"] == undone["run"])["rolled_back"] is True
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """path -> file content or link target: what a command could have changed under ``root``."""
+    return {str(p.relative_to(root)): os.readlink(p) if p.is_symlink() else p.read_text(errors="replace")
+            for p in sorted(root.rglob("*")) if p.is_symlink() or p.is_file()}
+
+
+def test_real_call_bind(install, tmp_path: Path) -> None:
+    """No kernel acts on a recorded tree, so every bind here ends in a refusal that leaves it as it was:
+    the seed's malformed id, a `doctor --save` copy, and a tree where the first sysfs write fails."""
+    root = build("dl380-t10-on-host", tmp_path / "t10")
+    before = _tree(root)
+    proc = install.run("bind", "10de:11b39", "--host-root", str(root), rc=2)
+    assert proc.stderr.startswith("error: DEV '10de:11b39'") and len(proc.stderr.splitlines()) == 1, proc.stderr
+    proc = install.run("bind", "82:00.0", "--host-root", str(root), rc=2)
+    assert "not a live sysfs" in proc.stderr and _tree(root) == before, proc.stderr
+    # Live-shaped, but nouveau's unbind is not there to write.  (The plain files take the override
+    # writes as text, where sysfs would take them as calls: the drivers are what a user checks.)
+    (root / "sys/bus/pci/drivers_probe").write_text("")
+    links = {p: os.readlink(p) for p in root.glob("sys/bus/pci/devices/0000:82:00.*/driver")}
+    proc = install.run("bind", "82:00.0", "--host-root", str(root), rc=3)
+    assert "drivers/nouveau/unbind failed" in proc.stderr and "82:00.0 is on nouveau, was nouveau" in proc.stderr
+    assert {p: os.readlink(p) for p in links} == links and len(links) == 2
+    assert not (root / "var/lib/lfspass/bound.json").exists()
+
+
+def test_real_call_release(install, tmp_path: Path) -> None:
+    """The seed's DL380 with its cards on vfio-pci since boot: `--recorded` leaves them (nothing was
+    recorded at bind); a release whose write fails is one error line and the card stays."""
+    root = build("dl380", tmp_path / "dl380")
+    (root / "sys/bus/pci/drivers_probe").write_text("")
+    before = _tree(root)
+    out = json.loads(install.run("release", "--recorded", "82:00.0", "--host-root", str(root), "--json").stdout)
+    assert [(d["address"], d["changed"], d["note"]) for d in out["devices"]] == \
+        [("0000:82:00.0", False, "not recorded at bind: left alone")]
+    assert _tree(root) == before
+    proc = install.run("release", "82:00.0", "--host-root", str(root), rc=3)
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == \
+        [line for line in proc.stderr.splitlines() if line.strip()], proc.stderr
+    assert "put back 82:00.0 on vfio-pci" in proc.stderr
+    assert os.readlink(root / "sys/bus/pci/devices/0000:82:00.0/driver").endswith("/vfio-pci")

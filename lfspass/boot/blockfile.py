@@ -5,7 +5,7 @@ from pathlib import Path
 from collections.abc import Callable
 
 from lfspass import journal
-from lfspass.errors import LfspassError
+from lfspass.errors import HostError, LfspassError
 
 BEGIN = "### BEGIN lfspass"
 END = "### END lfspass"
@@ -26,12 +26,25 @@ def split_block(text: str, file: Path) -> tuple[str, str | None, str]:
     return "".join(lines[:s]), "".join(lines[s + 1:e]), "".join(lines[e + 1:])
 
 
-def read_block(file: Path) -> str | None:
-    """The current block body of ``file`` (None if the file or block is absent)."""
+def _read(file: Path) -> str | None:
+    """The text of ``file``; None when it is not there; one clear error when it cannot be read as text."""
     try:
-        return split_block(file.read_text(), file)[1]
+        return file.read_text()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except IsADirectoryError:
+        raise HostError(f"{file}: is a folder, not a file; move it aside, then re-run") from None
+    except UnicodeDecodeError as exc:
+        raise HostError(f"{file}: not text (byte {exc.start} is not UTF-8); check it is the file meant, "
+                        "then re-run") from None
+    except OSError as exc:
+        raise HostError(f"{file}: cannot be read ({exc.strerror or exc}); fix its permissions, then re-run") from None
+
+
+def read_block(file: Path) -> str | None:
+    """The current block body of ``file`` (None if the file or block is absent)."""
+    text = _read(file)
+    return None if text is None else split_block(text, file)[1]
 
 
 def write_block(file: Path, body: str, note: str, header: str = "",
@@ -43,9 +56,8 @@ def write_block(file: Path, body: str, note: str, header: str = "",
     lines outside the block are kept byte for byte.  ``check`` sees the complete new
     text before anything is written and raises to refuse it.
     """
-    try:
-        text = file.read_text()
-    except (FileNotFoundError, NotADirectoryError):
+    text = _read(file)
+    if text is None:
         text = header
     before, _, after = split_block(text, file)
     if before and not before.endswith("\n"):

@@ -8,7 +8,7 @@ from lfspass.plan import HostPlan
 from lfspass.render import render
 
 MODPROBE_CONF = "etc/modprobe.d/vfio.conf"
-# Which file the host's init reads (FIELD-NOTES §4): nothing in LFS reads /etc/modules.
+# Which file the host's init reads (docs/explanation/module-loading.md): nothing in LFS reads /etc/modules.
 AUTOLOAD_FILES = {
     "sysvinit": "etc/sysconfig/modules",           # /etc/rc.d/init.d/modules: `modprobe <line>`
     "systemd": "etc/modules-load.d/lfspass.conf",  # systemd-modules-load: one name per line

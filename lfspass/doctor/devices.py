@@ -8,7 +8,7 @@ from lfspass.host.groups import VIABLE_DRIVERS, group_of
 from lfspass.host.read import Host, PciDevice, human_size
 from lfspass.pci import short_address
 
-# Classic OVMF gave PCI devices a 32 GiB 64-bit MMIO window (FIELD-NOTES §6); bigger needs
+# Classic OVMF gave PCI devices a 32 GiB 64-bit MMIO window (docs/explanation/p10-mmio.md); bigger needs
 # X-PciMmio64Mb or host-phys-bits.
 OVMF_MMIO64 = 32 << 30
 OVMF_FIX = ("launch QEMU with -fw_cfg name=opt/ovmf/X-PciMmio64Mb,string=65536 and -cpu host,host-phys-bits=on "

@@ -79,7 +79,7 @@ def check_irq_remap(host: Host) -> Check:
 
 
 def check_cmdline(host: Host) -> list[Check]:
-    """Kernel parameters against the kernel config and the log (FIELD-NOTES §3)."""
+    """Kernel parameters against the kernel config and the log (docs/explanation/kernel-parameters.md)."""
     cmd, cfg, log = host.cmdline, host.kernel_config, host.kernel_log or ""
     title = "kernel command line"
     if cmd is None:

@@ -16,7 +16,7 @@ MAX_RETRIES = 100
 # `lfspass fetch` without --max-size: the largest file lfspass itself downloads is a Debian
 # installer image (DVD-1 about 4 GB, a BD image about 8 GB).  The recipe's own caps
 # (installer.iso_max_size 16G, firmware.code_max_size / vars_max_size 64M) live in
-# recipe.py, where the README's reference shows them.
+# recipe.py; docs/reference/recipe.md lists them.
 DEFAULT_MAX_SIZE = 16 << 30
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

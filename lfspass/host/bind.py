@@ -189,7 +189,8 @@ def release(root: str | Path, addresses: list[str], say: Callable[[str], None] =
     _live_sysfs(host)
     for address in members:
         refuse_if_held(host.root, address, host.devices[address].driver, "release")
-    failed = []
+    failed: list[str] = []
+    codes: list[int] = []          # the exit code of each failure, first one wins
     for address in members:
         dev, rec = host.devices[address], records.get(address)
         now = sysfs.read_state(host.root, address) or State(None)
@@ -205,6 +206,7 @@ def release(root: str | Path, addresses: list[str], say: Callable[[str], None] =
                 got = sysfs.apply(host.root, address, target, reprobe=rec is None)
         except LfspassError as exc:
             failed.append(f"{short_address(address)}: {exc.one_line()}; " + "; ".join(_undo(host.root, [(address, now)])))
+            codes.append(exc.exit_code)   # a sysfs write that failed stays a tool failure (3), as in bind
             continue
         note = "" if rec else "no driver was recorded: the kernel's probe chose"
         if rec and got.driver != rec["driver"]:
@@ -214,6 +216,7 @@ def release(root: str | Path, addresses: list[str], say: Callable[[str], None] =
             failed.append(f"{short_address(address)}: {why}, not the recorded {rec['driver'] or 'no driver'}"
                           + (f" (is its module loaded? modprobe {rec['driver']})" if not got.driver and rec["driver"]
                              else ""))
+            codes.append(CheckFailed.exit_code)
             note = why
         else:
             records.pop(address, None)
@@ -222,5 +225,5 @@ def release(root: str | Path, addresses: list[str], say: Callable[[str], None] =
     if any(s.changed for s in out.steps) or set(records) != set(load_records(host.root)):
         _save_records(host.root, records)
     if failed:
-        raise CheckFailed("release: " + "; ".join(failed))
+        raise LfspassError("release: " + "; ".join(failed), exit_code=codes[0])
     return out

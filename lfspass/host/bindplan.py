@@ -1,7 +1,7 @@
 """What `lfspass bind` takes: the named devices, the rest of each one's IOMMU group, and what it refuses.
 
 vfio-pci can only hand over a whole group, so every endpoint in it goes to vfio-pci or the
-bind is refused before anything is written.  The rule, by PCI class code (FIELD-NOTES §5):
+bind is refused before anything is written.  The rule, by PCI class code (docs/explanation/iommu-groups.md):
 
 * bridges (class 0x06xx) on no driver or on pcieport stay where they are: they do not make
   a group unviable (groups.py); a bridge on another driver (an ISA/LPC bridge on lpc_ich) is

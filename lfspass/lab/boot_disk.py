@@ -1,4 +1,6 @@
-"""The lab's GRUB boot disk (FIELD-NOTES §9): GRUB's EFI image on an ESP, the root's /boot as an ext2
+"""The lab's GRUB boot disk (docs/explanation/lab.md#booting-through-real-grub-under-ovmf).
+
+GRUB's EFI image on an ESP, the root's /boot as an ext2
 image with the recipe's filesystem UUID (made without root: ``mke2fs -d``), and the grubenv on that
 image, written before a boot and read back after it."""
 from __future__ import annotations

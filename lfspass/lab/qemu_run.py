@@ -52,7 +52,7 @@ class GuestFiles:
 
 def machine_argv(console_log: Path, host_out: Path, iommu: bool, memory: str, accel: str,
                  firmware: list[str], boot: list[str]) -> list[str]:
-    """The lab machine (FIELD-NOTES §8): q35, two serial ports to files, VT-d when asked, `edu`, no network.
+    """The lab machine (docs/explanation/lab.md): q35, two serial ports to files, VT-d when asked, `edu`, no network.
 
     ``firmware`` goes before the IOMMU (OVMF's pflash drives), ``boot`` after the devices
     (``-kernel …`` or the disks GRUB boots from).

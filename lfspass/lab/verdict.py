@@ -69,7 +69,8 @@ def run_lab(recipe: Recipe, release: str, iommu: bool = True) -> dict:
         raise InputError(f"{kernel} not found (named by {cfg}); run `doit kernel`")
     grub = None
     if recipe.boot.initrd:
-        # [boot] initrd names where the initramfs goes: real GRUB boots the entry (FIELD-NOTES §9).
+        # [boot] initrd names where the initramfs goes: real GRUB boots the entry
+        # (docs/explanation/lab.md#booting-through-real-grub-under-ovmf).
         from lfspass.lab.boot_grub import grub_boot
 
         grub = grub_boot(recipe, paths, paths.dir / "boot.ext2", paths.initramfs, iommu, "boot")

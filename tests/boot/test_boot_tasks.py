@@ -172,6 +172,21 @@ def test_unwritable_root(tmp_path: Path) -> None:
     assert (tmp_path / "root").read_text().startswith("a file")
 
 
+@pytest.mark.parametrize("what", ["folder", "binary"])
+def test_grub_cfg_that_is_not_a_text_file(tmp_path: Path, what: str) -> None:
+    """A folder (or binary bytes) where grub.cfg should be: one error line, the thing left as it was."""
+    recipe = write_case(tmp_path, "intel-sysvinit-module")
+    cfg = tmp_path / "root/boot/grub/grub.cfg"
+    if what == "folder":
+        (cfg / "keep").mkdir(parents=True)
+    else:
+        cfg.parent.mkdir(parents=True)
+        cfg.write_bytes(b"\xff\xfe menuentry\n")
+    proc = run_doit(f"recipe={recipe}", "grub", cwd=tmp_path)
+    assert_one_error_line(proc, str(cfg), "is a folder" if what == "folder" else "not text", "re-run")
+    assert (cfg / "keep").is_dir() if what == "folder" else cfg.read_bytes() == b"\xff\xfe menuentry\n"
+
+
 def test_grub_script_check_refuses_broken_entry(tmp_path: Path) -> None:
     recipe = write_case(tmp_path, "intel-sysvinit-module")
     (tmp_path / "entry.j2").write_text('menuentry "{{ title }}" {\n  linux /boot/{{ vmlinuz }}\n')  # no closing brace

@@ -221,6 +221,16 @@ def test_release_says_when_boot_ids_take_the_device_again(t10: Path) -> None:
     assert drivers(t10)["0000:82:00.1"] == "snd_hda_intel"   # the rest of the group went back
 
 
+def test_release_whose_write_fails_is_a_tool_failure_like_bind(t10: Path) -> None:
+    """A sysfs write the kernel refuses exits 3 on release as on bind (not 1: no check said no)."""
+    assert run_fake(t10, "bind", "82:00.0", "--host-root", str(t10))[0].returncode == 0
+    proc, _ = run_fake(t10, "release", "82:00.0", "--host-root", str(t10),
+                       fail=[["drivers/vfio-pci/unbind", "0000:82:00.1", errno.EIO]])
+    assert_one_error_line(proc, "release: 82:00.1", "Input/output error", "put back 82:00.1 on vfio-pci")
+    assert proc.returncode == 3
+    assert drivers(t10)["0000:82:00.1"] == "vfio-pci"        # the failed one stays where it was
+
+
 def test_saved_copy_without_a_live_sysfs_is_refused(tmp_path: Path) -> None:
     """The real writer on a `doctor --save` copy: refused before any write (no drivers_probe there)."""
     from conftest import run_cli

@@ -28,7 +28,8 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 G, M = 1 << 30, 1 << 20
 NETBOOT = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
 
-# Two cards as the seed's DL380 shows them (FIELD-NOTES §5, §6): the T10 with the HDMI
+# Two cards as the seed's DL380 shows them (docs/explanation/iommu-groups.md,
+# docs/explanation/p10-mmio.md): the T10 with the HDMI
 # audio function the NVIDIA quirk exposes, and the P10 alone in group 59 with its 32G BAR.
 T10 = [Dev("0000:82:00.0", "10de:1e37", 0x030200, "10de:1370", 0xa1, "vfio-pci", 40, 1,
            [(0, 16 * M, 0x40200), (1, 16 * G, 0x14220C), (3, 32 * M, 0x14220C)]),

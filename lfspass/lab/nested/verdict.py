@@ -86,7 +86,7 @@ def boot_l1(recipe: Recipe, release: str, paths: NestedPaths) -> tuple[list[str]
     kernel = recipe.root / entry.kernel.lstrip("/")
     argv = kernel_argv(kernel, paths.image, lab_cmdline(entry.params), paths.guest_log, paths.host_out, True,
                        recipe.lab.memory, recipe.lab.accel)
-    # caching-mode=on is what lets L1 hand an emulated device on (FIELD-NOTES §8).
+    # caching-mode=on is what lets L1 hand an emulated device on (docs/explanation/lab.md).
     argv = [a + ",caching-mode=on" if a.startswith("intel-iommu,") else a for a in argv]
     print(f"nested: booting {kernel.name} with QEMU inside (emulated VT-d, caching mode, edu {DEVICE_ID}); "
           f"L1 memory {recipe.lab.memory}, up to {recipe.lab.timeout} s", flush=True)

@@ -88,7 +88,8 @@ def used_inodes(img: Path, log) -> list[int]:
 def make_root_fs(tree: Path, out: Path, sectors: int, ids: Ids, epoch: int, log) -> int:
     """ext4 from ``tree`` (mke2fs -d) with fixed UUID, hash seed and clock; returns the inodes fixed after.
 
-    mke2fs 1.47.0 copies each source file's ctime and atime (the extraction time, FIELD-NOTES §10),
+    mke2fs 1.47.0 copies each source file's ctime and atime (the extraction time;
+    docs/explanation/image-reproducibility.md#mke2fs-copies-ctime-and-atime),
     and a process cannot set ctime; so every used inode gets both set to ``epoch`` with debugfs.
     """
     mke2fs = require_tool("mke2fs", "e2fsprogs")

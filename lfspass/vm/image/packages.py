@@ -16,7 +16,7 @@ from lfspass.fsutil import require_tool
 # dbus lets logind act on the ACPI power button (a clean `system_powerdown`) and hold SSH sessions.
 BASE_PACKAGES = ["linux-image-amd64", "systemd-sysv", "udev", "dbus", "openssh-server"]
 CACHE_ENV = "LFSPASS_APT_CACHE"
-# mmdebstrap's own stage lines -> the progress names the README promises.
+# mmdebstrap's own stage lines -> the progress names docs/howto/image-guests.md promises.
 STAGES = [("running apt-get update", "resolving packages"), ("downloading packages", "downloading"),
           ("extracting archives", "unpacking"), ("installing remaining packages", "installing packages"),
           ("cleaning package lists", "cleaning up")]
