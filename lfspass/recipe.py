@@ -211,6 +211,13 @@ RULES: dict[str, Rule] = {
     "kernel.version": Rule(r"([0-9]+\.[0-9]+[0-9A-Za-z.+_-]*)?", "empty or a release such as 6.10.5"),
     "kernel.lfs_version": Rule(r"[0-9A-Za-z.+_-]{1,32}", "letters, digits, '.', '+', '_', '-'"),
     "kernel.jobs": Rule(range=(0, 4096)),
+    # Values GRUB reads as words on the entry's search and initrd lines: no space, quote, ';', '$' ...
+    "boot.fs_uuid": Rule(r"([0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}|[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12})?",
+                         "empty or a filesystem UUID as blkid prints it (or a FAT serial such as 1A2B-3C4D)"),
+    "boot.microcode": Rule(r"(/[A-Za-z0-9._+@%=:,-][A-Za-z0-9._+@%=:,/-]*)?",
+                           "empty or an absolute path as GRUB sees it, without spaces or quotes"),
+    "boot.initrd": Rule(r"(/[A-Za-z0-9._+@%=:,-][A-Za-z0-9._+@%=:,/-]*)?",
+                        "empty or an absolute path as GRUB sees it, without spaces or quotes"),
     "boot.grub_cfg": Rule(r"(?!/)(?!(.*/)?\.\.(/|$))[^\s]+", "a relative path below the install root, without '..'"),
     "devices.address": Rule(r"([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|",
                             "empty or a PCI address such as 82:00.0 or 0000:82:00.0", explain=parse_pci_address),

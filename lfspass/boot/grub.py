@@ -44,6 +44,33 @@ fi
 """
 
 
+# A word GRUB's lexer reads back unchanged without quotes (the same set shlex.quote leaves bare).
+_PLAIN_WORD = re.compile(r"[\w@%+=:,./-]+", re.ASCII)
+
+
+def _no_controls(text: str, where: str) -> None:
+    bad = next((c for c in text if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise RecipeError(f"{where} = {text!r}: holds the control character {bad!r}; a GRUB entry is one line "
+                          "of text: remove it from the recipe")
+
+
+def grub_word(text: str, where: str) -> str:
+    """``text`` as one GRUB word that its lexer reads back literally: bare when plain, else in single
+    quotes (GRUB expands nothing inside them; a quote itself is written ``'\\''``)."""
+    _no_controls(text, where)
+    if _PLAIN_WORD.fullmatch(text):
+        return text
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def grub_quoted_text(text: str, where: str) -> str:
+    """``text`` for inside GRUB double quotes (a menu title): ``\\``, ``"`` and ``$`` escaped, as GRUB's
+    lexer needs, so a title can neither end its string nor expand a variable."""
+    _no_controls(text, where)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+
+
 def entry_id(vmlinuz: Path) -> str:
     """``lfspass-<rel>-lfs-<ver>-<8 hex>``: the hex follows the file's name (without .old) and bytes."""
     name = vmlinuz.name[:-len(KEPT)] if vmlinuz.name.endswith(KEPT) else vmlinuz.name
@@ -65,7 +92,8 @@ def entry_cmdline(plan: HostPlan) -> str:
     params = [root, "ro", *plan.cmdline]
     if not any(p.startswith("panic=") for p in params):
         params.append(f"panic={PANIC_S}")  # a tried kernel that panics comes back on the default
-    return " ".join(params)
+    # Each parameter is one GRUB word: a ';', quote or '$' in a recipe value stays text for the kernel.
+    return " ".join(grub_word(p, f"{plan.recipe.path}: [boot] cmdline") for p in params)
 
 
 def _with_id(text: str, eid: str) -> str:
@@ -90,6 +118,7 @@ def render_entry(plan: HostPlan, vmlinuz: str | None = None, kept: bool = False)
         title += " (previous build)"
     initrds = " ".join(p for p in (boot.microcode, boot.initrd) if p)
     template = boot.entry_template or "grub-entry.j2"
+    title = grub_quoted_text(title, f"{plan.recipe.path}: [boot] title")
     text = render(template, release=plan.kernel.release, vmlinuz=vmlinuz, id=eid, title=title,
                   fs_uuid=boot.fs_uuid, cmdline=entry_cmdline(plan), microcode=boot.microcode,
                   initrd=boot.initrd, initrds=initrds)
@@ -124,7 +153,7 @@ def parse_entries(body: str | None) -> list[Entry]:
             except ValueError:
                 continue
             if words[:1] == ["menuentry"] and len(words) > 1:
-                title = words[1]
+                title = words[1].replace("\\$", "$")   # shlex keeps the backslash GRUB drops before a $ inside "..."
                 if "--id" in words[:-1]:
                     eid = words[words.index("--id") + 1]
             elif words[:1] == ["linux"] and len(words) > 1 and not kernel:
@@ -144,7 +173,7 @@ def _carry(root: Path, e: Entry) -> str | None:
             if cand != e.kernel:
                 text = text.replace(f" {e.kernel} ", f" {cand} ", 1)
                 if "(previous build)" not in text:
-                    text = re.sub(r'(menuentry\s+")([^"]*)"', r'\1\2 (previous build)"', text, count=1)
+                    text = re.sub(r'(menuentry\s+")((?:[^"\\]|\\.)*)"', r'\1\2 (previous build)"', text, count=1)
             return text
     path = root / e.kernel.lstrip("/")
     if not path.exists() and not Path(str(path) + KEPT).exists() and entry_id(path) == e.id:
