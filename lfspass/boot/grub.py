@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lfspass.boot.blockfile import read_block, write_block
-from lfspass.errors import LfspassError, RecipeError
+from lfspass.errors import InputError, RecipeError
 from lfspass.fsutil import require_tool, sha256_file
 from lfspass.plan import HostPlan
 from lfspass.render import render
@@ -177,8 +177,8 @@ def check_script(text: str) -> None:
         proc = subprocess.run([tool, tmp.name], capture_output=True, text=True)
     if proc.returncode != 0:
         detail = " ".join((proc.stderr or proc.stdout).split())
-        raise LfspassError(f"generated grub.cfg fails grub-script-check ({detail}); nothing was written; "
-                           "check [boot] values and your entry_template")
+        raise InputError(f"generated grub.cfg fails grub-script-check ({detail}); nothing was written; "
+                         "check [boot] values and your entry_template")
 
 
 def grub_cfg_path(plan: HostPlan) -> Path:

@@ -1,4 +1,4 @@
-"""The lab's GRUB boot disk (FIELD-NOTES §9): GRUB's EFI image on an ESP, the root's /boot as an ext2
+"""The lab's GRUB boot disk (docs/explanation/lab.md): GRUB's EFI image on an ESP, the root's /boot as an ext2
 image with the recipe's filesystem UUID (made without root: ``mke2fs -d``), and the grubenv on that
 image, written before a boot and read back after it."""
 from __future__ import annotations
@@ -78,10 +78,6 @@ def make_disk(root: Path, dest: Path, fs_uuid: str) -> Path:
 def read_image_env(img: Path) -> bytes:
     debugfs = require_tool("debugfs", "e2fsprogs")
     return tool_bytes([debugfs, "-R", f"cat /{GRUBENV}", str(img)], "debugfs cat grubenv", C_LOCALE)
-
-
-def read_env_text(data: bytes) -> dict[str, str]:
-    return dict(l.split("=", 1) for l in data.decode(errors="replace").splitlines() if "=" in l and not l.startswith("#"))
 
 
 def block_size(dumpe2fs_head: str) -> int:
