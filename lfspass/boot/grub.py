@@ -1,7 +1,7 @@
 """The GRUB menuentries for the recipe's kernels, kept as a marked block in the user's grub.cfg.
 
 The block starts with GRUB's environment logic (what grub-mkconfig puts in its header,
-which an LFS grub.cfg lacks; FIELD-NOTES §9): load ``grubenv``, boot ``next_entry`` once,
+which an LFS grub.cfg lacks; see docs/howto/boot-once-rollback.md): load ``grubenv``, boot ``next_entry`` once,
 else the ``saved_entry`` default.  Every entry has an ``--id`` made from its kernel
 file's name and content, so an id keeps naming the same build even after a reinstall
 moves that build to its ``.old`` name.
