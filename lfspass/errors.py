@@ -46,6 +46,11 @@ class ToolFailed(LfspassError):
     exit_code = 3
 
 
+def family_of(exc: LfspassError) -> type[LfspassError]:
+    """The family whose exit code ``exc`` carries (to re-raise it with more said, same code)."""
+    return {1: CheckFailed, 2: InputError, 3: ToolFailed}.get(exc.exit_code, LfspassError)
+
+
 # Stage errors, each in one family.
 
 class RecipeError(InputError):

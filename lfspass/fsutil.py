@@ -7,9 +7,9 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from lfspass.errors import LfspassError
+from lfspass.errors import InputError
 
 
 def _check_writable(path: Path) -> None:
@@ -19,14 +19,14 @@ def _check_writable(path: Path) -> None:
     while not probe.exists():
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise LfspassError(
+        raise InputError(
             f"cannot write {path}: {probe} is not writable; "
             "choose another install root ([host] root) or run with the needed rights"
         )
 
 
-def _unwritable(path: Path, exc: OSError) -> LfspassError:
-    return LfspassError(f"cannot write {path}: {exc.strerror or exc}; choose a writable install root "
+def _unwritable(path: Path, exc: OSError) -> InputError:
+    return InputError(f"cannot write {path}: {exc.strerror or exc}; choose a writable install root "
                         "([host] root in the recipe) or fix the folder's permissions")
 
 
@@ -72,7 +72,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = 
     except (FileNotFoundError, NotADirectoryError):
         pass
     except IsADirectoryError:
-        raise LfspassError(f"cannot write {path}: it is a folder; remove it or pick another path") from None
+        raise InputError(f"cannot write {path}: it is a folder; remove it or pick another path") from None
 
     def fill(fh: BinaryIO) -> None:
         fh.write(raw)
@@ -109,6 +109,19 @@ def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
         while chunk := fh.read(bufsize):
             h.update(chunk)
     return h.hexdigest()
+
+
+def walk_tree(top: Path) -> Iterator[tuple[Path, bool]]:
+    """(path, walked into) for every entry below ``top``, folder by folder in name order: each
+    folder's files, then its subfolders; ``walked into`` is True for a real folder, False for a
+    file, a link (a link to a folder is listed, never followed) or anything else."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(dirpath, name), False
+        for name in dirnames:
+            path = Path(dirpath, name)
+            yield path, not path.is_symlink()
 
 
 def require_tool(tool: str, package: str) -> str:

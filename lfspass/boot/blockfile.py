@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from collections.abc import Callable
 
-from lfspass import journal
-from lfspass.errors import HostError, LfspassError
+from lfspass import fsutil, journal
+from lfspass.errors import HostError, InputError
 
 BEGIN = "### BEGIN lfspass"
 END = "### END lfspass"
@@ -19,7 +19,7 @@ def split_block(text: str, file: Path) -> tuple[str, str | None, str]:
     if not starts and not ends:
         return text, None, ""
     if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        raise LfspassError(
+        raise InputError(
             f"{file}: the '{BEGIN}' / '{END}' markers are damaged (found {len(starts)} begin, {len(ends)} end); "
             "restore one pair or delete the lfspass block by hand, then re-run")
     s, e = starts[0], ends[0]
@@ -68,5 +68,5 @@ def write_block(file: Path, body: str, note: str, header: str = "",
     if check is not None:
         check(new)
     if root is None:
-        return journal.fsutil.write_atomic(file, new, mode)
+        return fsutil.write_atomic(file, new, mode)
     return journal.write_atomic(root, file, new, mode)

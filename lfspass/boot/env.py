@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from lfspass import journal
-from lfspass.errors import LfspassError
+from lfspass.errors import ToolFailed
 from lfspass.fsutil import require_tool
 from lfspass.recipe import Recipe
 
@@ -17,12 +17,9 @@ def env_path(recipe: Recipe) -> Path:
     return (recipe.root / recipe.boot.grub_cfg).parent / "grubenv"
 
 
-def read_env(path: Path) -> dict[str, str]:
-    """The variables of a grubenv file (empty when it is absent)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return {}
+def parse_env(data: str | bytes) -> dict[str, str]:
+    """The variables of a grubenv block's text (``#`` lines are its comment and padding)."""
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#") and "=" in line:
@@ -31,11 +28,20 @@ def read_env(path: Path) -> dict[str, str]:
     return out
 
 
+def read_env(path: Path) -> dict[str, str]:
+    """The variables of a grubenv file (empty when it is absent)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    return parse_env(text)
+
+
 def _editenv(path: Path, *args: str) -> None:
     tool = require_tool("grub-editenv", "grub-common")
     proc = subprocess.run([tool, str(path), *args], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise LfspassError(f"grub-editenv {path} {' '.join(args)} failed: {' '.join(proc.stderr.split())}")
+        raise ToolFailed(f"grub-editenv {path} {' '.join(args)} failed: {' '.join(proc.stderr.split())}")
 
 
 def ensure_env(recipe: Recipe) -> bool:

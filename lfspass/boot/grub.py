@@ -1,9 +1,8 @@
 """The GRUB menuentries for the recipe's kernels, kept as a marked block in the user's grub.cfg.
 
 The block starts with GRUB's environment logic (what grub-mkconfig puts in its header,
-which an LFS grub.cfg lacks; docs/explanation/lab.md#booting-through-real-grub-under-ovmf):
-load ``grubenv``, boot ``next_entry`` once,
-else the ``saved_entry`` default.  Every entry has an ``--id`` made from its kernel
+which an LFS grub.cfg lacks; docs/howto/boot-once-rollback.md): load ``grubenv``, boot
+``next_entry`` once, else the ``saved_entry`` default.  Every entry has an ``--id`` made from its kernel
 file's name and content, so an id keeps naming the same build even after a reinstall
 moves that build to its ``.old`` name.
 """
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lfspass.boot.blockfile import read_block, write_block
-from lfspass.errors import LfspassError, RecipeError
+from lfspass.errors import InputError, RecipeError
 from lfspass.fsutil import require_tool, sha256_file
 from lfspass.plan import HostPlan
 from lfspass.render import render
@@ -207,8 +206,8 @@ def check_script(text: str) -> None:
         proc = subprocess.run([tool, tmp.name], capture_output=True, text=True)
     if proc.returncode != 0:
         detail = " ".join((proc.stderr or proc.stdout).split())
-        raise LfspassError(f"generated grub.cfg fails grub-script-check ({detail}); nothing was written; "
-                           "check [boot] values and your entry_template")
+        raise InputError(f"generated grub.cfg fails grub-script-check ({detail}); nothing was written; "
+                         "check [boot] values and your entry_template")
 
 
 def grub_cfg_path(plan: HostPlan) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 from lfspass.boot.blockfile import read_block
 from lfspass.boot.env import env_path, env_unwritable, read_env, set_env
 from lfspass.boot.grub import Entry, entry_id, parse_entries
-from lfspass.errors import LfspassError
+from lfspass.errors import InputError
 from lfspass.fsutil import write_atomic
 from lfspass.journal import state_dir
 from lfspass.model import Check, Status
@@ -43,7 +43,7 @@ def entries(recipe: Recipe) -> list[Entry]:
     cfg = recipe.root / recipe.boot.grub_cfg
     found = parse_entries(read_block(cfg))
     if not found:
-        raise LfspassError(f"{cfg}: no lfspass menuentry; run `doit grub` first")
+        raise InputError(f"{cfg}: no lfspass menuentry; run `doit grub` first")
     return found
 
 
@@ -56,7 +56,7 @@ def boot_try(recipe: Recipe, release: str, mountinfo: str | None = None) -> dict
     env_file = env_path(recipe)
     why = env_unwritable(env_file, mountinfo)
     if why is not None:
-        raise LfspassError(
+        raise InputError(
             f"{why}: GRUB cannot write its environment block there, so next_entry would never be cleared "
             f"and the tried kernel would boot every time; not changed. Put /boot on a plain ext2/3/4 or "
             f"FAT partition, or choose the kernel at the console")
@@ -64,8 +64,8 @@ def boot_try(recipe: Recipe, release: str, mountinfo: str | None = None) -> dict
     vmlinuz = kernel_paths(recipe, release).vmlinuz
     tried = next((e for e in found if recipe.root / e.kernel.lstrip("/") == vmlinuz), None)
     if tried is None or not vmlinuz.is_file():
-        raise LfspassError(f"{recipe.root / recipe.boot.grub_cfg}: no lfspass entry boots {vmlinuz.name}; "
-                           "run `doit kernel grub` first")
+        raise InputError(f"{recipe.root / recipe.boot.grub_cfg}: no lfspass entry boots {vmlinuz.name}; "
+                         "run `doit kernel grub` first")
     env = read_env(env_file)
     ids = [e.id for e in found]
     default = env.get("saved_entry") or read_state(recipe).get("confirmed", {}).get("id")
@@ -121,7 +121,7 @@ def boot_confirm(recipe: Recipe, host_root: str | os.PathLike) -> tuple[bool, li
     state = read_state(recipe)
     tried = state.get("tried")
     if not tried:
-        raise LfspassError(f"{state_path(recipe)}: nothing was tried; run `lfspass boot try` and boot it first")
+        raise InputError(f"{state_path(recipe)}: nothing was tried; run `lfspass boot try` and boot it first")
     host = Host(host_root)
     checks = [kernel_check(recipe, tried, host)] + run_doctor(host, recipe, get_plugin_manager())
     ok = not any(c.status == Status.FAIL for c in checks)

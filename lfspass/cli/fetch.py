@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lfspass.errors import DownloadError
-    from lfspass.fetch.download import fetch, safe_name  # requests loads only when a fetch runs
+    from lfspass.fetch.download import fetch_item, safe_name  # requests loads only when a fetch runs
+    from lfspass.fetch.item import Download
 
     if args.output is not None and not str(args.output).strip():
         raise DownloadError("-o '': give a file name, or leave -o out to use the URL's", exit_code=2)
@@ -51,11 +52,10 @@ def run(args: argparse.Namespace) -> int:
                             exit_code=2)
     if args.keyring is not None and not Path(args.keyring).is_file():
         raise DownloadError(f"--keyring {args.keyring}: no such file; give a gpg keyring file", exit_code=2)
-    result = fetch(
-        args.url, dest, sha256=args.sha256, sums_url=args.sums, signature_url=args.signature,
-        keyring=args.keyring, fingerprint=args.fingerprint, cache_dir=Path(args.cache) if args.cache else None,
-        progress=False if args.no_progress else None, max_size=args.max_size,
-    )
+    item = Download(args.url, dest, sha256=args.sha256, sums_url=args.sums, signature_url=args.signature,
+                    keyring=args.keyring, fingerprint=args.fingerprint, max_size=args.max_size)
+    result = fetch_item(item, cache_dir=Path(args.cache) if args.cache else None,
+                        progress=False if args.no_progress else None)
     if args.json:
         print_json(asdict(result))
     else:

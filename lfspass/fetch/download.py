@@ -20,6 +20,7 @@ from lfspass.errors import DownloadError
 from lfspass.fsutil import sha256_file
 from lfspass.progress import Progress
 
+from lfspass.fetch.item import Download
 from lfspass.fetch.cache import cache_root, fill_from_cache, record_verified, still_verified, store
 from lfspass.fetch.signature import parse_sums, verify_detached
 from lfspass.fetch.stop import signals_raise
@@ -109,6 +110,15 @@ def signed_sum(session: requests.Session, url: str, sums_url: str, signature_url
         verify_detached(sums, sig, keyring, fingerprint, what=sums_url)
         # Parse the very bytes gpgv checked, never a second copy.
         return parse_sums(sums.read_text(errors="replace"), url_name(url), source=sums_url)
+
+
+def fetch_item(item: Download, *, cache_dir: Path | None = None, progress: bool | None = None,
+               timeout: float | tuple[float, float] | None = None, retries: int | None = None) -> FetchResult:
+    """``fetch`` of one planned download."""
+    return fetch(item.url, item.dest, sha256=item.sha256, sums_url=item.sums_url, signature_url=item.signature_url,
+                 keyring=item.keyring, fingerprint=item.fingerprint, cache_dir=cache_dir, progress=progress,
+                 timeout=timeout, retries=retries, size=item.size, max_size=item.max_size,
+                 max_size_key=item.max_size_key)
 
 
 def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | None = None,

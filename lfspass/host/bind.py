@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lfspass import journal
-from lfspass.errors import CheckFailed, HostError, InputError, LfspassError, ToolFailed
+from lfspass.errors import CheckFailed, HostError, InputError, LfspassError, ToolFailed, family_of
 from lfspass.fsutil import require_tool
 from lfspass.host.bindplan import GroupPlan, plan_groups
 from lfspass.host.read import Host, PciDevice
@@ -163,8 +163,8 @@ def bind(root: str | Path, addresses: list[str], say: Callable[[str], None] = pr
         put_back = _undo(host.root, done)
         if not isinstance(exc, LfspassError):
             raise
-        raise LfspassError(f"{exc.one_line()}; " + ("; ".join(put_back) if put_back else "nothing was changed"),
-                           exit_code=exc.exit_code) from None
+        raise family_of(exc)(f"{exc.one_line()}; " + ("; ".join(put_back) if put_back else "nothing was changed"),
+                             exit_code=exc.exit_code) from None
     return out
 
 

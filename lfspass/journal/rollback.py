@@ -8,9 +8,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lfspass import journal
-from lfspass.errors import LfspassError
+from lfspass import fsutil, journal
+from lfspass.errors import InputError
 from lfspass.journal import sysfs
+from lfspass.journal.digest import Digest
 
 
 def list_runs(root: str | os.PathLike) -> list[dict]:
@@ -32,15 +33,15 @@ def list_runs(root: str | os.PathLike) -> list[dict]:
 def find_run(runs: list[dict], name: str | None, root: Path) -> int:
     """Index of RUN (an id, a unique prefix of one, or its number in --list); the newest without one."""
     if not runs:
-        raise LfspassError(f"{journal.journal_dir(root)}: no journaled runs under {root}; nothing to roll back")
+        raise InputError(f"{journal.journal_dir(root)}: no journaled runs under {root}; nothing to roll back")
     if name is None:
         return len(runs) - 1
     if name.isdigit() and 1 <= int(name) <= len(runs) and not any(r["id"] == name for r in runs):
         return int(name) - 1
     hits = [i for i, r in enumerate(runs) if r["id"] == name] or [i for i, r in enumerate(runs) if r["id"].startswith(name)]
     if len(hits) != 1:
-        raise LfspassError(f"run '{name}' {'is ambiguous' if hits else 'not found'} under {journal.journal_dir(root)}; "
-                           "see `lfspass rollback --list`")
+        raise InputError(f"run '{name}' {'is ambiguous' if hits else 'not found'} under {journal.journal_dir(root)}; "
+                         "see `lfspass rollback --list`")
     return hits[0]
 
 
@@ -68,7 +69,7 @@ def plan(runs: list[dict], start: int) -> dict[str, Target]:
 
 def _now(root: Path, t: Target) -> str | None:
     """What the path holds now, in the words of its entry (a digest, or a sysfs device's state)."""
-    return sysfs.current(root, t.rel) if sysfs.is_sysfs(t.source) else journal.digest(root / t.rel)
+    return sysfs.current(root, t.rel) if sysfs.is_sysfs(t.source) else journal.digest(root / t.rel).text()
 
 
 def _stage(root: Path, t: Target) -> Path | None:
@@ -79,9 +80,10 @@ def _stage(root: Path, t: Target) -> Path | None:
         return None
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.rollback-", dir=dest.parent)) / "x"
-    if e["before"].startswith("link:"):
-        os.symlink(e["before"][5:], tmp)
-    elif e["before"].startswith("tree:"):
+    before = Digest.parse(e["before"])
+    if before.kind == "link":
+        os.symlink(before.value, tmp)
+    elif before.kind == "tree":
         journal.link_tree(t.source_dir / e["saved"], tmp)
     else:
         shutil.copyfile(t.source_dir / e["saved"], tmp)
@@ -101,7 +103,7 @@ def rollback(root: str | os.PathLike, name: str | None = None, force: bool = Fal
         if t.known and now != t.expected and now != t.source["before"]:
             changed.append(t.rel)
     if changed and not force:
-        raise LfspassError(
+        raise InputError(
             f"not rolled back: {', '.join(changed)} under {root} changed since lfspass wrote "
             f"{'it' if len(changed) == 1 else 'them'} (edited by hand?); nothing was restored; "
             f"keep a copy of your edit, then run `lfspass rollback {runs[start]['id']} --force` to overwrite")
@@ -137,5 +139,5 @@ def rollback(root: str | os.PathLike, name: str | None = None, force: bool = Fal
     for r in runs[start:]:
         data = json.loads((Path(r["dir"]) / "run.json").read_text())
         data.setdefault("rolled_back", True)
-        journal.fsutil.write_atomic(Path(r["dir"]) / "run.json", json.dumps(data, indent=1) + "\n")
+        fsutil.write_atomic(Path(r["dir"]) / "run.json", json.dumps(data, indent=1) + "\n")
     return runs[start], sorted(restored)

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from lfspass import journal
+from lfspass.boot.env import parse_env
 from lfspass.errors import ToolFailed
 from lfspass.lab import boot_disk
 from lfspass.lab.grub_entry import entry_booted, kernel_cmdline
@@ -45,7 +46,7 @@ def grub_boot(recipe: Recipe, files: GuestFiles, disk: Path, initramfs: Path, io
     install_initrd(recipe, initramfs)
     esp = boot_disk.grub_esp(disk.parent / "esp.img", recipe.boot.fs_uuid)
     sync = boot_disk.sync_disk(root, disk, recipe.boot.fs_uuid)
-    env_before = boot_disk.read_env_text(boot_disk.read_image_env(disk))
+    env_before = parse_env(boot_disk.read_image_env(disk))
     log, host_out = files.guest_log, files.host_out
     argv = grub_argv(esp, disk, fresh_vars(files.dir / "OVMF_VARS.fd"), log, host_out, iommu,
                      recipe.lab.memory, recipe.lab.accel)
@@ -53,7 +54,7 @@ def grub_boot(recipe: Recipe, files: GuestFiles, disk: Path, initramfs: Path, io
           f"/boot image {disk.name} ({sync}), grubenv before: {env_before}", flush=True)
     boot_s = run_qemu(argv, log, host_out, recipe.lab.timeout)
     with journal.run(root, f"lab: grubenv read back from {disk.name} after {label}"):
-        env_after = boot_disk.read_env_text(boot_disk.read_back_env(root, disk))
+        env_after = parse_env(boot_disk.read_back_env(root, disk))
     cmdline = kernel_cmdline(log)
     booted = entry_booted(recipe, cmdline)
     print(f"lab: {label}: GRUB booted entry {booted['id']} ({booted['title']}); grubenv after: {env_after}", flush=True)

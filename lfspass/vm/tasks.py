@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from lfspass.vm.preflight import preflight
 from lfspass.vm.disk import ensure_disk, private_dir
 from lfspass.errors import LfspassError
+from lfspass.fetch.item import Download
 from lfspass.vm.firmware import download_targets, prepare_vars
 from lfspass.vm.install import REINSTALL_ENV, interactive_boot, iso_path, marker_path, run_install
 from lfspass.vm.image.build import build_image
@@ -31,38 +32,37 @@ def _plan(recipe: Recipe, name: str) -> VmPlan:
     return build_vm_plan(recipe, next(v for v in recipe.vms if v.name == name))
 
 
-def downloads(plan: VmPlan) -> list[dict]:
+def downloads(plan: VmPlan) -> list[Download]:
     """Every file the VM downloads: url, verification and destination."""
     fw = plan.vm.firmware
-    out = [{"url": url, "dest": dest, "sha256": sha, "max_size": getattr(fw, f"{part}_max_size"),
-            "max_size_key": f"{plan.where}.firmware.{part}_max_size ="}
+    out = [Download(url, dest, sha256=sha, max_size=getattr(fw, f"{part}_max_size"),
+                    max_size_key=f"{plan.where}.firmware.{part}_max_size =")
            for part, (url, sha, dest) in download_targets(fw, plan.dir).items()]
     inst = plan.vm.installer
     iso = iso_path(plan)
     if iso is not None and not inst.iso:
-        out.append({"url": inst.iso_url, "dest": iso, "sha256": inst.iso_sha256 or None,
-                    "sums_url": inst.sums_url or None, "signature_url": inst.signature_url or None,
-                    "keyring": Path(inst.keyring) if inst.keyring else None, "max_size": inst.iso_max_size,
-                    "max_size_key": f"{plan.where}.installer.iso_max_size ="})
+        out.append(Download(inst.iso_url, iso, sha256=inst.iso_sha256 or None, sums_url=inst.sums_url or None,
+                            signature_url=inst.signature_url or None,
+                            keyring=Path(inst.keyring) if inst.keyring else None, max_size=inst.iso_max_size,
+                            max_size_key=f"{plan.where}.installer.iso_max_size ="))
     return out
 
 
 def _fetch(recipe: Recipe, name: str) -> None:
-    from lfspass.fetch.download import fetch
+    from lfspass.fetch.download import fetch_item
 
     plan = _plan(recipe, name)
     private_dir(plan.dir)
     for item in downloads(plan):
-        kwargs = {k: v for k, v in item.items() if k not in ("url", "dest") and v is not None}
-        result = fetch(item["url"], Path(item["dest"]), **kwargs)
+        result = fetch_item(item)
         how = "from the cache" if result.from_cache else f"{result.downloaded_bytes} bytes downloaded"
         print(f"{result.path}: sha256 {result.sha256} verified ({how})")
 
 
-def _still_verified(items: list[dict]) -> bool:
+def _still_verified(items: list[Download]) -> bool:
     from lfspass.fetch.download import still_verified
 
-    return all(still_verified(Path(i["dest"]), i.get("sha256")) for i in items)
+    return all(still_verified(i.dest, i.sha256) for i in items)
 
 
 def _firmware(recipe: Recipe, name: str) -> None:
@@ -138,14 +138,14 @@ def vm_tasks(ctx: Context) -> Iterator[dict]:
         if items:
             pre.append(f"vm:fetch:{n}")
             yield {"name": f"fetch:{n}", "actions": [(run_action, [_fetch, *args])],
-                   "targets": [str(i["dest"]) for i in items],
+                   "targets": [str(i.dest) for i in items],
                    # Re-checked every run: a target changed since it verified (size, mtime, inode)
                    # is hashed again (and fetched again when it no longer matches).
-                   "uptodate": [config_changed(repr([(i["url"], i.get("sha256"), i.get("sums_url")) for i in items])),
+                   "uptodate": [config_changed(repr([(i.url, i.sha256, i.sums_url) for i in items])),
                                 lambda items=items: _still_verified(items)],
                    "clean": [], "verbosity": 2, "doc": "download and verify firmware and installer media"}
         fw = plan.firmware
-        fetched = {str(i["dest"]) for i in items}
+        fetched = {str(i.dest) for i in items}
         fw_deps = [str(p) for p in (fw.code, fw.vars_template) if p.exists() or str(p) in fetched]
         yield {"name": f"firmware:{n}", "actions": [(run_action, [_firmware, *args])],
                "file_dep": fw_deps, "task_dep": pre, "targets": [] if fw.bios else [str(fw.vars)],

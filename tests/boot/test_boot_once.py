@@ -169,3 +169,23 @@ def test_vm_launchers_are_journaled_and_rolled_back(tmp_path):
     assert all(e["before"] is None and len(e["after"]) == 64 for e in entries)  # new files, sha256 after
     _, restored = rollback(recipe.root)
     assert not any(p.exists() for p in written) and len(restored) == len(written)
+
+
+def test_grub_editenv_failing_is_a_tool_failure(tmp_path, monkeypatch):
+    """grub-editenv exiting non-zero is an external tool failing (exit 3), not bad input."""
+    from lfspass.boot import env
+    from lfspass.errors import ToolFailed
+
+    monkeypatch.setattr(env, "require_tool", lambda tool, package: "false")
+    with pytest.raises(ToolFailed, match=r"grub-editenv .* failed") as err:
+        env._editenv(tmp_path / "grubenv", "create")
+    assert err.value.exit_code == 3
+
+
+def test_one_grubenv_parser_for_files_and_image_bytes(tmp_path):
+    from lfspass.boot.env import parse_env, read_env
+
+    block = b"# GRUB Environment Block\nnext_entry=a=b\nsaved_entry=x\n" + b"#" * 969
+    (tmp_path / "grubenv").write_bytes(block)
+    assert parse_env(block) == read_env(tmp_path / "grubenv") == {"next_entry": "a=b", "saved_entry": "x"}
+    assert read_env(tmp_path / "absent") == {}

@@ -1,7 +1,6 @@
 """The image guest's root folder: hostname, fstab by UUID, first user, SSH keys at first boot, GRUB menu, marker unit."""
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -10,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from lfspass.errors import VmError
-from lfspass.fsutil import require_tool
+from lfspass.fsutil import require_tool, sha256_file, walk_tree
 from lfspass.vm.disk_tools import run_tool
 from lfspass.vm.image.disk import Ids
 
@@ -133,29 +132,21 @@ def customize(tree: Path, *, name: str, user: str, ssh_key: str, password_hash: 
 
 def clamp_times(tree: Path, epoch: int) -> None:
     """No mtime later than ``epoch`` (what tar --clamp-mtime does): files made while building get it."""
-    for dirpath, dirnames, filenames in os.walk(tree):
-        for entry in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-            st = os.lstat(entry)
-            if st.st_mtime > epoch:
-                os.utime(entry, (epoch, epoch), follow_symlinks=False)
+    for entry in [tree, *(p for p, _ in walk_tree(tree))]:
+        st = os.lstat(entry)
+        if st.st_mtime > epoch:
+            os.utime(entry, (epoch, epoch), follow_symlinks=False)
 
 
 def listing(tree: Path) -> str:
     """One line per path: mode, owner, size, mtime, link target or content sha256, path (diff two builds)."""
-    paths = [tree]
-    for dirpath, dirnames, filenames in os.walk(tree):
-        paths += [Path(dirpath, n) for n in dirnames + filenames]
     lines = []
-    for path in sorted(paths):
+    for path in sorted([tree, *(p for p, _ in walk_tree(tree))]):
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
             what = "-> " + os.readlink(path)
         elif stat.S_ISREG(st.st_mode):
-            h = hashlib.sha256()
-            with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-            what = h.hexdigest()
+            what = sha256_file(path)
         else:
             what = "-"
         size = st.st_size if stat.S_ISREG(st.st_mode) else 0

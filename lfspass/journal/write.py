@@ -1,0 +1,42 @@
+"""Journaled writes: fsutil's atomic, change-only writes (and a folder swap, a removal), each
+recorded in the current run only when it changes something."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lfspass import fsutil
+from lfspass.journal.runs import editing
+from lfspass.journal.tree import remove_path, swap_dir
+
+
+def write_atomic(root: str | os.PathLike, path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> bool:
+    """fsutil.write_atomic, journaled when it changes the file."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == raw and (mode is None or (path.stat().st_mode & 0o7777) == mode):
+            return False
+    except OSError:
+        pass
+    with editing(root, path):
+        return fsutil.write_atomic(path, raw, mode)
+
+
+def copy_atomic(root: str | os.PathLike, src: str | os.PathLike, dst: str | os.PathLike, mode: int | None = None) -> bool:
+    dst = Path(dst)
+    if dst.is_file() and fsutil.sha256_file(src) == fsutil.sha256_file(dst):
+        return False
+    with editing(root, dst):
+        return fsutil.copy_atomic(src, dst, mode)
+
+
+def replace_dir(root: str | os.PathLike, staged: Path, dest: Path) -> None:
+    with editing(root, dest):
+        swap_dir(staged, dest)
+
+
+def remove(root: str | os.PathLike, path: Path) -> None:
+    if path.exists() or path.is_symlink():
+        with editing(root, path):
+            remove_path(path)
