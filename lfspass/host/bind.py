@@ -190,7 +190,7 @@ def release(root: str | Path, addresses: list[str], say: Callable[[str], None] =
     for address in members:
         refuse_if_held(host.root, address, host.devices[address].driver, "release")
     failed: list[str] = []
-    codes: list[int] = []          # the exit code of each failure, first one wins
+    families: list[type[LfspassError]] = []   # each failure's family; the first one's exit code wins
     for address in members:
         dev, rec = host.devices[address], records.get(address)
         now = sysfs.read_state(host.root, address) or State(None)
@@ -206,7 +206,7 @@ def release(root: str | Path, addresses: list[str], say: Callable[[str], None] =
                 got = sysfs.apply(host.root, address, target, reprobe=rec is None)
         except LfspassError as exc:
             failed.append(f"{short_address(address)}: {exc.one_line()}; " + "; ".join(_undo(host.root, [(address, now)])))
-            codes.append(exc.exit_code)   # a sysfs write that failed stays a tool failure (3), as in bind
+            families.append(family_of(exc))   # a sysfs write that failed stays a tool failure (3), as in bind
             continue
         note = "" if rec else "no driver was recorded: the kernel's probe chose"
         if rec and got.driver != rec["driver"]:
@@ -216,7 +216,7 @@ def release(root: str | Path, addresses: list[str], say: Callable[[str], None] =
             failed.append(f"{short_address(address)}: {why}, not the recorded {rec['driver'] or 'no driver'}"
                           + (f" (is its module loaded? modprobe {rec['driver']})" if not got.driver and rec["driver"]
                              else ""))
-            codes.append(CheckFailed.exit_code)
+            families.append(CheckFailed)
             note = why
         else:
             records.pop(address, None)
@@ -225,5 +225,5 @@ def release(root: str | Path, addresses: list[str], say: Callable[[str], None] =
     if any(s.changed for s in out.steps) or set(records) != set(load_records(host.root)):
         _save_records(host.root, records)
     if failed:
-        raise LfspassError("release: " + "; ".join(failed), exit_code=codes[0])
+        raise families[0]("release: " + "; ".join(failed))
     return out
