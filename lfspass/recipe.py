@@ -204,6 +204,7 @@ class Recipe:
 SIZE = Rule(r"[1-9][0-9]{0,12}[KMGTkmgt]?(i?B)?", "a size such as 512M, 4G or 1T")
 SHA256 = Rule(r"([0-9a-fA-F]{64})?", "empty or 64 hex digits")
 URL = Rule(r"((https?|file)://\S+|/\S*)?", "empty, an http(s):// or file:// URL, or an absolute path")
+GRUB_PATH = Rule(r"(/[A-Za-z0-9_.+@%=:,-][A-Za-z0-9_.+@%=:,/-]*)?", "empty or an absolute path as GRUB sees it, without spaces or quotes")
 HOSTNAME = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 # The valid form of keys whose type alone says too little; schema.py enforces these on load and
 # prints them in the recipe reference, docs/reference/recipe.md (python -m lfspass.recipe).
@@ -211,13 +212,10 @@ RULES: dict[str, Rule] = {
     "kernel.version": Rule(r"([0-9]+\.[0-9]+[0-9A-Za-z.+_-]*)?", "empty or a release such as 6.10.5"),
     "kernel.lfs_version": Rule(r"[0-9A-Za-z.+_-]{1,32}", "letters, digits, '.', '+', '_', '-'"),
     "kernel.jobs": Rule(range=(0, 4096)),
-    # Values GRUB reads as words on the entry's search and initrd lines: no space, quote, ';', '$' ...
     "boot.fs_uuid": Rule(r"([0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}|[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12})?",
                          "empty or a filesystem UUID as blkid prints it (or a FAT serial such as 1A2B-3C4D)"),
-    "boot.microcode": Rule(r"(/[A-Za-z0-9._+@%=:,-][A-Za-z0-9._+@%=:,/-]*)?",
-                           "empty or an absolute path as GRUB sees it, without spaces or quotes"),
-    "boot.initrd": Rule(r"(/[A-Za-z0-9._+@%=:,-][A-Za-z0-9._+@%=:,/-]*)?",
-                        "empty or an absolute path as GRUB sees it, without spaces or quotes"),
+    "boot.microcode": GRUB_PATH,
+    "boot.initrd": GRUB_PATH,
     "boot.grub_cfg": Rule(r"(?!/)(?!(.*/)?\.\.(/|$))[^\s]+", "a relative path below the install root, without '..'"),
     "devices.address": Rule(r"([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|",
                             "empty or a PCI address such as 82:00.0 or 0000:82:00.0", explain=parse_pci_address),
@@ -289,11 +287,8 @@ def _validate(recipe: Recipe, file: Path) -> None:
             raise RecipeError(f"{file}: devices[{i}] repeats devices[{keys.index(key)}] ({key}); list each device once")
     names = set()
     for i, vm in enumerate(recipe.vms):
-        where = f"{file}: vms[{i}].name"
-        if not vm.name or not all(c.isalnum() or c in "-_." for c in vm.name) or vm.name.startswith("."):
-            raise RecipeError(f"{where} = {vm.name!r}: use letters, digits, '-', '_' and '.' only")
-        if vm.name in names:
-            raise RecipeError(f"{where} = {vm.name!r}: two VMs share this name; names must be unique")
+        if vm.name in names:   # its form is RULES["vms.name"]
+            raise RecipeError(f"{file}: vms[{i}].name = {vm.name!r}: two VMs share this name; names must be unique")
         names.add(vm.name)
     for key in recipe.kernel.config:
         if not key.isupper() or key.startswith("CONFIG_"):
@@ -322,5 +317,4 @@ def load_recipe(path: str | os.PathLike | None = None) -> Recipe:
 
 if __name__ == "__main__":  # python -m lfspass.recipe: regenerate the table in docs/reference/recipe.md
     from lfspass.schema import reference_main
-
     raise SystemExit(reference_main(REPO / "docs" / "reference" / "recipe.md", Recipe))

@@ -1,7 +1,7 @@
 """Rewrite the golden files the tests compare with: ``python tests/regen_golden.py [boot] [vm] [runtime]``.
 
 The golden tests only compare (tests/boot/test_boot_golden.py: what `doit grub vfio` writes;
-tests/vm/test_vm.py: QEMU argv and libvirt XML; tests/vm/test_launch_runtime.py: bind = "runtime"
+tests/vm/test_vm.py: QEMU argv and libvirt XML; tests/vm/test_runtime_bind.py: bind = "runtime"
 and iommufd launchers).  After a change that is meant to alter
 their output, run this, review ``git diff tests/boot/golden tests/vm/golden`` and commit it.
 Nothing under pytest imports this file.
@@ -51,7 +51,7 @@ def regen_vm(tmp: Path) -> list[Path]:
 
 def regen_runtime(tmp: Path) -> list[Path]:
     import pytest
-    import test_launch_runtime as rt
+    import test_runtime_bind as rt
 
     texts: dict[str, str] = {}
     for case in sorted(rt.CASES):

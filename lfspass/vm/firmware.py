@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lfspass.errors import VmError
 from lfspass.recipe import FirmwareSpec
-from lfspass.vm.disk import private_dir
+from lfspass.vm.guest_disk import private_dir
 
 VARS_NAME = "OVMF_VARS.fd"
 SEABIOS = Path("/usr/share/seabios/bios-256k.bin")  # what Debian's QEMU loads for a q35 machine without -bios

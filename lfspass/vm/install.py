@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from lfspass.errors import CheckFailed, ToolFailed, VmError
 from lfspass.fsutil import require_tool, write_atomic
-from lfspass.vm.disk import data_extents, private_dir, take_snapshot
+from lfspass.vm.guest_disk import data_extents, private_dir, take_snapshot
 from lfspass.vm.preseed import PreseedServer
 from lfspass.vm.qemu_argv import Boot, build_argv
 from lfspass.vm.install_watch import SerialWatch

@@ -12,7 +12,7 @@ from lfspass.errors import TemplateError
 from lfspass.vm.qemu_argv import Boot, build_argv
 from lfspass.render import TEMPLATES
 from lfspass.vm.plan import VmPlan
-from lfspass.vm.runtime import comments as runtime_comments, wrap as runtime_wrap
+from lfspass.vm.runtime_bind import comments as runtime_comments, wrap as runtime_wrap
 
 EMULATOR = "/usr/bin/qemu-system-x86_64"  # Debian's path; libvirt wants it absolute
 
@@ -40,7 +40,7 @@ def script_text(plan: VmPlan, argv: list[str], purpose: str = "") -> str:
             lines.append("# VNC needs a password: in the monitor (Ctrl-A c) type `change vnc password`; "
                          "until then nobody can log in.")
     lines += [f"# Note: {n}" for n in plan.notes]
-    # bind = "runtime": the devices go to vfio-pci for this run only (lfspass.vm.runtime).
+    # bind = "runtime": the devices go to vfio-pci for this run only (lfspass.vm.runtime_bind).
     runtime = plan.vm.bind == "runtime" and any(a.startswith("vfio-pci,") for a in argv)
     if runtime:
         lines += runtime_comments(plan)

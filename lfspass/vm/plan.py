@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lfspass.vm.disk import parse_size
+from lfspass.vm.guest_disk import parse_size
 from lfspass.errors import LfspassError, VmError
 from lfspass.vm.firmware import Firmware, download_targets, vm_firmware
 from lfspass.host.read import Host

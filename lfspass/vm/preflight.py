@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from lfspass.errors import VmError
-from lfspass.vm.disk import data_extents, parse_size, virtual_size, human
+from lfspass.vm.guest_disk import data_extents, parse_size, virtual_size, human
 from lfspass.vm.firmware import check_vars
 from lfspass.vm.install import REINSTALL_ENV, iso_path, marker_path
 from lfspass.vm.plan import VmPlan

@@ -6,7 +6,7 @@ from pathlib import Path
 from collections.abc import Iterator
 
 from lfspass.vm.preflight import preflight
-from lfspass.vm.disk import ensure_disk, private_dir
+from lfspass.vm.guest_disk import ensure_disk, private_dir
 from lfspass.errors import LfspassError
 from lfspass.fetch.item import Download
 from lfspass.vm.firmware import download_targets, prepare_vars

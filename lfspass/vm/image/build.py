@@ -11,7 +11,7 @@ from pathlib import Path
 from lfspass.diskspace import allocated, ensure_room
 from lfspass.errors import LfspassError, VmError
 from lfspass.fsutil import sha256_file, write_atomic
-from lfspass.vm.disk import parse_size
+from lfspass.vm.guest_disk import parse_size
 from lfspass.vm.image.first_boot import first_boot
 from lfspass.vm.image.packages import (CACHE_ENV, debs_size, host_mirror, host_suite, image_epoch, mmdebstrap_argv,
                                        package_versions, run_mmdebstrap, stamp)
