@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 from collections.abc import Callable, Iterator
 
-from lfspass.errors import InputError
+from lfspass.errors import HostError, InputError
 
 
 def _check_writable(path: Path) -> None:
@@ -55,6 +55,27 @@ def _replace(path: Path, fill: Callable[[BinaryIO], None], mode: int) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def beneath(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Where a write to ``path`` lands with its links followed, spelled below ``root``; a HostError
+    naming the link when that place is outside ``root``.  A path outside ``root`` to begin with is
+    one the recipe named there (an absolute VM disk path): it is returned as it is."""
+    top, lexical = Path(os.path.abspath(root)), Path(os.path.abspath(path))
+    if lexical != top and top not in lexical.parents:
+        return lexical
+    real_top, real = Path(os.path.realpath(top)), Path(os.path.realpath(lexical))
+    if real == real_top or real_top in real.parents:
+        return top / real.relative_to(real_top)
+    below = [p for p in (*reversed(lexical.parents), lexical) if top in p.parents]
+    link = next((p for p in below if p.is_symlink() and not beneath_real(real_top, p)), lexical)
+    raise HostError(f"{lexical}: the link {link} leads to {os.path.realpath(link)}, outside the install root {top}; "
+                    "nothing was written: point the link inside the root or remove it, then re-run")
+
+
+def beneath_real(real_top: Path, path: Path) -> bool:
+    real = Path(os.path.realpath(path))
+    return real == real_top or real_top in real.parents
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> bool:

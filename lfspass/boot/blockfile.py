@@ -56,6 +56,8 @@ def write_block(file: Path, body: str, note: str, header: str = "",
     lines outside the block are kept byte for byte.  ``check`` sees the complete new
     text before anything is written and raises to refuse it.
     """
+    if root is not None:
+        file = fsutil.beneath(root, file)   # a link is followed inside the root, refused out of it
     text = _read(file)
     if text is None:
         text = header

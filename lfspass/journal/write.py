@@ -1,5 +1,8 @@
 """Journaled writes: fsutil's atomic, change-only writes (and a folder swap, a removal), each
-recorded in the current run only when it changes something."""
+recorded in the current run only when it changes something.
+
+Every write lands below the root: a link inside it is followed (a linked grub.cfg is written
+where it points, and stays a link), one that leads out of the root is refused (fsutil.beneath)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +15,7 @@ from lfspass.journal.tree import remove_path, swap_dir
 
 def write_atomic(root: str | os.PathLike, path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> bool:
     """fsutil.write_atomic, journaled when it changes the file."""
-    path = Path(path)
+    path = fsutil.beneath(root, path)
     raw = data.encode() if isinstance(data, str) else data
     try:
         if path.read_bytes() == raw and (mode is None or (path.stat().st_mode & 0o7777) == mode):
@@ -24,7 +27,7 @@ def write_atomic(root: str | os.PathLike, path: str | os.PathLike, data: str | b
 
 
 def copy_atomic(root: str | os.PathLike, src: str | os.PathLike, dst: str | os.PathLike, mode: int | None = None) -> bool:
-    dst = Path(dst)
+    dst = fsutil.beneath(root, dst)
     if dst.is_file() and fsutil.sha256_file(src) == fsutil.sha256_file(dst):
         return False
     with editing(root, dst):
@@ -32,11 +35,13 @@ def copy_atomic(root: str | os.PathLike, src: str | os.PathLike, dst: str | os.P
 
 
 def replace_dir(root: str | os.PathLike, staged: Path, dest: Path) -> None:
+    dest = fsutil.beneath(root, dest)
     with editing(root, dest):
         swap_dir(staged, dest)
 
 
 def remove(root: str | os.PathLike, path: Path) -> None:
+    path = fsutil.beneath(root, path.parent) / path.name   # a link itself is removed, not what it names
     if path.exists() or path.is_symlink():
         with editing(root, path):
             remove_path(path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from lfspass import fsutil
 from lfspass.errors import VmError
 from lfspass.vm.guest_disk import data_extents, parse_size, virtual_size, human
 from lfspass.vm.firmware import check_vars
@@ -21,6 +22,9 @@ def preflight(plan: VmPlan) -> None:
     """Every refusal the VM's tasks would meet later (disk size, VARS, a disk holding data)."""
     iso_path(plan)  # an ISO URL without a sum is refused here, before any download
     fw = plan.firmware
+    # QEMU writes the VARS file and the disk: a link below the root may not lead it out of the root.
+    for path in (plan.disk, plan.dir) if fw.bios else (fw.vars, plan.disk, plan.dir):
+        fsutil.beneath(plan.recipe.root, path)
     if fw.vars_template.exists() and fw.code.exists():
         check_vars(fw)
     if plan.dir.exists() and not plan.dir.is_dir():

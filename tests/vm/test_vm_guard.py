@@ -167,6 +167,23 @@ def test_secure_boot_on_plain_vars_is_refused(tmp_path):
     assert "property=secure,value=on" in (nvram.parent / "s.sh").read_text() and _sha(nvram) != before
 
 
+def test_a_vars_file_linked_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    """QEMU would write the guest's UEFI variables through the link: refused before anything is made."""
+    recipe = write_recipe(tmp_path, '[[vms]]\nname = "s"\naccel = "tcg"\ndisk = { size = "64M" }\n')
+    out = tmp_path / "outside"
+    out.mkdir()
+    target = out / "OVMF_VARS.fd"
+    target.write_bytes(Path("/usr/share/OVMF/OVMF_VARS_4M.fd").read_bytes())
+    digest = _sha(target)
+    vm_dir = tmp_path / "root/var/lib/lfspass/vms/s"
+    vm_dir.mkdir(parents=True)
+    (vm_dir / "OVMF_VARS.fd").symlink_to(target)
+    proc = run_doit("vm", f"recipe={recipe}", cwd=tmp_path)
+    assert_one_error_line(proc, f"the link {vm_dir / 'OVMF_VARS.fd'}", "outside the install root")
+    assert _sha(target) == digest
+    assert sorted(p.name for p in vm_dir.iterdir()) == ["OVMF_VARS.fd"]   # no disk, no launcher
+
+
 def test_accel_auto_runs_a_guest_to_decide(tmp_path):
     assert kvm_probe("/nonexistent/kvm") is not None
     recipe = load_recipe(write_recipe(tmp_path, '[[vms]]\nname = "a"\n'))
