@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from lfspass.diskspace import ensure_room
 from lfspass.errors import VmError
 from lfspass.recipe import FirmwareSpec
 from lfspass.vm.guest_disk import private_dir
@@ -145,6 +146,8 @@ def prepare_vars(fw: Firmware) -> bool:
     if fw.bios or fw.vars.exists():
         return False
     private_dir(fw.vars.parent)
+    ensure_room(fw.vars.parent, fw.vars_template.stat().st_size, f"{fw.vars} (a copy of {fw.vars_template})",
+                VmError, "free space there or set [[vms]] dir elsewhere")
     tmp = fw.vars.with_name(f".{fw.vars.name}.{os.getpid()}.tmp")
     try:
         shutil.copyfile(fw.vars_template, tmp)
@@ -154,6 +157,9 @@ def prepare_vars(fw: Firmware) -> bool:
             os.link(tmp, fw.vars)
         except FileExistsError:
             return False
+    except OSError as exc:
+        raise VmError(f"cannot make {fw.vars} from {fw.vars_template}: {exc.strerror or exc}; nothing was kept: "
+                      "free space there or fix the folder's rights, then re-run") from None
     finally:
         tmp.unlink(missing_ok=True)
     return True

@@ -26,19 +26,28 @@ def parse_size(text: str, where: str, default_unit: str = "") -> int:
 
 
 def private_dir(folder: Path) -> Path:
-    """Create ``folder`` (and parents) 0700, or take group and other rights off an existing one.
+    """Create ``folder`` (and parents) 0700; an existing one keeps its mode (another guest or a
+    libvirt user may rely on it), with one warning when others can list it.
 
-    A VM folder holds the guest's disk, UEFI variables, preseed and logs: only its owner reads it.
+    A VM folder holds the guest's disk, UEFI variables, preseed and logs; those files are
+    made 0600 whatever the folder's mode.
     """
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return folder
         mode = folder.stat().st_mode & 0o7777
-        if mode & 0o077:
-            os.chmod(folder, mode & ~0o077)
     except OSError as exc:
         raise VmError(f"cannot create {folder} as a private folder: {exc.strerror}; "
                       "set [[vms]] dir elsewhere or fix its owner") from None
+    if mode & 0o044 and folder not in _WARNED:
+        _WARNED.add(folder)
+        print(f"warning: {folder} is {mode:04o}: others can list it (its disk and VARS stay 0600); lfspass leaves "
+              f"an existing folder's mode as it is: `chmod go-r {folder}` to keep its names private", file=sys.stderr)
     return folder
+
+
+_WARNED: set[Path] = set()
 
 
 def human(n: int) -> str:

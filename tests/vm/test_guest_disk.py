@@ -46,6 +46,21 @@ def test_sparse_disk_larger_than_the_filesystem_is_made_with_a_warning(small_roo
     assert disk.stat().st_size < (1 << 20) and free_bytes(small_root) > 60 << 20  # sparse: nothing taken
 
 
+def test_vars_copy_without_room_is_one_error_line(small_root, tmp_path):
+    """The VM folder's filesystem filled to just under the reserve: the VARS copy is refused up front."""
+    folder = small_root / "var/lib/lfspass/vms/g"
+    folder.mkdir(parents=True)
+    filler = small_root / "filler"
+    with open(filler, "wb") as fh:   # bounded: at most the 64 MiB filesystem's free space, less 1 MiB
+        fh.write(b"\0" * max(free_bytes(small_root) - (1 << 20), 0))
+    path = write_recipe(tmp_path, 'disk = { size = "16M" }\n')
+    proc = run_doit("vm", f"recipe={path}", cwd=tmp_path)
+    assert_one_error_line(proc, f"{folder}/OVMF_VARS.fd (a copy of", "needs", "free space there")
+    assert sorted(p.name for p in folder.iterdir()) == []
+    filler.unlink()
+    assert run_doit("vm", f"recipe={path}", cwd=tmp_path).returncode == 0
+    assert (folder / "OVMF_VARS.fd").stat().st_size > 0
+
 def test_image_build_refused_before_mmdebstrap(small_root, tmp_path):
     """No room for an image build: one error before any package is fetched, nothing left behind."""
     path = write_recipe(tmp_path, 'disk = { size = "2G" }\ninstaller = { source = "image", mirror = '

@@ -91,6 +91,24 @@ def test_vm_files_are_private(tmp_path):
     assert "127.0.0.1" not in (folder / "install/relay.py").read_text()
 
 
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o711, False), (0o755, True)])
+def test_an_existing_vm_folder_keeps_its_mode(tmp_path, mode: int, warned: bool):
+    """Another guest (or libvirt's QEMU user) may need the folder as it is: never tightened silently."""
+    path = write_recipe(tmp_path, '[[vms]]\nname = "s"\naccel = "tcg"\ndisk = { size = "64M" }\n')
+    folder = tmp_path / "root/var/lib/lfspass/vms/s"
+    folder.mkdir(parents=True)
+    folder.chmod(mode)
+    (folder / "other-guest.qcow2").write_bytes(b"")
+    proc = run_doit("vm", f"recipe={path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert folder.stat().st_mode & 0o777 == mode
+    assert {oct(p.stat().st_mode & 0o777) for p in (folder / "s.qcow2", folder / "OVMF_VARS.fd")} == {"0o600"}
+    said = [line for line in proc.stderr.splitlines() if line.startswith("warning:") and str(folder) in line]
+    assert len(said) == (1 if warned else 0), proc.stderr
+    if warned:
+        assert f"{mode:04o}" in said[0] and "chmod go-r" in said[0]
+
 def test_preseed_socket_answers_only_through_its_file(tmp_path):
     from lfspass.vm.preseed import PreseedServer
 
