@@ -6,7 +6,7 @@ the package imports it.
 from __future__ import annotations
 
 from lfspass.errors import LfspassError
-from lfspass.kernel.source import kernel_release
+from lfspass.kernel.release import kernel_release
 from lfspass.plugins import get_plugin_manager
 from lfspass.recipe import load_recipe
 from lfspass.tasks import Context, Reporter, fail

@@ -67,7 +67,7 @@ def _require_text(flag: str, path: Path | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lfspass.kernel.kconfig import Request, configure
+    from lfspass.kernel.kconfig.configure import Request, configure
 
     requests = [Request(*parse_set(s), source="--set") for s in args.sets]
     if not args.tree.is_dir():

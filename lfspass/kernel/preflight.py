@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from lfspass.errors import BuildError
-from lfspass.kernel.conf import config_values
-from lfspass.kernel.source import _localversion_files, release_from_makefile
+from lfspass.kernel.kconfig.conf_runner import config_values
+from lfspass.kernel.release import _localversion_files, release_from_makefile
 
 KBUILD_KEY = "certs/signing_key.pem"  # kbuild makes a random key there when the file is missing
 _GENKEY = """[ req ]

@@ -27,14 +27,14 @@ from doit.tools import config_changed
 from lfspass import __version__
 from lfspass.errors import BuildError
 from lfspass.fsutil import sha256_file, write_atomic
-from lfspass.kernel.conf import config_values
-from lfspass.kernel.kconfig import configure
-from lfspass.kernel.stamp import written_by_lfspass
+from lfspass.kernel.kconfig.conf_runner import config_values
+from lfspass.kernel.kconfig.configure import configure
+from lfspass.kernel.kconfig.nochange import written_by_lfspass
 from lfspass.kernel.build import (BuildLayout, build_timestamp, make_command, make_env, prepare_source,
                      reproducible_env_digest, run_make, source_identity, tree_identity)
 from lfspass.kernel import guard, preflight
 from lfspass.kernel.install import config_has, install_kernel
-from lfspass.kernel.source import _localversion_files, is_tarball, release_from_makefile, tarball_info
+from lfspass.kernel.release import _localversion_files, is_tarball, release_from_makefile, tarball_info
 from lfspass.plan import resolve_devices, kernel_paths
 from lfspass.plugins import call_device, call_host, get_plugin_manager
 from lfspass.tasks import Context, run_action

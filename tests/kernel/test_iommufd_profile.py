@@ -8,7 +8,7 @@ import pytest
 from conftest import TEST_CACHE
 from kernel_trees import bookworm_tree
 
-from lfspass.kernel.kconfig import configure
+from lfspass.kernel.kconfig.configure import configure
 from lfspass_plugins.core import core_requests, iommufd_requests
 
 

@@ -1,6 +1,6 @@
 """The one adapter over kconfiglib: parse a tree (newer syntax rewritten), explain and resolve requests.
 
-kconfiglib never writes a .config (the kernel's own conf does, conf.py, on every tree); it
+kconfiglib never writes a .config (the kernel's own conf does, conf_runner.py, on every tree); it
 explains refusals and finds what --resolve sets.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 import kconfiglib as _kc
 
 from lfspass.errors import KconfigError
-from lfspass.kernel import shell as kconfig_shell
-from lfspass.kernel import stamp
-from lfspass.kernel.conf import SRCARCH
-from lfspass.kernel.confsrc import kernel_version
-from lfspass.kernel.why import explain, fixes, tri
+from lfspass.kernel.kconfig import kconfiglib_shell
+from lfspass.kernel.kconfig import nochange
+from lfspass.kernel.kconfig.conf_runner import SRCARCH
+from lfspass.kernel.kconfig.conf_source import kernel_version
+from lfspass.kernel.kconfig.explain_kconfiglib import explain, fixes, tri
 
 # Kconfiglib 14.1.0 (2020) predates syntax newer kernels use.  We rewrite those lines
 # while reading, so the installed library stays untouched:
@@ -94,22 +94,22 @@ def _parse(tree: Path, arch: str) -> tuple[_kc.Kconfig, dict]:
     """Parse the tree's Kconfig files once per process (~3 s for x86); reparse when one changed."""
     key = (str(tree), arch)
     hit = _CACHE.get(key)
-    if hit and stamp.files_key(tree, hit[0].kconfig_filenames) == hit[1]["files"]:
+    if hit and nochange.files_key(tree, hit[0].kconfig_filenames) == hit[1]["files"]:
         return hit
     if not (tree / "Kconfig").is_file():
         raise KconfigError(f"{tree}: no Kconfig file there; --tree must name a kernel source tree")
     env = _make_env(tree, arch)
     try:
         # KCONFIG_FUNCTIONS: kconfiglib's hook for preprocessor functions; ours runs $(shell).
-        with _environ({**env, "KCONFIG_FUNCTIONS": "lfspass.kernel.shell"}), \
-                kconfig_shell.session(tree, arch):
+        with _environ({**env, "KCONFIG_FUNCTIONS": "lfspass.kernel.kconfig.kconfiglib_shell"}), \
+                kconfiglib_shell.session(tree, arch):
             kconf = _Kconfig("Kconfig", warn_to_stderr=False)  # relative: srctree is set
     except _kc.KconfigError as exc:
         msg = " ".join(str(exc).split())
         raise KconfigError(f"cannot parse the Kconfig files of {tree}: {msg}; "
                            "this tree uses Kconfig syntax kconfiglib does not know") from None
     kconf.warn_assign_override = kconf.warn_assign_redun = False
-    meta = {"env": env, "files": stamp.files_key(tree, kconf.kconfig_filenames)}
+    meta = {"env": env, "files": nochange.files_key(tree, kconf.kconfig_filenames)}
     if len(_CACHE) >= 2:  # a parsed x86 tree holds ~50 MB; keep the last two trees
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (kconf, meta)

@@ -1,6 +1,6 @@
 """Which kernel sources build the conf that reads a Kconfig folder outside a kernel tree.
 
-A kernel tree is configured by its own conf (conf.py).  A Kconfig folder is read by the conf
+A kernel tree is configured by its own conf (conf_runner.py).  A Kconfig folder is read by the conf
 of: ``--conf-source`` / $LFSPASS_CONF_SOURCE (a kernel tree, a source tarball, or a folder
 of ``linux-source-*.tar.xz``), else the kernel tree around the folder, else the newest
 ``/usr/src/linux-source-*.tar.xz`` (Debian's linux-source packages).  From a tarball only
@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from lfspass.diskspace import ensure_room
 from lfspass.errors import BuildError, KconfigError
 from lfspass.fsutil import cache_dir
-from lfspass.kernel.source import is_tarball, release_from_makefile
+from lfspass.kernel.release import is_tarball, release_from_makefile
 from lfspass.progress import Progress
 
 ENV = "LFSPASS_CONF_SOURCE"

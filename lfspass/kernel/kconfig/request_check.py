@@ -1,6 +1,6 @@
 """Requests against a tree's Kconfig sources: known symbol, a value conf can be asked, held in the result.
 
-Everything here reads ksource's view of the tree (no kconfiglib), so it works on kernels
+Everything here reads symbols.py's view of the tree (no kconfiglib), so it works on kernels
 whose syntax kconfiglib does not know, and explains a refusal from the symbol's own
 Kconfig lines (file:line) with the values the result config gives them.
 """
@@ -16,34 +16,34 @@ from pathlib import Path
 
 from lfspass.errors import KconfigError, LfspassError
 from lfspass.fsutil import write_atomic
-from lfspass.kernel import ksource, stamp
-from lfspass.kernel.conf import kconfig_env
-from lfspass.kernel.confsrc import cache_root
+from lfspass.kernel.kconfig import nochange, symbols
+from lfspass.kernel.kconfig.conf_runner import kconfig_env
+from lfspass.kernel.kconfig.conf_source import cache_root
 from lfspass.model import Request
 
-_MEM: dict[str, tuple[ksource.Source, list]] = {}
+_MEM: dict[str, tuple[symbols.Source, list]] = {}
 _TRI = {"n": 0, "m": 1, "y": 2}
 
 
-def scan_cached(tree: Path, arch: str) -> ksource.Source:
-    """ksource.scan of the tree, kept in process and on disk until a Kconfig file changes."""
+def scan_cached(tree: Path, arch: str) -> symbols.Source:
+    """symbols.scan of the tree, kept in process and on disk until a Kconfig file changes."""
     env = kconfig_env(arch)
     ident = hashlib.sha256(json.dumps([str(tree), env], sort_keys=True).encode()).hexdigest()[:16]
     cache = cache_root() / f"kconfig-scan-{ident}.json"
     hit = _MEM.get(ident)
-    if hit is not None and stamp.files_key(tree, hit[0].files) == hit[1]:
+    if hit is not None and nochange.files_key(tree, hit[0].files) == hit[1]:
         return hit[0]
     src = None
     try:
         data = json.loads(cache.read_text())
-        key = stamp.files_key(tree, data["files"])
+        key = nochange.files_key(tree, data["files"])
         if [list(x) for x in key] == data["key"]:
-            src = ksource.Source({n: ksource.Sym(**s) for n, s in data["syms"].items()}, data["files"])
+            src = symbols.Source({n: symbols.Sym(**s) for n, s in data["syms"].items()}, data["files"])
     except (OSError, ValueError, KeyError, TypeError):
         src = None
     if src is None:
-        src = ksource.scan(tree, env)
-        key = stamp.files_key(tree, src.files)
+        src = symbols.scan(tree, env)
+        key = nochange.files_key(tree, src.files)
         try:
             write_atomic(cache, json.dumps({"files": src.files, "key": key,
                                             "syms": {n: asdict(s) for n, s in src.syms.items()}}))
@@ -80,7 +80,7 @@ def form_hint(kind: str, value: str) -> str:
     return ""
 
 
-def check_requests(src: ksource.Source, requests: list[Request]) -> tuple[dict[str, tuple[str, str]], list]:
+def check_requests(src: symbols.Source, requests: list[Request]) -> tuple[dict[str, tuple[str, str]], list]:
     """(symbol -> (value, source), skipped optional ones); raises on unknown symbols, bad values, conflicts."""
     wanted: dict[str, tuple[str, str]] = {}
     skipped, problems = [], []
@@ -116,7 +116,7 @@ def agree(wanted: dict[str, tuple[str, str]], req: Request) -> str:
     return ""
 
 
-def request_line(sym: ksource.Sym, value: str) -> str:
+def request_line(sym: symbols.Sym, value: str) -> str:
     """The .config line that asks conf for ``value``."""
     if sym.type in ("bool", "tristate") and value == "n":
         return f"# CONFIG_{sym.name} is not set"
@@ -126,7 +126,7 @@ def request_line(sym: ksource.Sym, value: str) -> str:
     return f"CONFIG_{sym.name}={value}"
 
 
-def holds(sym: ksource.Sym, asked: str, got: str | None) -> bool:
+def holds(sym: symbols.Sym, asked: str, got: str | None) -> bool:
     """Whether the result value ``got`` (None: not written) is the requested one."""
     if sym.type in ("bool", "tristate"):
         return (got or "n") == asked
@@ -189,14 +189,14 @@ def _compare(op: str, lhs: str, rhs: str) -> bool:
         return bool(_ORDER[op](lhs, rhs))
 
 
-def explain_source(src: ksource.Source, name: str, asked: str, got: str, source: str,
+def explain_source(src: symbols.Source, name: str, asked: str, got: str, source: str,
                    values: dict[str, str], hint: str | None) -> str:
     """Why ``name`` did not take ``asked``, from its Kconfig lines (file:line) and the result's values."""
     sym = src.syms[name]
     head = f"{name}={asked} (from {source}) refused (got {got or 'nothing'})"
 
     def shown(expr: str) -> str:
-        names = ksource.names_in(expr)
+        names = symbols.names_in(expr)
         vals = ", ".join(f"{n}={values.get(n, 'n')}" + ("" if n in src.syms else " (not defined for this architecture)")
                          for n in names)
         return f"{expr} [{vals}]" if vals else expr
@@ -234,4 +234,4 @@ def explain_source(src: ksource.Source, name: str, asked: str, got: str, source:
 def _positive(expr: str) -> list[str]:
     """Names in ``expr`` that must be on to satisfy it (not under a `!`, not compared)."""
     expr = re.sub(r"!\s*\([^()]*\)|!\s*\w+|\w+\s*!?=\s*\w+", " ", expr)
-    return ksource.names_in(expr)
+    return symbols.names_in(expr)

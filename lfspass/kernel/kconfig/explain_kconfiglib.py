@@ -1,4 +1,4 @@
-"""Why a Kconfig request was refused, and which visible symbols would unblock it (kconfig.py's helper)."""
+"""Why a Kconfig request was refused, and which visible symbols would unblock it (configure.py's helper)."""
 from __future__ import annotations
 
 import re

@@ -12,15 +12,15 @@ import pytest
 
 from conftest import assert_one_error_line, run_cli
 from lfspass.errors import KconfigError
-from lfspass.kernel import confsrc
-from lfspass.kernel.kconfig import configure, kernel_symbols
+from lfspass.kernel.kconfig import conf_source
+from lfspass.kernel.kconfig.configure import configure, kernel_symbols
 from lfspass.model import Request
 from lfspass_plugins.core import core_requests, kvm_requests
 
 DEBIAN_CONFIG = Path("/usr/src/linux-config-6.1/config.amd64_none_amd64.xz")
 
 # A tree in the syntax of kernels >= 5.13 (bare `modules`), so the host's linux-source-6.1 or
-# 6.12 conf reads it (newer syntax is the sid cases' job, test_kconfig_parity.py).
+# 6.12 conf reads it (newer syntax is the sid cases' job, test_configure_parity.py).
 TINY_KCONFIG = """\
 mainmenu "Tiny $(ARCH) tree"
 
@@ -159,7 +159,7 @@ def test_choice_members(tiny: Path) -> None:
         configure(tiny, tiny.parent / "o", [Request("GZ", "y"), Request("XZ", "y")], base=base)
     # Turning the default member off is the kernel's call, and kernels differ: 6.1's conf
     # keeps the default (GZ) and lfspass refuses; 6.12's conf chooses the other member.
-    version = confsrc.kernel_version(confsrc.conf_kernel(tiny)[0])
+    version = conf_source.kernel_version(conf_source.conf_kernel(tiny)[0])
     if tuple(int(x) for x in version.split(".")[:2]) < (6, 12):
         with pytest.raises(KconfigError, match=r"GZ=n .*chosen member of its choice"):
             configure(tiny, tiny.parent / "o", [Request("GZ", "n")], base=base)

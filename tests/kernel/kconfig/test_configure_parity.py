@@ -15,7 +15,7 @@ import pytest
 
 from conftest import TEST_CACHE, run_cli
 from kernel_trees import NEEDS_SID, bookworm_tree
-from lfspass.kernel.kconfig import configure, kernel_symbols
+from lfspass.kernel.kconfig.configure import configure, kernel_symbols
 from lfspass.model import Request
 from lfspass_plugins.core import core_requests, kvm_requests
 
@@ -151,11 +151,11 @@ def test_refusal_explained_from_kconfig_sources_when_kconfiglib_cannot_parse(lin
                                                                            monkeypatch) -> None:
     """A tree whose syntax kconfiglib does not know: the symbol's own Kconfig lines explain."""
     from lfspass.errors import KconfigError
-    import lfspass.kernel.klib as klib
+    import lfspass.kernel.kconfig.kconfiglib_adapter as adapter
 
     def cannot(*_a, **_k):
         raise KconfigError("this tree uses Kconfig syntax kconfiglib does not know")
-    monkeypatch.setattr(klib, "explain_all", cannot)
+    monkeypatch.setattr(adapter, "explain_all", cannot)
     cfg = tmp_path / "config"
     reqs = core_requests("intel", "module") + [Request("NR_CPUS", "5000"), Request("KVM_INTEL", "m")]
     with pytest.raises(KconfigError) as err:
