@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lfspass.errors import BuildError
-from lfspass.kernel.kconfig.conf_runner import config_values
+from lfspass.model import config_values
 from lfspass.kernel.kconfig.configure import verify
 from lfspass.kernel.preflight import KBUILD_KEY, fingerprint
 

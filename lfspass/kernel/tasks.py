@@ -27,14 +27,15 @@ from doit.tools import config_changed
 from lfspass import __version__
 from lfspass.errors import BuildError
 from lfspass.fsutil import sha256_file, write_atomic
-from lfspass.kernel.kconfig.conf_runner import config_values
+from lfspass.model import config_values
 from lfspass.kernel.kconfig.configure import configure
 from lfspass.kernel.kconfig.nochange import written_by_lfspass
 from lfspass.kernel.build import (BuildLayout, build_timestamp, make_command, make_env, prepare_source,
                      reproducible_env_digest, run_make, source_identity, tree_identity)
 from lfspass.kernel import guard, preflight
 from lfspass.kernel.install import config_has, install_kernel
-from lfspass.kernel.release import _localversion_files, is_tarball, release_from_makefile, tarball_info
+from lfspass.kernel.release import tarball_info, tree_release
+from lfspass.kernel.tarball import is_tarball
 from lfspass.plan import resolve_devices, kernel_paths
 from lfspass.plugins import call_device, call_host, get_plugin_manager
 from lfspass.tasks import Context, run_action
@@ -128,8 +129,7 @@ class KernelJob:
         """The tree's own release must be the one the task graph was made for."""
         if self.k.version or not is_tarball(self.source):
             return
-        text = (tree / "Makefile").read_text()
-        got = release_from_makefile(text, _localversion_files(tree) + self.k.config.get("LOCALVERSION", ""))
+        got = tree_release(tree, self.k.config.get("LOCALVERSION", ""))
         if got != self.ctx.release:
             raise BuildError(f"{tree}: the extracted tree builds release {got}, not {self.ctx.release} "
                              "(its localversion files only show after extraction); run doit again")

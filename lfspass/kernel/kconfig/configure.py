@@ -19,10 +19,10 @@ from lfspass.errors import KconfigError
 from lfspass.fsutil import write_atomic
 from lfspass.kernel.kconfig import conf_runner
 from lfspass.kernel.kconfig import nochange
-from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, config_values, kconfig_env
+from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, kconfig_env
 from lfspass.kernel.kconfig.request_check import check_requests, explain_source, form_hint, holds, request_line, scan_cached
 from lfspass.kernel.kconfig.symbols import Source
-from lfspass.model import Request
+from lfspass.model import Request, config_values
 
 NAMED = ("tinyconfig", "defconfig", "allnoconfig", "alldefconfig", "allyesconfig", "allmodconfig")
 _ENGINE = 3  # bump when the same inputs would give other bytes

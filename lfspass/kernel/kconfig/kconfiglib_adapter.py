@@ -20,7 +20,7 @@ from lfspass.errors import KconfigError
 from lfspass.kernel.kconfig import kconfiglib_shell
 from lfspass.kernel.kconfig import nochange
 from lfspass.kernel.kconfig.conf_runner import SRCARCH
-from lfspass.kernel.kconfig.conf_source import kernel_version
+from lfspass.kernel.release import makefile_version
 from lfspass.kernel.kconfig.explain_kconfiglib import explain, fixes, tri
 
 # Kconfiglib 14.1.0 (2020) predates syntax newer kernels use.  We rewrite those lines
@@ -71,7 +71,7 @@ def _make_env(tree: Path, arch: str) -> dict[str, str]:
         "ARCH": arch, "SRCARCH": SRCARCH.get(arch, arch), "srctree": str(tree),
         "CC": "gcc", "LD": "ld", "HOSTCC": "gcc", "HOSTCXX": "g++", "NM": "nm",
         "OBJCOPY": "objcopy", "PAHOLE": "pahole", "RUSTC": "rustc", "BINDGEN": "bindgen",
-        "CC_VERSION_TEXT": cc_text.split("\n", 1)[0], "KERNELVERSION": kernel_version(tree),
+        "CC_VERSION_TEXT": cc_text.split("\n", 1)[0], "KERNELVERSION": makefile_version(tree),
     }
 
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import assert_one_error_line, run_cli
 from lfspass.errors import KconfigError
 from lfspass.kernel.kconfig import conf_source
+from lfspass.kernel.release import makefile_version
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_tarball_extraction_takes_only_what_conf_needs_and_is_bounded(tmp_path: 
     src = conf_source.extract(_tarball(tmp_path / "linux-9.9.tar.gz", members, link="linux-9.9/scripts/evil"))
     got = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file() or p.is_symlink())
     assert got == [".lfspass-conf-source", "Makefile", "arch/x86/Makefile", "scripts/kconfig/conf.c"]
-    assert conf_source.kernel_version(src) == "9.9" and not (tmp_path / "escape").exists()
+    assert makefile_version(src) == "9.9" and not (tmp_path / "escape").exists()
     assert conf_source.extract(tmp_path / "linux-9.9.tar.gz") == src  # keyed by the tarball: once
     monkeypatch.setattr(conf_source, "_MAX_BYTES", 500)
     with pytest.raises(KconfigError, match=r"exceeds 0 MiB or 20000 files; not a Linux source tarball"):
