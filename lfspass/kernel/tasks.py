@@ -176,14 +176,13 @@ class KernelJob:
             print(f"kernel config: upgrade: {line}")
         preflight.check_release(tree, self.layout.config, self.ctx.release, self.recipe.path)
         preflight.check_tools(self.layout.config)
-        for sym, value, why in result.resolved:
-            print(f"kernel config: resolve set {sym}={value} ({why})")
-        for sym, why in result.skipped:
-            print(f"kernel config: skipped {sym}: {why}")
+        for r in result.resolved:
+            print(f"kernel config: resolve set {r.symbol}={r.value} ({r.why})")
+        for s in result.skipped:
+            print(f"kernel config: skipped {s.symbol}: {s.why}")
         print(f"kernel config: {self.layout.config} "
               + (f"changed ({len(result.changes)} symbols)" if result.changed else "unchanged"))
-        write_atomic(self.layout.config_result, json.dumps(
-            {"skipped": result.skipped, "resolved": result.resolved}, indent=1) + "\n")
+        write_atomic(self.layout.config_result, json.dumps(result.decisions_json(), indent=1) + "\n")
 
     def do_build(self) -> None:
         tree = prepare_source(self.source, self.layout.build_dir)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import lzma
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from lfspass.errors import KconfigError
@@ -22,21 +21,11 @@ from lfspass.kernel.kconfig import nochange
 from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, kconfig_env
 from lfspass.kernel.kconfig.request_check import check_requests, explain_source, form_hint, holds, request_line, scan_cached
 from lfspass.kernel.kconfig.symbols import Source
+from lfspass.kernel.kconfig.result import Change, KconfigResult, Resolved, Skipped
 from lfspass.model import Request, config_values
 
 NAMED = ("tinyconfig", "defconfig", "allnoconfig", "alldefconfig", "allyesconfig", "allmodconfig")
 _ENGINE = 3  # bump when the same inputs would give other bytes
-
-
-@dataclass
-class ConfigResult:
-    """What configure() did; ``changes`` holds (symbol, old, new), '' meaning absent."""
-
-    changed: bool
-    changes: list[tuple[str, str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    resolved: list[tuple[str, str, str]] = field(default_factory=list)
-    summary: list[str] = field(default_factory=list)  # upgrade notes (new, gone, moved requests)
 
 
 def kernel_symbols(tree: Path, arch: str = "x86_64") -> set[str]:
@@ -74,7 +63,7 @@ def _start(kc: KernelConf, base: str | Path | None, config: Path, tmp: Path) -> 
 def configure(tree: Path, config: Path, requests: list[Request], *,
               base: str | Path | None = None, resolve: bool = False, arch: str = "x86_64",
               resolve_hint: str = "--resolve", obj: Path | None = None,
-              conf_source: str | Path | None = None) -> ConfigResult:
+              conf_source: str | Path | None = None) -> KconfigResult:
     """Start from ``base`` (or ``config``), apply ``requests``, write ``config`` if it changed.
 
     A request that does not hold in the result raises KconfigError explaining why; with
@@ -94,30 +83,30 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
     if old_bytes is not None:
         hit = nochange.hit(config, key, tree, old_bytes)
         if hit:
-            return ConfigResult(False, [], *hit)
+            return KconfigResult(False, [], *hit)
     new_bytes, skipped, resolved, files, summary = _configure(kc, config, requests, base, resolve, resolve_hint)
     changed = write_atomic(config, new_bytes)
     old = config_values(old_bytes.decode(errors="replace")) if old_bytes is not None else {}
     new = config_values(new_bytes.decode(errors="replace"))
-    changes = [(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
+    changes = [Change(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
                if old.get(s, "") != new.get(s, "")]
     nochange.record(config, key, new_bytes, files, nochange.files_key(tree, files), skipped, resolved)
-    return ConfigResult(changed, changes, skipped, resolved, summary)
+    return KconfigResult(changed, changes, skipped, resolved, summary)
 
 
 def _configure(kc: KernelConf, config: Path, requests: list[Request], base: str | Path | None, resolve: bool,
-               hint: str) -> tuple[bytes, list, list, list[str], list[str]]:
+               hint: str) -> tuple[bytes, list[Skipped], list[Resolved], list[str], list[str]]:
     src = scan_cached(kc.tree, kc.arch)
     wanted, skipped = check_requests(src, requests)
-    resolved: list[tuple[str, str, str]] = []
+    resolved: list[Resolved] = []
     with tempfile.TemporaryDirectory(prefix="lfspass-kconfig-") as tmp_name:
         tmp = Path(tmp_name)
         start = _start(kc, base, config, tmp)
         if resolve:
             from lfspass.kernel.kconfig.kconfiglib_adapter import resolve_extra
             resolved = resolve_extra(kc.tree, kc.kconfig_env()["ARCH"], start, wanted)
-            for sym, value, why in resolved:
-                wanted.setdefault(sym, (value, f"resolve, {why}"))
+            for r in resolved:
+                wanted.setdefault(r.symbol, (r.value, f"resolve, {r.why}"))
         lines = [request_line(src.syms[n], v) for n, (v, _s) in wanted.items()]
         work = tmp / "config"
         work.write_text(start.rstrip("\n") + "\n" + "".join(l + "\n" for l in lines))

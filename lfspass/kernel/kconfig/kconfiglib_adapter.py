@@ -20,6 +20,7 @@ from lfspass.errors import KconfigError
 from lfspass.kernel.kconfig import kconfiglib_shell
 from lfspass.kernel.kconfig import nochange
 from lfspass.kernel.kconfig.conf_runner import SRCARCH
+from lfspass.kernel.kconfig.result import Resolved
 from lfspass.kernel.release import makefile_version
 from lfspass.kernel.kconfig.explain_kconfiglib import explain, fixes, tri
 
@@ -129,12 +130,13 @@ def _apply(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]]) -> list[tuple
             if kconf.syms[n].str_value != v]
 
 
-def _resolve_loop(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]], resolve: bool) -> tuple[list, list]:
+def _resolve_loop(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]],
+                  resolve: bool) -> tuple[list, list[Resolved]]:
     """Apply ``wanted``; with ``resolve`` add the settable symbols that unblock refusals.
 
-    Returns (refusals, resolved) with resolved = [(symbol, value, why)].
+    Returns (refusals, what resolve set).
     """
-    resolved: list[tuple[str, str, str]] = []
+    resolved: list[Resolved] = []
     refused = _apply(kconf, wanted)
     for _ in range(8 if resolve else 0):
         added = False
@@ -143,7 +145,7 @@ def _resolve_loop(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]], resolv
                 if dep.name not in wanted:
                     why = f"needed by {name}={asked}"
                     wanted[dep.name] = (value, f"resolve, {why}")
-                    resolved.append((dep.name, value, why))
+                    resolved.append(Resolved(dep.name, value, why))
                     added = True
         if not added:
             break
@@ -158,8 +160,8 @@ def _load_text(kconf: _kc.Kconfig, text: str) -> None:
         kconf.load_config(os.path.join(tmp, "config"))
 
 
-def resolve_extra(tree: Path, arch: str, start: str, wanted: dict[str, tuple[str, str]]) -> list:
-    """What --resolve adds for a kernel tree: [(symbol, value, why)] found on ``start`` + ``wanted``."""
+def resolve_extra(tree: Path, arch: str, start: str, wanted: dict[str, tuple[str, str]]) -> list[Resolved]:
+    """What --resolve adds for a kernel tree, found on ``start`` + ``wanted``."""
     kconf, _ = _parse(tree, arch)
     _load_text(kconf, start)
     return _resolve_loop(kconf, dict(wanted), True)[1]

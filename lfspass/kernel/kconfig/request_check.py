@@ -19,6 +19,7 @@ from lfspass.fsutil import write_atomic
 from lfspass.kernel.kconfig import nochange, symbols
 from lfspass.kernel.kconfig.conf_runner import kconfig_env
 from lfspass.kernel.kconfig.conf_source import cache_root
+from lfspass.kernel.kconfig.result import Skipped
 from lfspass.model import Request
 
 _MEM: dict[str, tuple[symbols.Source, list]] = {}
@@ -80,15 +81,16 @@ def form_hint(kind: str, value: str) -> str:
     return ""
 
 
-def check_requests(src: symbols.Source, requests: list[Request]) -> tuple[dict[str, tuple[str, str]], list]:
+def check_requests(src: symbols.Source, requests: list[Request]) -> tuple[dict[str, tuple[str, str]], list[Skipped]]:
     """(symbol -> (value, source), skipped optional ones); raises on unknown symbols, bad values, conflicts."""
     wanted: dict[str, tuple[str, str]] = {}
-    skipped, problems = [], []
+    skipped: list[Skipped] = []
+    problems: list[str] = []
     for req in requests:
         sym = src.syms.get(req.symbol)
         if sym is None or sym.transitional:
             if req.optional:
-                skipped.append((req.symbol, f"not in this kernel tree (optional, from {req.source})"))
+                skipped.append(Skipped(req.symbol, f"not in this kernel tree (optional, from {req.source})"))
                 continue
             if sym is not None:
                 problems.append(f"{req.symbol} (from {req.source}): an old name this tree keeps only to read old "
