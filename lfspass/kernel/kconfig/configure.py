@@ -19,8 +19,10 @@ from lfspass.fsutil import write_atomic
 from lfspass.kernel.kconfig import conf_runner
 from lfspass.kernel.kconfig import nochange
 from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, kconfig_env
-from lfspass.kernel.kconfig.request_check import check_requests, explain_source, form_hint, holds, request_line, scan_cached
-from lfspass.kernel.kconfig.symbols import Source
+from lfspass.kernel.kconfig import explain_lines
+from lfspass.kernel.kconfig import refusal_text as text
+from lfspass.kernel.kconfig.request_check import check_requests, holds, request_line
+from lfspass.kernel.kconfig.symbols import Source, scan_cached
 from lfspass.kernel.kconfig.result import Change, KconfigResult, Resolved, Skipped
 from lfspass.model import Request, config_values
 
@@ -114,11 +116,10 @@ def _configure(kc: KernelConf, config: Path, requests: list[Request], base: str 
         warnings = conf_runner.run_conf(kc, "olddefconfig", work, {"KCONFIG_WARN_CHANGED_INPUT": "1"})
         out = work.read_text()
     got = config_values(out)
-    refused = [(n, v, got.get(n, ""), s) for n, (v, s) in wanted.items() if not holds(src.syms[n], v, got.get(n))]
+    refused = [(n, v, got.get(n, ""), s) for n, (v, s) in wanted.items() if not holds(src.syms[n].type, v, got.get(n))]
     if refused:
         why = "; ".join(_explain(kc.tree, kc.arch, src, out, refused, warnings, None if resolve else hint))
-        raise KconfigError(why + ("; resolve found no safe change (it never turns a symbol off, nor on "
-                                  "COMPILE_TEST, EXPERT or a test option)" if resolve else ""))
+        raise KconfigError(why + (text.RESOLVE_FOUND_NOTHING if resolve else ""))
     # The summary is about a config carried from elsewhere; a named base is made from this tree.
     carried = config_values(start) if base not in NAMED else {}
     return out.encode(), skipped, resolved, src.files, _summary(src, carried, got, wanted)
@@ -142,12 +143,10 @@ def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnin
     lines = []
     for name, asked, got, source in refused:
         if name in malformed:
-            fix = form_hint(src.syms[name].type, asked)
-            lines.append(f"{name}={asked} (from {source}) refused: the kernel's conf says "
-                         f"\"{malformed[name]}\"" + (f"; {fix}" if fix else ""))
+            lines.append(text.conf_refused(name, asked, source, malformed[name], src.syms[name].type))
             continue
-        text = explained[name] or explain_source(src, name, asked, got, source, config_values(out), hint)
-        lines.append(text + (f" [the kernel's conf: {'; '.join(said[name])}]" if said[name] else ""))
+        line = explained[name] or explain_lines.explain(src, name, asked, got, source, config_values(out), hint)
+        lines.append(text.with_conf_words(line, said[name]))
     return lines
 
 
@@ -177,5 +176,5 @@ def verify(tree: Path, config: Path, requests: list[Request], arch: str = "x86_6
     got = config_values(text)
     src = scan_cached(tree, arch)
     broken = [(r.symbol, r.value, got.get(r.symbol, ""), r.source) for r in requests
-              if r.symbol in src.syms and not holds(src.syms[r.symbol], r.value, got.get(r.symbol))]
+              if r.symbol in src.syms and not holds(src.syms[r.symbol].type, r.value, got.get(r.symbol))]
     return _explain(tree, arch, src, text, broken, "", None) if broken else []

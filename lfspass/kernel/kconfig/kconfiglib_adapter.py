@@ -20,6 +20,7 @@ from lfspass.errors import KconfigError
 from lfspass.kernel.kconfig import kconfiglib_shell
 from lfspass.kernel.kconfig import nochange
 from lfspass.kernel.kconfig.conf_runner import SRCARCH
+from lfspass.kernel.kconfig.request_check import holds
 from lfspass.kernel.kconfig.result import Resolved
 from lfspass.kernel.release import makefile_version
 from lfspass.kernel.kconfig.explain_kconfiglib import explain, fixes, tri
@@ -127,7 +128,7 @@ def _apply(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]]) -> list[tuple
         if before == {name: kconf.syms[name].str_value for name in wanted}:
             break
     return [(n, v, kconf.syms[n].str_value, src) for n, (v, src) in wanted.items()
-            if kconf.syms[n].str_value != v]
+            if not holds(_kc.TYPE_TO_STR[kconf.syms[n].orig_type], v, kconf.syms[n].str_value)]
 
 
 def _resolve_loop(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]],
