@@ -16,14 +16,12 @@ from pathlib import Path
 
 from lfspass.errors import KconfigError
 from lfspass.fsutil import write_atomic
-from lfspass.kernel.kconfig import conf_runner
-from lfspass.kernel.kconfig import nochange
-from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, kconfig_env
-from lfspass.kernel.kconfig import explain_lines
+from lfspass.kernel.kconfig import conf_runner, explain_lines, nochange
 from lfspass.kernel.kconfig import refusal_text as text
+from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, kconfig_env
 from lfspass.kernel.kconfig.request_check import check_requests, holds, request_line
-from lfspass.kernel.kconfig.symbols import Source, scan_cached
 from lfspass.kernel.kconfig.result import Change, KconfigResult, Resolved, Skipped
+from lfspass.kernel.kconfig.symbols import Source, scan_cached
 from lfspass.model import Request, config_values
 
 NAMED = ("tinyconfig", "defconfig", "allnoconfig", "alldefconfig", "allyesconfig", "allmodconfig")
