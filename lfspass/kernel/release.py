@@ -28,7 +28,7 @@ def release_from_makefile(text: str, localversion: str = "") -> str:
 
 
 def localversion_files(tree: Path) -> str:
-    # scripts/setlocalversion: localversion* files at the top of the tree, sorted.
+    """What the tree's localversion* files add (scripts/setlocalversion: at the top of the tree, sorted)."""
     return "".join(p.read_text().strip() for p in sorted(tree.glob("localversion*")) if p.is_file())
 
 

@@ -1,4 +1,4 @@
-"""The no-change fast path of kconfig.configure(): a stamp of the inputs that made a .config."""
+"""The no-change fast path of configure.configure(): a stamp of the inputs that made a .config."""
 from __future__ import annotations
 
 import hashlib
