@@ -35,7 +35,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per warm measurement (median)")
     args = ap.parse_args()
     if not (args.tree / "Kconfig").is_file():
-        sys.exit(f"error: {args.tree}: not a kernel tree; run `pytest tests/test_kconfig.py` once "
+        sys.exit(f"error: {args.tree}: not a kernel tree; run `pytest tests/kernel/kconfig/test_configure.py` once "
                  "(it extracts linux-source-6.1 there) or pass --tree")
     opener = lzma.open if args.config.suffix == ".xz" else open
     with opener(args.config, "rb") as fh:

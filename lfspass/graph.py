@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from lfspass.boot.tasks import grub_task, vfio_task
 from lfspass.errors import LfspassError
-from lfspass.kernel.source import kernel_release
+from lfspass.kernel.release import kernel_release
 from lfspass.kernel.tasks import kernel_tasks
 from lfspass.lab.boot_once import bootonce_task
 from lfspass.lab.nested.tasks import nested_tasks

@@ -1,6 +1,7 @@
-"""The value types that plugins and stages exchange: Kconfig requests and doctor checks."""
+"""The value types that plugins and stages exchange: Kconfig requests, what a .config says, doctor checks."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
@@ -15,6 +16,23 @@ class Request:
     value: str
     source: str = "recipe"
     optional: bool = False  # skip with a note when the tree lacks the symbol
+
+
+_ASSIGN = re.compile(r'^CONFIG_([A-Za-z0-9_]+)=(.*)$|^# CONFIG_([A-Za-z0-9_]+) is not set$', re.M)
+
+
+def config_values(text: str) -> dict[str, str]:
+    """Symbol -> value of a .config text ('n' for 'is not set', strings unquoted): the one .config reader."""
+    out = {}
+    for m in _ASSIGN.finditer(text):
+        if m.group(3):
+            out[m.group(3)] = "n"
+        else:
+            val = m.group(2)
+            if len(val) >= 2 and val[0] == val[-1] == '"':
+                val = re.sub(r"\\(.)", r"\1", val[1:-1])
+            out[m.group(1)] = val
+    return out
 
 
 class Status(StrEnum):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lfspass.errors import PciIdError, RecipeError
+from lfspass.model import config_values
 from lfspass.pci import parse_pci_address, parse_pci_id
 from lfspass.plugins import call_device, call_host, get_plugin_manager, owner_of
 from lfspass.recipe import Recipe
@@ -58,10 +59,7 @@ def read_kernel_facts(recipe: Recipe, release: str) -> KernelFacts:
     cfg_file, moddir = paths.config, paths.modules_dir
     facts = KernelFacts(release=release, vfio_builtin=recipe.kernel.vfio == "builtin")
     if cfg_file.is_file():
-        for line in cfg_file.read_text().splitlines():
-            if line.startswith("CONFIG_") and "=" in line:
-                k, v = line.split("=", 1)
-                facts.config[k] = v.strip('"')
+        facts.config = {f"CONFIG_{k}": v for k, v in config_values(cfg_file.read_text()).items()}
         facts.vfio_builtin = facts.config.get("CONFIG_VFIO_PCI") == "y"
         facts.installed = True
     if (moddir / "modules.dep").is_file():

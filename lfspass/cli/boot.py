@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _release(recipe) -> str:
-    from lfspass.kernel.source import kernel_release
+    from lfspass.kernel.release import kernel_release
 
     return kernel_release(recipe)
 

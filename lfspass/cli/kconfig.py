@@ -67,7 +67,7 @@ def _require_text(flag: str, path: Path | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lfspass.kernel.kconfig import Request, configure
+    from lfspass.kernel.kconfig.configure import Request, configure
 
     requests = [Request(*parse_set(s), source="--set") for s in args.sets]
     if not args.tree.is_dir():
@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
 
         print_json({
             "config": str(args.config), "changed": res.changed,
-            "changes": [{"symbol": s, "old": o, "new": n} for s, o, n in res.changes],
-            "skipped": [{"symbol": s, "note": n} for s, n in res.skipped],
-            "resolved": [{"symbol": s, "value": v, "why": w} for s, v, w in res.resolved],
+            "changes": [{"symbol": c.symbol, "old": c.old, "new": c.new} for c in res.changes],
+            "skipped": [{"symbol": s.symbol, "note": s.why} for s in res.skipped],
+            "resolved": [{"symbol": r.symbol, "value": r.value, "why": r.why} for r in res.resolved],
             "summary": res.summary,
         })
         return 0
@@ -91,21 +91,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.config}: up to date, nothing changed")
     else:
         print(f"{args.config}: written, {len(res.changes)} symbol(s) changed")
-    asked = {r.symbol for r in requests} | {s for s, _, _ in res.resolved}
+    asked = {r.symbol for r in requests} | {r.symbol for r in res.resolved}
     # Requested and resolved symbols first: those are what the user is looking for; the
     # knock-on changes (hundreds for a new file) are only sampled.
-    mine = [c for c in res.changes if c[0] in asked]
-    others = [c for c in res.changes if c[0] not in asked]
+    mine = [c for c in res.changes if c.symbol in asked]
+    others = [c for c in res.changes if c.symbol not in asked]
     # After --resolve every knock-on change is listed: the user must see all it moved.
     shown = len(others) if res.resolved else _SHOWN
-    for sym, old, new in mine + others[:shown]:
-        print(f"  {sym}: {old or '(absent)'} -> {new or '(absent)'}")
+    for c in mine + others[:shown]:
+        print(f"  {c.symbol}: {c.old or '(absent)'} -> {c.new or '(absent)'}")
     if len(others) > shown:
         print(f"  ... and {len(others) - _SHOWN} more (--json lists all)")
-    for sym, value, why in res.resolved:
-        print(f"resolved {sym}={value} ({why})")
-    for sym, note in res.skipped:
-        print(f"skipped {sym}: {note}")
+    for r in res.resolved:
+        print(f"resolved {r.symbol}={r.value} ({r.why})")
+    for s in res.skipped:
+        print(f"skipped {s.symbol}: {s.why}")
     for line in res.summary:
         print(f"upgrade: {line}")
     return 0

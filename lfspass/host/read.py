@@ -20,6 +20,7 @@ from pathlib import Path
 from lfspass.errors import HostError
 from lfspass.host.pcidev import Bar, PciDevice, human_size, parse_resource
 from lfspass.host.pciids import PciIds
+from lfspass.model import config_values
 
 __all__ = ["Host", "Bar", "PciDevice", "human_size", "parse_resource", "PCI_DEVICES", "IOMMU_GROUPS"]
 
@@ -228,14 +229,7 @@ class Host:
                 text = gzip.decompress(self.resolve("proc/config.gz").read_bytes()).decode("utf-8", "replace")
             except (OSError, EOFError, gzip.BadGzipFile, zlib.error):  # a corrupt copy reads as none
                 return None
-        cfg = {}
-        for line in text.splitlines():
-            if line.startswith("CONFIG_") and "=" in line:
-                key, value = line.split("=", 1)
-                cfg[key] = value.strip().strip('"')
-            elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
-                cfg[line[2:-11]] = "n"
-        return cfg
+        return {f"CONFIG_{k}": v for k, v in config_values(text).items()}
 
     @functools.cached_property
     def kernel_log(self) -> str | None:

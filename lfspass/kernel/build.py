@@ -18,8 +18,9 @@ from typing import TextIO
 from lfspass.diskspace import ensure_room, run_guarded, space
 from lfspass.errors import BuildError
 from lfspass.fsutil import require_tool, write_atomic
-from lfspass.kernel.conf import controlled_env
-from lfspass.kernel.source import extracted_tree, extraction_marker, is_tarball, tarball_info, unpacked_size
+from lfspass.kernel.kconfig.conf_runner import controlled_env
+from lfspass.kernel.release import extracted_tree, tarball_info
+from lfspass.kernel.tarball import extraction_marker, is_tarball, unpacked_size
 
 _CC_LINE = re.compile(r"^\s+CC(\s|\s\[M\]\s)")
 _ERROR_LINE = re.compile(r"error:|Error \d|\*\*\*|undefined reference")

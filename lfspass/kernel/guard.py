@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lfspass.errors import BuildError
-from lfspass.kernel.conf import config_values
-from lfspass.kernel.kconfig import verify
+from lfspass.model import config_values
+from lfspass.kernel.kconfig.configure import verify
 from lfspass.kernel.preflight import KBUILD_KEY, fingerprint
 
 

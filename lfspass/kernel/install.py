@@ -12,12 +12,13 @@ from lfspass import journal
 from lfspass.errors import BuildError
 from lfspass.fsutil import require_tool, sha256_file
 from lfspass.kernel.build import BuildLayout, make_command, run_make
+from lfspass.model import config_values
 from lfspass.plan import KernelPaths
 
 
 def config_has(config: Path, symbol: str, value: str = "y") -> bool:
     """True when ``CONFIG_<symbol>=<value>`` is in a .config file."""
-    return f"CONFIG_{symbol}={value}\n" in config.read_text()
+    return config_values(config.read_text()).get(symbol) == value
 
 
 def _stage_modules(root: Path, tree: Path, layout: BuildLayout, release: str, jobs: int,

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from lfspass.errors import BuildError
-from lfspass.kernel.conf import config_values
-from lfspass.kernel.source import _localversion_files, release_from_makefile
+from lfspass.model import config_values
+from lfspass.kernel.release import localversion_files, tree_release
 
 KBUILD_KEY = "certs/signing_key.pem"  # kbuild makes a random key there when the file is missing
 _GENKEY = """[ req ]
@@ -37,14 +37,14 @@ authorityKeyIdentifier=keyid
 def config_release(tree: Path, config: Path) -> tuple[str, list[str]]:
     """(release as `make kernelrelease` gives it, the settings that add to the Makefile version)."""
     vals = config_values(config.read_text(errors="replace"))
-    files = _localversion_files(tree)
+    files = localversion_files(tree)
     local = vals.get("LOCALVERSION", "")
     why = []
     if files:
         why.append(f"localversion* files in {tree} ({files!r})")
     if local:
         why.append(f'CONFIG_LOCALVERSION="{local}" in {config}')
-    release = release_from_makefile((tree / "Makefile").read_text(), files + local)
+    release = tree_release(tree, local)
     if vals.get("LOCALVERSION_AUTO") == "y" and (tree / ".git").exists():
         why.append(f"CONFIG_LOCALVERSION_AUTO=y on the git tree {tree} (adds -g<commit>)")
         release += "-g?"

@@ -27,14 +27,15 @@ from doit.tools import config_changed
 from lfspass import __version__
 from lfspass.errors import BuildError
 from lfspass.fsutil import sha256_file, write_atomic
-from lfspass.kernel.conf import config_values
-from lfspass.kernel.kconfig import configure
-from lfspass.kernel.stamp import written_by_lfspass
+from lfspass.model import config_values
+from lfspass.kernel.kconfig.configure import configure
+from lfspass.kernel.kconfig.nochange import written_by_lfspass
 from lfspass.kernel.build import (BuildLayout, build_timestamp, make_command, make_env, prepare_source,
                      reproducible_env_digest, run_make, source_identity, tree_identity)
 from lfspass.kernel import guard, preflight
 from lfspass.kernel.install import config_has, install_kernel
-from lfspass.kernel.source import _localversion_files, is_tarball, release_from_makefile, tarball_info
+from lfspass.kernel.release import tarball_info, tree_release
+from lfspass.kernel.tarball import is_tarball
 from lfspass.plan import resolve_devices, kernel_paths
 from lfspass.plugins import call_device, call_host, get_plugin_manager
 from lfspass.tasks import Context, run_action
@@ -128,8 +129,7 @@ class KernelJob:
         """The tree's own release must be the one the task graph was made for."""
         if self.k.version or not is_tarball(self.source):
             return
-        text = (tree / "Makefile").read_text()
-        got = release_from_makefile(text, _localversion_files(tree) + self.k.config.get("LOCALVERSION", ""))
+        got = tree_release(tree, self.k.config.get("LOCALVERSION", ""))
         if got != self.ctx.release:
             raise BuildError(f"{tree}: the extracted tree builds release {got}, not {self.ctx.release} "
                              "(its localversion files only show after extraction); run doit again")
@@ -176,14 +176,13 @@ class KernelJob:
             print(f"kernel config: upgrade: {line}")
         preflight.check_release(tree, self.layout.config, self.ctx.release, self.recipe.path)
         preflight.check_tools(self.layout.config)
-        for sym, value, why in result.resolved:
-            print(f"kernel config: resolve set {sym}={value} ({why})")
-        for sym, why in result.skipped:
-            print(f"kernel config: skipped {sym}: {why}")
+        for r in result.resolved:
+            print(f"kernel config: resolve set {r.symbol}={r.value} ({r.why})")
+        for s in result.skipped:
+            print(f"kernel config: skipped {s.symbol}: {s.why}")
         print(f"kernel config: {self.layout.config} "
               + (f"changed ({len(result.changes)} symbols)" if result.changed else "unchanged"))
-        write_atomic(self.layout.config_result, json.dumps(
-            {"skipped": result.skipped, "resolved": result.resolved}, indent=1) + "\n")
+        write_atomic(self.layout.config_result, json.dumps(result.decisions_json(), indent=1) + "\n")
 
     def do_build(self) -> None:
         tree = prepare_source(self.source, self.layout.build_dir)

@@ -250,7 +250,7 @@ def lab_kernel():
     proc = run_doit(f"recipe={LAB}", "kernel", cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     recipe = load_recipe(LAB)
-    from lfspass.kernel.source import kernel_release
+    from lfspass.kernel.release import kernel_release
     return recipe, kernel_paths(recipe, kernel_release(recipe))
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic
-from lfspass.kernel.confsrc import cache_root
+from lfspass.kernel.kconfig.conf_source import cache_root
 
 _pending: dict[str, Future] = {}
 _seen: list[str] = []

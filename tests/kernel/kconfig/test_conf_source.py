@@ -10,7 +10,8 @@ import pytest
 
 from conftest import assert_one_error_line, run_cli
 from lfspass.errors import KconfigError
-from lfspass.kernel import confsrc
+from lfspass.kernel.kconfig import conf_source
+from lfspass.kernel.release import makefile_version
 
 
 @pytest.fixture
@@ -83,12 +84,12 @@ def test_tarball_extraction_takes_only_what_conf_needs_and_is_bounded(tmp_path: 
     members = {"linux-9.9/Makefile": b"VERSION = 9\nPATCHLEVEL = 9\n", "linux-9.9/scripts/kconfig/conf.c": b"x" * 600,
                "linux-9.9/arch/x86/Makefile": b"# x86\n", "linux-9.9/drivers/big.c": b"y" * 5000,
                "linux-9.9/scripts/../../escape": b"z"}
-    src = confsrc.extract(_tarball(tmp_path / "linux-9.9.tar.gz", members, link="linux-9.9/scripts/evil"))
+    src = conf_source.extract(_tarball(tmp_path / "linux-9.9.tar.gz", members, link="linux-9.9/scripts/evil"))
     got = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file() or p.is_symlink())
     assert got == [".lfspass-conf-source", "Makefile", "arch/x86/Makefile", "scripts/kconfig/conf.c"]
-    assert confsrc.kernel_version(src) == "9.9" and not (tmp_path / "escape").exists()
-    assert confsrc.extract(tmp_path / "linux-9.9.tar.gz") == src  # keyed by the tarball: once
-    monkeypatch.setattr(confsrc, "_MAX_BYTES", 500)
+    assert makefile_version(src) == "9.9" and not (tmp_path / "escape").exists()
+    assert conf_source.extract(tmp_path / "linux-9.9.tar.gz") == src  # keyed by the tarball: once
+    monkeypatch.setattr(conf_source, "_MAX_BYTES", 500)
     with pytest.raises(KconfigError, match=r"exceeds 0 MiB or 20000 files; not a Linux source tarball"):
-        confsrc.extract(_tarball(tmp_path / "other.tar.gz", members))
+        conf_source.extract(_tarball(tmp_path / "other.tar.gz", members))
     assert not list((tmp_path / "cache" / "lfspass" / "conf-source").glob("*.part"))

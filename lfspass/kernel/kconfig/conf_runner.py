@@ -3,7 +3,7 @@
 A kernel tree is configured with ``make -C <tree> O=<obj> KCONFIG_CONFIG=<file> <target>``,
 run without ARCH when the build is (the header then says ``Linux/x86`` like the build's
 syncconfig writes it).  Any other Kconfig folder (scripts/kconfig/tests/*, a copy of one, a
-test fixture) is read by a conf that the kernel's make builds from the sources confsrc.py
+test fixture) is read by a conf that the kernel's make builds from the sources conf_source.py
 picks, run with ``srctree`` pointing at the folder, as the kernel's own test harness runs it.
 ``make`` always runs in an environment lfspass controls: nothing the caller exported
 (CROSS_COMPILE, LLVM, KCFLAGS, ARCH, ...) changes the result.
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from lfspass.errors import KconfigError
 from lfspass.fsutil import require_tool
-from lfspass.kernel import confsrc
+from lfspass.kernel.kconfig.conf_source import ENV, cache_root, conf_kernel, is_kernel_tree
+from lfspass.kernel.release import makefile_version
 
 SRCARCH = {"x86_64": "x86", "i386": "x86", "x86": "x86"}
 # The host architecture as the top Makefile's SUBARCH names it (uname -m, mapped).
@@ -80,7 +81,7 @@ def kconfig_env(arch: str) -> dict[str, str]:
 
 
 def _cache_obj(kernel: Path) -> Path:
-    return confsrc.cache_root() / "kconfig-obj" / hashlib.sha256(str(kernel).encode()).hexdigest()[:16]
+    return cache_root() / "kconfig-obj" / hashlib.sha256(str(kernel).encode()).hexdigest()[:16]
 
 
 def _clean(kernel: Path) -> None:
@@ -90,9 +91,9 @@ def _clean(kernel: Path) -> None:
 
 
 def locate(tree: Path, arch: str, obj: Path | None = None, conf_source: str | Path | None = None) -> KernelConf:
-    """The conf for ``tree``: a kernel tree's own; for a Kconfig folder, one built from confsrc's pick."""
+    """The conf for ``tree``: a kernel tree's own; for a Kconfig folder, one built from conf_source's pick."""
     tree = tree.resolve()
-    if confsrc.is_kernel_tree(tree):
+    if is_kernel_tree(tree):
         if conf_source:
             raise KconfigError(f"--conf-source {conf_source}: {tree} is a kernel tree, configured by its own "
                                "conf; --conf-source is for a Kconfig folder outside a kernel tree")
@@ -100,7 +101,7 @@ def locate(tree: Path, arch: str, obj: Path | None = None, conf_source: str | Pa
         return KernelConf(tree, tree, (obj or _cache_obj(tree)).resolve(), arch)
     if not (tree / "Kconfig").is_file():
         raise KconfigError(f"{tree}: no Kconfig file there; --tree must name a kernel tree or a Kconfig folder")
-    kernel, origin = confsrc.conf_kernel(tree, conf_source)
+    kernel, origin = conf_kernel(tree, conf_source)
     _clean(kernel)
     return KernelConf(tree, kernel, _cache_obj(kernel).resolve(), arch, origin)
 
@@ -167,10 +168,10 @@ def _unreadable(kc: KernelConf, proc: subprocess.CompletedProcess) -> KconfigErr
     first = next((l for pat in ("unknown statement", "invalid statement", "syntax error", "error")
                   for l in lines if pat in l.lower()), lines[0] if lines else f"exit {proc.returncode}")
     more = f" (and {len(lines) - 1} more line(s))" if len(lines) > 1 else ""
-    version = confsrc.kernel_version(kc.kernel)
+    version = makefile_version(kc.kernel)
     return KconfigError(f"the kernel's conf (Linux {version or '?'}, from {kc.origin}) cannot read {kc.tree}: "
                         f"{first}{more}; if that Kconfig is newer than Linux {version or 'this tree'}, pass "
-                        f"--conf-source a newer kernel tree or linux-source tarball (or set {confsrc.ENV}), "
+                        f"--conf-source a newer kernel tree or linux-source tarball (or set {ENV}), "
                         "else fix the Kconfig line it names")
 
 
@@ -205,23 +206,6 @@ def warnings_for(stderr: str, symbol: str) -> list[str]:
     pat = re.compile(rf"\b(CONFIG_)?{re.escape(symbol)}\b")
     return [re.sub(r"^\S+:\d+:", "", l).strip() for l in stderr.splitlines()
             if pat.search(l) and "override: reassigning" not in l]
-
-
-ASSIGN = re.compile(r'^CONFIG_([A-Za-z0-9_]+)=(.*)$|^# CONFIG_([A-Za-z0-9_]+) is not set$', re.M)
-
-
-def config_values(text: str) -> dict[str, str]:
-    """Symbol -> value of a .config text ('n' for 'is not set', strings unquoted)."""
-    out = {}
-    for m in ASSIGN.finditer(text):
-        if m.group(3):
-            out[m.group(3)] = "n"
-        else:
-            val = m.group(2)
-            if len(val) >= 2 and val[0] == val[-1] == '"':
-                val = re.sub(r"\\(.)", r"\1", val[1:-1])
-            out[m.group(1)] = val
-    return out
 
 
 def base_files(tree: Path, base: str | Path | None, arch: str) -> list[Path]:

@@ -1,9 +1,11 @@
-"""Why a Kconfig request was refused, and which visible symbols would unblock it (kconfig.py's helper)."""
+"""kconfiglib's view of a refusal: the reason (worded by refusal_text.py), and which visible symbols would unblock it."""
 from __future__ import annotations
 
 import re
 
 import kconfiglib as _kc
+
+from lfspass.kernel.kconfig import refusal_text as text
 
 _TRI = {"n": 0, "m": 1, "y": 2}
 _MAX_FIXES = 12  # per refusal: a dependency needing more than this is a design choice, not a fix
@@ -51,19 +53,19 @@ def _blockers(sym: _kc.Symbol, want: int) -> tuple[str, list]:
     want = _need(sym, want)
     bad = _failing(sym.direct_dep, want)
     if bad:
-        return "depends on", bad
+        return text.DEPENDS, bad
     prompts = [n.prompt[1] for n in sym.nodes if n.prompt]
     if not prompts:
-        return "has no prompt (set only by select or default)", []
+        return text.NO_PROMPT, []
     bad = [t for cond in prompts for t in _failing(cond, want)]
     if bad:
-        return "is offered only if", bad
+        return text.OFFERED_IF, bad
     if sym.choice is not None and _kc.expr_value(sym.choice.direct_dep) < want:
-        return "sits in a choice that depends on", _failing(sym.choice.direct_dep, want)
+        return text.CHOICE_DEPENDS, _failing(sym.choice.direct_dep, want)
     picked = sym.choice.selection if sym.choice is not None else None
     if picked is not None and picked is not sym:
-        return f"shares a choice with {picked.name}, which is chosen (ask for only one)", []
-    return "is limited by its dependencies", []
+        return text.other_member(picked.name), []
+    return text.LIMITED, []
 
 
 def explain(sym: _kc.Symbol, asked: str, got: str, source: str, hint: str | None) -> str:
@@ -72,32 +74,26 @@ def explain(sym: _kc.Symbol, asked: str, got: str, source: str, hint: str | None
     ``hint`` names the resolve switch where the caller can turn it on (``--resolve`` on the
     command line, ``[kernel] resolve = true`` in a recipe); None when resolve already ran.
     """
-    head = f"{sym.name}={asked} (from {source}) refused (got {got or 'nothing'})"
+    first, where = text.head(sym.name, asked, source, got), _loc(sym)
     if sym.orig_type not in (_kc.BOOL, _kc.TRISTATE):
         if not sym.visibility:
             reason, bad = _blockers(sym, 2)
-            return _with_todo(f"{head}: {reason} {' && '.join(map(_term_str, bad))}".rstrip()
-                              + f" ({_loc(sym)})", bad, 2, hint)
+            return _with_todo(text.blocked(first, reason, [_term_str(t) for t in bad], where), bad, 2, hint)
         ranges = [f"{lo.str_value}..{hi.str_value}" for lo, hi, cond in sym.ranges
                   if _kc.expr_value(cond)]
-        return f"{head}: outside the allowed range {', '.join(ranges)} ({_loc(sym)})"
+        return text.out_of_range(first, ranges, where)
     want, have = tri(asked), sym.tri_value
     if want < have:
         sel = _selectors(sym)
         if sel:
-            names = [_kc.expr_str(t) for t in sel]
-            return (f"{head}: selected by {' || '.join(map(_term_str, sel))} ({_loc(sym)}); "
-                    f"turn off {', '.join(names)} first")
+            return text.selected(first, [_term_str(t) for t in sel], where, [_kc.expr_str(t) for t in sel])
         if sym.choice is not None:
-            return (f"{head}: is the chosen member of its choice ({_loc(sym)}); "
-                    "ask for another member =y instead")
+            return text.chosen_member(first, where)
         if asked == "m" and not sym.kconfig.modules.tri_value:
-            return (f"{head}: MODULES=n turns m into y ({_loc(sym)}); set MODULES=y"
-                    + (f" or use {hint}" if hint else ""))
-        return f"{head}: has no prompt, its default wins ({_loc(sym)})"
+            return text.modules_off(first, where, hint)
+        return text.default_wins(first, where)
     reason, bad = _blockers(sym, want)
-    return _with_todo(f"{head}: {reason} {' && '.join(map(_term_str, bad))}".rstrip()
-                      + f" ({_loc(sym)})", bad, _need(sym, want), hint)
+    return _with_todo(text.blocked(first, reason, [_term_str(t) for t in bad], where), bad, _need(sym, want), hint)
 
 
 def _positive(expr) -> list:
@@ -109,30 +105,19 @@ def _positive(expr) -> list:
     return []
 
 
-def _with_todo(text: str, bad: list, want: int, hint: str | None) -> str:
+def _with_todo(line: str, bad: list, want: int, hint: str | None) -> str:
     """Append what to switch on (the defined symbols in the failing terms that are too low)."""
     todo = sorted({s.name for t in bad for s in _positive(t) if s.nodes and s.tri_value < want})
-    never = [n for n in todo if n in _NEVER]
-    todo = [n for n in todo if n not in _NEVER]
-    if never and not todo:
-        return text + f"; only {', '.join(never)} would allow it here (not for a kernel meant to run)"
-    if todo:
-        return text + f"; enable {', '.join(todo)}" + (f" or use {hint}" if hint else "")
-    if bad and hint:
-        return text + f"; use {hint} or set those symbols"
-    return text
+    return text.with_todo(line, todo, bool(bad), hint)
 
 
-# Switches no fix should flip: they open foreign or unfinished code (52 foreign-SoC drivers
-# follow COMPILE_TEST on x86), and a kernel developer never turns them on to satisfy a dependency.
-_NEVER = {"COMPILE_TEST", "EXPERT", "BROKEN", "STAGING"}
 _TESTING = re.compile(r"\btest(s|ing)?\b|debug|\btransitional \(lfspass\)", re.I)
 
 
 def _settable(sym) -> bool:
     """A symbol resolve may turn on: defined here, visible, a plain bool/tristate switch, no test option."""
     return (sym.__class__ is _kc.Symbol and not sym.is_constant and bool(sym.nodes)
-            and sym.orig_type in (_kc.BOOL, _kc.TRISTATE) and sym.name not in _NEVER
+            and sym.orig_type in (_kc.BOOL, _kc.TRISTATE) and sym.name not in text.NEVER
             and any(n.prompt for n in sym.nodes)
             and not any(n.prompt and _TESTING.search(n.prompt[0]) for n in sym.nodes))
 

@@ -1,6 +1,6 @@
 """The one adapter over kconfiglib: parse a tree (newer syntax rewritten), explain and resolve requests.
 
-kconfiglib never writes a .config (the kernel's own conf does, conf.py, on every tree); it
+kconfiglib never writes a .config (the kernel's own conf does, conf_runner.py, on every tree); it
 explains refusals and finds what --resolve sets.
 """
 from __future__ import annotations
@@ -17,11 +17,13 @@ from pathlib import Path
 import kconfiglib as _kc
 
 from lfspass.errors import KconfigError
-from lfspass.kernel import shell as kconfig_shell
-from lfspass.kernel import stamp
-from lfspass.kernel.conf import SRCARCH
-from lfspass.kernel.confsrc import kernel_version
-from lfspass.kernel.why import explain, fixes, tri
+from lfspass.kernel.kconfig import kconfiglib_shell
+from lfspass.kernel.kconfig import nochange
+from lfspass.kernel.kconfig.conf_runner import SRCARCH
+from lfspass.kernel.kconfig.request_check import holds
+from lfspass.kernel.kconfig.result import Resolved
+from lfspass.kernel.release import makefile_version
+from lfspass.kernel.kconfig.explain_kconfiglib import explain, fixes, tri
 
 # Kconfiglib 14.1.0 (2020) predates syntax newer kernels use.  We rewrite those lines
 # while reading, so the installed library stays untouched:
@@ -71,7 +73,7 @@ def _make_env(tree: Path, arch: str) -> dict[str, str]:
         "ARCH": arch, "SRCARCH": SRCARCH.get(arch, arch), "srctree": str(tree),
         "CC": "gcc", "LD": "ld", "HOSTCC": "gcc", "HOSTCXX": "g++", "NM": "nm",
         "OBJCOPY": "objcopy", "PAHOLE": "pahole", "RUSTC": "rustc", "BINDGEN": "bindgen",
-        "CC_VERSION_TEXT": cc_text.split("\n", 1)[0], "KERNELVERSION": kernel_version(tree),
+        "CC_VERSION_TEXT": cc_text.split("\n", 1)[0], "KERNELVERSION": makefile_version(tree),
     }
 
 
@@ -94,22 +96,22 @@ def _parse(tree: Path, arch: str) -> tuple[_kc.Kconfig, dict]:
     """Parse the tree's Kconfig files once per process (~3 s for x86); reparse when one changed."""
     key = (str(tree), arch)
     hit = _CACHE.get(key)
-    if hit and stamp.files_key(tree, hit[0].kconfig_filenames) == hit[1]["files"]:
+    if hit and nochange.files_key(tree, hit[0].kconfig_filenames) == hit[1]["files"]:
         return hit
     if not (tree / "Kconfig").is_file():
         raise KconfigError(f"{tree}: no Kconfig file there; --tree must name a kernel source tree")
     env = _make_env(tree, arch)
     try:
         # KCONFIG_FUNCTIONS: kconfiglib's hook for preprocessor functions; ours runs $(shell).
-        with _environ({**env, "KCONFIG_FUNCTIONS": "lfspass.kernel.shell"}), \
-                kconfig_shell.session(tree, arch):
+        with _environ({**env, "KCONFIG_FUNCTIONS": "lfspass.kernel.kconfig.kconfiglib_shell"}), \
+                kconfiglib_shell.session(tree, arch):
             kconf = _Kconfig("Kconfig", warn_to_stderr=False)  # relative: srctree is set
     except _kc.KconfigError as exc:
         msg = " ".join(str(exc).split())
         raise KconfigError(f"cannot parse the Kconfig files of {tree}: {msg}; "
                            "this tree uses Kconfig syntax kconfiglib does not know") from None
     kconf.warn_assign_override = kconf.warn_assign_redun = False
-    meta = {"env": env, "files": stamp.files_key(tree, kconf.kconfig_filenames)}
+    meta = {"env": env, "files": nochange.files_key(tree, kconf.kconfig_filenames)}
     if len(_CACHE) >= 2:  # a parsed x86 tree holds ~50 MB; keep the last two trees
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (kconf, meta)
@@ -126,15 +128,16 @@ def _apply(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]]) -> list[tuple
         if before == {name: kconf.syms[name].str_value for name in wanted}:
             break
     return [(n, v, kconf.syms[n].str_value, src) for n, (v, src) in wanted.items()
-            if kconf.syms[n].str_value != v]
+            if not holds(_kc.TYPE_TO_STR[kconf.syms[n].orig_type], v, kconf.syms[n].str_value)]
 
 
-def _resolve_loop(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]], resolve: bool) -> tuple[list, list]:
+def _resolve_loop(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]],
+                  resolve: bool) -> tuple[list, list[Resolved]]:
     """Apply ``wanted``; with ``resolve`` add the settable symbols that unblock refusals.
 
-    Returns (refusals, resolved) with resolved = [(symbol, value, why)].
+    Returns (refusals, what resolve set).
     """
-    resolved: list[tuple[str, str, str]] = []
+    resolved: list[Resolved] = []
     refused = _apply(kconf, wanted)
     for _ in range(8 if resolve else 0):
         added = False
@@ -143,7 +146,7 @@ def _resolve_loop(kconf: _kc.Kconfig, wanted: dict[str, tuple[str, str]], resolv
                 if dep.name not in wanted:
                     why = f"needed by {name}={asked}"
                     wanted[dep.name] = (value, f"resolve, {why}")
-                    resolved.append((dep.name, value, why))
+                    resolved.append(Resolved(dep.name, value, why))
                     added = True
         if not added:
             break
@@ -158,8 +161,8 @@ def _load_text(kconf: _kc.Kconfig, text: str) -> None:
         kconf.load_config(os.path.join(tmp, "config"))
 
 
-def resolve_extra(tree: Path, arch: str, start: str, wanted: dict[str, tuple[str, str]]) -> list:
-    """What --resolve adds for a kernel tree: [(symbol, value, why)] found on ``start`` + ``wanted``."""
+def resolve_extra(tree: Path, arch: str, start: str, wanted: dict[str, tuple[str, str]]) -> list[Resolved]:
+    """What --resolve adds for a kernel tree, found on ``start`` + ``wanted``."""
     kconf, _ = _parse(tree, arch)
     _load_text(kconf, start)
     return _resolve_loop(kconf, dict(wanted), True)[1]

@@ -12,15 +12,17 @@ import pytest
 
 from conftest import assert_one_error_line, run_cli
 from lfspass.errors import KconfigError
-from lfspass.kernel import confsrc
-from lfspass.kernel.kconfig import configure, kernel_symbols
+from lfspass.kernel.kconfig import conf_source
+from lfspass.kernel.release import makefile_version
+from lfspass.kernel.kconfig.configure import configure, kernel_symbols
+from lfspass.kernel.kconfig.result import Change
 from lfspass.model import Request
 from lfspass_plugins.core import core_requests, kvm_requests
 
 DEBIAN_CONFIG = Path("/usr/src/linux-config-6.1/config.amd64_none_amd64.xz")
 
 # A tree in the syntax of kernels >= 5.13 (bare `modules`), so the host's linux-source-6.1 or
-# 6.12 conf reads it (newer syntax is the sid cases' job, test_kconfig_parity.py).
+# 6.12 conf reads it (newer syntax is the sid cases' job, test_configure_parity.py).
 TINY_KCONFIG = """\
 mainmenu "Tiny $(ARCH) tree"
 
@@ -89,7 +91,7 @@ def test_tiny_tree_applies_requests_in_any_order(tiny: Path) -> None:
     assert "CONFIG_B=m\n" in text and "CONFIG_A=y\n" in text and "CONFIG_NUM=7\n" in text
     # The header is conf's, with $(ARCH) as the kernel's make exports it on an x86 host.
     assert text.startswith("#\n# Automatically generated file; DO NOT EDIT.\n# Tiny x86 tree\n#\n")
-    assert ("B", "", "m") in res.changes
+    assert Change("B", "", "m") in res.changes
 
 
 def test_refusal_names_blocking_symbol_value_and_location(tiny: Path) -> None:
@@ -113,11 +115,11 @@ def test_several_refusals_are_one_line_each_joined(tiny: Path) -> None:
 def test_resolve_enables_and_reports_dependencies(tiny: Path) -> None:
     cfg = tiny.parent / "out.config"
     res = configure(tiny, cfg, [Request("C", "y")], base=tiny.parent / "base.config", resolve=True)
-    got = {sym: val for sym, val, _why in res.resolved}
+    got = {r.symbol: r.value for r in res.resolved}
     # C is a bool: Kconfig lets it be y over a module B, so resolve asks B for m only.
     assert got == {"B": "m", "A": "y"}
     assert "CONFIG_C=y\n" in _cfg(cfg) and "# CONFIG_D is not set\n" in _cfg(cfg)
-    assert all("needed by" in why for _s, _v, why in res.resolved)
+    assert all("needed by" in r.why for r in res.resolved)
 
 
 def test_resolve_never_turns_a_symbol_off(tiny: Path) -> None:
@@ -154,12 +156,12 @@ def test_bad_requests_are_explained(tiny: Path, req: Request, needle: str) -> No
 def test_choice_members(tiny: Path) -> None:
     base = tiny.parent / "base.config"
     res = configure(tiny, tiny.parent / "o", [Request("XZ", "y")], base=base)
-    assert ("XZ", "", "y") in res.changes and "# CONFIG_GZ is not set\n" in _cfg(tiny.parent / "o")
+    assert Change("XZ", "", "y") in res.changes and "# CONFIG_GZ is not set\n" in _cfg(tiny.parent / "o")
     with pytest.raises(KconfigError, match=r"GZ=y .*shares a choice with XZ"):
         configure(tiny, tiny.parent / "o", [Request("GZ", "y"), Request("XZ", "y")], base=base)
     # Turning the default member off is the kernel's call, and kernels differ: 6.1's conf
     # keeps the default (GZ) and lfspass refuses; 6.12's conf chooses the other member.
-    version = confsrc.kernel_version(confsrc.conf_kernel(tiny)[0])
+    version = makefile_version(conf_source.conf_kernel(tiny)[0])
     if tuple(int(x) for x in version.split(".")[:2]) < (6, 12):
         with pytest.raises(KconfigError, match=r"GZ=n .*chosen member of its choice"):
             configure(tiny, tiny.parent / "o", [Request("GZ", "n")], base=base)
@@ -187,7 +189,7 @@ def test_conflicting_requests_name_both_sources(tiny: Path) -> None:
 def test_optional_missing_symbol_is_skipped_with_note(tiny: Path) -> None:
     res = configure(tiny, tiny.parent / "o", [Request("VFIO_GROUP", "y", optional=True)],
                     base=tiny.parent / "base.config")
-    assert res.skipped and res.skipped[0][0] == "VFIO_GROUP" and "not in this kernel" in res.skipped[0][1]
+    assert res.skipped and res.skipped[0].symbol == "VFIO_GROUP" and "not in this kernel" in res.skipped[0].why
 
 
 def test_xz_base_and_environment_left_alone(tiny: Path) -> None:
@@ -256,10 +258,10 @@ def test_real_tree_core_requests_are_a_make_olddefconfig_fixed_point(
     res = configure(kernel, cfg, reqs, base=base)
     values = dict(l.split("=", 1) for l in _cfg(cfg).splitlines() if l.startswith("CONFIG_"))
     for r in reqs:
-        if r.symbol in dict(res.skipped):
+        if r.symbol in {s.symbol for s in res.skipped}:
             continue
         assert values.get(f"CONFIG_{r.symbol}", "n") == r.value, r
-    assert {s for s, _ in res.skipped} == {"VFIO_GROUP", "VFIO_CONTAINER"}  # both newer than 6.1
+    assert {s.symbol for s in res.skipped} == {"VFIO_GROUP", "VFIO_CONTAINER"}  # both newer than 6.1
     after = make_olddefconfig(cfg)
     assert _assignments(after) == _assignments(_cfg(cfg))
     assert after == _cfg(cfg)  # even the header and comments match, byte for byte

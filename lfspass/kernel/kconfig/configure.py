@@ -1,7 +1,7 @@
 """Configure a Kconfig tree: base + requests through the kernel's own conf, then every request verified.
 
 The .config is what ``scripts/kconfig/conf --olddefconfig`` (a kernel tree's own, run as the
-build runs it; for a bare Kconfig folder one built from the sources confsrc.py picks) makes
+build runs it; for a bare Kconfig folder one built from the sources conf_source.py picks) makes
 of the base with the requests written into it: exact by construction, and the only engine
 that writes.  Each request is then read back from the result; one that did not take effect
 stops the run with an explanation (conf's own words where it gave some, kconfiglib's
@@ -12,31 +12,20 @@ from __future__ import annotations
 
 import lzma
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from lfspass.errors import KconfigError
 from lfspass.fsutil import write_atomic
-from lfspass.kernel import conf as kconf_run
-from lfspass.kernel import stamp
-from lfspass.kernel.conf import KernelConf, base_files, config_values, kconfig_env
-from lfspass.kernel.kcheck import check_requests, explain_source, form_hint, holds, request_line, scan_cached
-from lfspass.kernel.ksource import Source
-from lfspass.model import Request
+from lfspass.kernel.kconfig import conf_runner, explain_lines, nochange
+from lfspass.kernel.kconfig import refusal_text as text
+from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, kconfig_env
+from lfspass.kernel.kconfig.request_check import check_requests, holds, request_line
+from lfspass.kernel.kconfig.result import Change, KconfigResult, Resolved, Skipped
+from lfspass.kernel.kconfig.symbols import Source, scan_cached
+from lfspass.model import Request, config_values
 
 NAMED = ("tinyconfig", "defconfig", "allnoconfig", "alldefconfig", "allyesconfig", "allmodconfig")
 _ENGINE = 3  # bump when the same inputs would give other bytes
-
-
-@dataclass
-class ConfigResult:
-    """What configure() did; ``changes`` holds (symbol, old, new), '' meaning absent."""
-
-    changed: bool
-    changes: list[tuple[str, str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    resolved: list[tuple[str, str, str]] = field(default_factory=list)
-    summary: list[str] = field(default_factory=list)  # upgrade notes (new, gone, moved requests)
 
 
 def kernel_symbols(tree: Path, arch: str = "x86_64") -> set[str]:
@@ -67,69 +56,68 @@ def _read_base(base: str | Path | None, config: Path) -> str:
 def _start(kc: KernelConf, base: str | Path | None, config: Path, tmp: Path) -> str:
     """The starting config text: a file's, or what ``make <named base>`` writes."""
     if isinstance(base, str) and base in NAMED:
-        return kconf_run.named_base(kc, base, tmp)
+        return conf_runner.named_base(kc, base, tmp)
     return _read_base(base, config)
 
 
 def configure(tree: Path, config: Path, requests: list[Request], *,
               base: str | Path | None = None, resolve: bool = False, arch: str = "x86_64",
               resolve_hint: str = "--resolve", obj: Path | None = None,
-              conf_source: str | Path | None = None) -> ConfigResult:
+              conf_source: str | Path | None = None) -> KconfigResult:
     """Start from ``base`` (or ``config``), apply ``requests``, write ``config`` if it changed.
 
     A request that does not hold in the result raises KconfigError explaining why; with
     ``resolve`` the settable symbols that unblock it are added first and reported.
     ``obj`` is the build's O= folder (conf is built there); None uses a cache folder.
-    ``conf_source`` picks the kernel sources whose conf reads a Kconfig folder (confsrc.py).
+    ``conf_source`` picks the kernel sources whose conf reads a Kconfig folder (conf_source.py).
     """
     tree, config = Path(tree).resolve(), Path(config)
     if base is not None and base not in NAMED:
         base = Path(base)
     requests = [Request(r.symbol.removeprefix("CONFIG_"), r.value, r.source, r.optional) for r in requests]
     old_bytes = config.read_bytes() if config.is_file() else None
-    kc = kconf_run.locate(tree, arch, obj, conf_source)  # no conf, no .config: raises before anything is read
-    key = stamp.inputs_key(tree=tree, arch=arch, resolve=resolve, base=base, engine=_ENGINE, conf=kc.kernel,
+    kc = conf_runner.locate(tree, arch, obj, conf_source)  # no conf, no .config: raises before anything is read
+    key = nochange.inputs_key(tree=tree, arch=arch, resolve=resolve, base=base, engine=_ENGINE, conf=kc.kernel,
                            requests=sorted((r.symbol, r.value, r.source, r.optional) for r in requests),
-                           base_files=stamp.files_key(tree, base_files(tree, base, arch)))
+                           base_files=nochange.files_key(tree, base_files(tree, base, arch)))
     if old_bytes is not None:
-        hit = stamp.hit(config, key, tree, old_bytes)
+        hit = nochange.hit(config, key, tree, old_bytes)
         if hit:
-            return ConfigResult(False, [], *hit)
+            return KconfigResult(False, [], *hit)
     new_bytes, skipped, resolved, files, summary = _configure(kc, config, requests, base, resolve, resolve_hint)
     changed = write_atomic(config, new_bytes)
     old = config_values(old_bytes.decode(errors="replace")) if old_bytes is not None else {}
     new = config_values(new_bytes.decode(errors="replace"))
-    changes = [(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
+    changes = [Change(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
                if old.get(s, "") != new.get(s, "")]
-    stamp.record(config, key, new_bytes, files, stamp.files_key(tree, files), skipped, resolved)
-    return ConfigResult(changed, changes, skipped, resolved, summary)
+    nochange.record(config, key, new_bytes, files, nochange.files_key(tree, files), skipped, resolved)
+    return KconfigResult(changed, changes, skipped, resolved, summary)
 
 
 def _configure(kc: KernelConf, config: Path, requests: list[Request], base: str | Path | None, resolve: bool,
-               hint: str) -> tuple[bytes, list, list, list[str], list[str]]:
+               hint: str) -> tuple[bytes, list[Skipped], list[Resolved], list[str], list[str]]:
     src = scan_cached(kc.tree, kc.arch)
     wanted, skipped = check_requests(src, requests)
-    resolved: list[tuple[str, str, str]] = []
+    resolved: list[Resolved] = []
     with tempfile.TemporaryDirectory(prefix="lfspass-kconfig-") as tmp_name:
         tmp = Path(tmp_name)
         start = _start(kc, base, config, tmp)
         if resolve:
-            from lfspass.kernel.klib import resolve_extra
+            from lfspass.kernel.kconfig.kconfiglib_adapter import resolve_extra
             resolved = resolve_extra(kc.tree, kc.kconfig_env()["ARCH"], start, wanted)
-            for sym, value, why in resolved:
-                wanted.setdefault(sym, (value, f"resolve, {why}"))
+            for r in resolved:
+                wanted.setdefault(r.symbol, (r.value, f"resolve, {r.why}"))
         lines = [request_line(src.syms[n], v) for n, (v, _s) in wanted.items()]
         work = tmp / "config"
         work.write_text(start.rstrip("\n") + "\n" + "".join(l + "\n" for l in lines))
         # KCONFIG_WARN_CHANGED_INPUT (6.13+) makes conf name the inputs it changed.
-        warnings = kconf_run.run_conf(kc, "olddefconfig", work, {"KCONFIG_WARN_CHANGED_INPUT": "1"})
+        warnings = conf_runner.run_conf(kc, "olddefconfig", work, {"KCONFIG_WARN_CHANGED_INPUT": "1"})
         out = work.read_text()
     got = config_values(out)
-    refused = [(n, v, got.get(n, ""), s) for n, (v, s) in wanted.items() if not holds(src.syms[n], v, got.get(n))]
+    refused = [(n, v, got.get(n, ""), s) for n, (v, s) in wanted.items() if not holds(src.syms[n].type, v, got.get(n))]
     if refused:
         why = "; ".join(_explain(kc.tree, kc.arch, src, out, refused, warnings, None if resolve else hint))
-        raise KconfigError(why + ("; resolve found no safe change (it never turns a symbol off, nor on "
-                                  "COMPILE_TEST, EXPERT or a test option)" if resolve else ""))
+        raise KconfigError(why + (text.RESOLVE_FOUND_NOTHING if resolve else ""))
     # The summary is about a config carried from elsewhere; a named base is made from this tree.
     carried = config_values(start) if base not in NAMED else {}
     return out.encode(), skipped, resolved, src.files, _summary(src, carried, got, wanted)
@@ -139,13 +127,13 @@ def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnin
              hint: str | None) -> list[str]:
     """One line per refusal: conf's own words for a value it rejected; else kconfiglib's analysis
     where it parses the tree, else the Kconfig lines; with what conf said about the symbol."""
-    said = {name: kconf_run.warnings_for(warnings, name) for name, *_rest in refused}
+    said = {name: conf_runner.warnings_for(warnings, name) for name, *_rest in refused}
     # conf_set_sym_val (confdata.c): "symbol value '0128' invalid for NR_CPUS".
     malformed = {name: l.removeprefix("warning:").strip() for name, *_rest in refused
                  for l in said[name] if "invalid for" in l}
     rest = [r for r in refused if r[0] not in malformed]
     try:
-        from lfspass.kernel.klib import explain_all
+        from lfspass.kernel.kconfig.kconfiglib_adapter import explain_all
         texts = explain_all(tree, kconfig_env(arch)["ARCH"], out, rest, hint) if rest else []
     except KconfigError:
         texts = [""] * len(rest)
@@ -153,12 +141,10 @@ def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnin
     lines = []
     for name, asked, got, source in refused:
         if name in malformed:
-            fix = form_hint(src.syms[name].type, asked)
-            lines.append(f"{name}={asked} (from {source}) refused: the kernel's conf says "
-                         f"\"{malformed[name]}\"" + (f"; {fix}" if fix else ""))
+            lines.append(text.conf_refused(name, asked, source, malformed[name], src.syms[name].type))
             continue
-        text = explained[name] or explain_source(src, name, asked, got, source, config_values(out), hint)
-        lines.append(text + (f" [the kernel's conf: {'; '.join(said[name])}]" if said[name] else ""))
+        line = explained[name] or explain_lines.explain(src, name, asked, got, source, config_values(out), hint)
+        lines.append(text.with_conf_words(line, said[name]))
     return lines
 
 
@@ -188,5 +174,5 @@ def verify(tree: Path, config: Path, requests: list[Request], arch: str = "x86_6
     got = config_values(text)
     src = scan_cached(tree, arch)
     broken = [(r.symbol, r.value, got.get(r.symbol, ""), r.source) for r in requests
-              if r.symbol in src.syms and not holds(src.syms[r.symbol], r.value, got.get(r.symbol))]
+              if r.symbol in src.syms and not holds(src.syms[r.symbol].type, r.value, got.get(r.symbol))]
     return _explain(tree, arch, src, text, broken, "", None) if broken else []

@@ -1,4 +1,4 @@
-"""The no-change fast path of kconfig.configure(): a stamp of the inputs that made a .config."""
+"""The no-change fast path of configure.configure(): a stamp of the inputs that made a .config."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic
+from lfspass.kernel.kconfig.result import Resolved, Skipped, decisions_from_json, decisions_json
 
 _VERSION = 2  # bump when configure() would write different bytes for the same inputs
 
@@ -39,25 +40,25 @@ def inputs_key(**inputs) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def hit(config: Path, key: str, tree: Path, current: bytes) -> tuple[list, list] | None:
+def hit(config: Path, key: str, tree: Path, current: bytes) -> tuple[list[Skipped], list[Resolved]] | None:
     """(skipped, resolved) of the last run when it had these inputs and wrote ``current``."""
     try:
         stamp = json.loads(_path(config).read_text())
         if (stamp["key"] == key and stamp["out"] == hashlib.sha256(current).hexdigest()
                 and files_key(tree, stamp["kconfig"]) == [tuple(x) for x in stamp["files"]]):
-            return [tuple(x) for x in stamp["skipped"]], [tuple(x) for x in stamp["resolved"]]
+            return decisions_from_json(stamp)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
 
 
 def record(config: Path, key: str, out: bytes, kconfig_files: list[str], files: list,
-           skipped: list, resolved: list) -> None:
+           skipped: list[Skipped], resolved: list[Resolved]) -> None:
     """Remember the inputs that produced ``out``; a folder we cannot write just loses the speed-up."""
     try:
         write_atomic(_path(config), json.dumps({
             "key": key, "out": hashlib.sha256(out).hexdigest(), "kconfig": kconfig_files,
-            "files": files, "skipped": skipped, "resolved": resolved}))
+            "files": files, **decisions_json(skipped, resolved)}))
     except (OSError, LfspassError):
         pass
 

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import assert_one_error_line, run_cli
 from kernel_trees import NEEDS_SID
-from lfspass.kernel import conf as kconf
+from lfspass.kernel.kconfig import conf_runner
 
 # (case, --base or None for "olddefconfig of the given config", given config, expected, how compared)
 CASES = [
@@ -77,10 +77,10 @@ def test_acceptance_warn_changed_input_copied_out(sid, tmp_path: Path) -> None:
     assert "NUM: 30 -> 20" in proc.stdout  # conf clamps to the nearest bound of `range 10 20`
 
 
-def _harness(kc: kconf.KernelConf, mode: str, dot_config: Path | None, env: dict[str, str] | None = None,
+def _harness(kc: conf_runner.KernelConf, mode: str, dot_config: Path | None, env: dict[str, str] | None = None,
              keys: str | None = None, out_file: str = ".config") -> tuple[int, str, str, str]:
     """conftest.py's Conf._run_conf with the conf lfspass built: (exit, stdout, stderr, output file)."""
-    conf = kconf.build_conf(kc)
+    conf = conf_runner.build_conf(kc)
     with tempfile.TemporaryDirectory() as tmp:
         if dot_config:
             shutil.copyfile(dot_config, Path(tmp) / ".config")
@@ -94,9 +94,9 @@ def _harness(kc: kconf.KernelConf, mode: str, dot_config: Path | None, env: dict
 
 @pytest.mark.parametrize("where", ["inside", "copied"])
 def test_kernel_case_interactive_parts(sid, tmp_path: Path, where: str) -> None:
-    def conf_for(case: str) -> tuple[kconf.KernelConf, Path]:
+    def conf_for(case: str) -> tuple[conf_runner.KernelConf, Path]:
         folder, extra = _case(sid, tmp_path, case, where)
-        kc = kconf.locate(folder, "x86_64", conf_source=extra[1] if extra else None)
+        kc = conf_runner.locate(folder, "x86_64", conf_source=extra[1] if extra else None)
         assert kc.kernel == sid[0].resolve() and kc.tree == folder.resolve()  # sid's conf reads the folder
         return kc, folder
 

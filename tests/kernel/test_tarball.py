@@ -9,7 +9,7 @@ import pytest
 
 from lfspass.errors import BuildError
 from lfspass.kernel.build import prepare_source
-from lfspass.kernel.source import unpacked_size
+from lfspass.kernel.tarball import unpacked_size
 from smallfs import free_bytes, small_fs
 
 BIG = 100 << 20  # one member of zeros: tiny compressed, 100 MiB extracted

@@ -1,25 +1,19 @@
-"""Kernel sources: where the tree is, and which release it builds, cheaply and cached."""
+"""Which kernel release a source builds (``make kernelrelease``), the one computation of it, cheaply and cached."""
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lfspass.errors import BuildError, RecipeError
 from lfspass.fsutil import write_atomic
+from lfspass.kernel.tarball import extraction_marker, is_tarball, makefile_from_tarball
 
 if TYPE_CHECKING:
     from lfspass.recipe import Recipe
 
 _VAR = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)[ \t]*=[ \t]*(.*?)[ \t]*$", re.M)
-
-
-def is_tarball(source: Path) -> bool:
-    return source.is_file() and any(source.name.endswith(s) for s in (".tar", ".tar.xz", ".tar.gz", ".tar.bz2", ".tgz"))
 
 
 def release_from_makefile(text: str, localversion: str = "") -> str:
@@ -33,50 +27,26 @@ def release_from_makefile(text: str, localversion: str = "") -> str:
     return ver + found.get("EXTRAVERSION", "") + localversion
 
 
-def _localversion_files(tree: Path) -> str:
-    # scripts/setlocalversion: localversion* files at the top of the tree, sorted.
+def localversion_files(tree: Path) -> str:
+    """What the tree's localversion* files add (scripts/setlocalversion: at the top of the tree, sorted)."""
     return "".join(p.read_text().strip() for p in sorted(tree.glob("localversion*")) if p.is_file())
 
 
-def _makefile_from_tarball(tarball: Path) -> tuple[str, str]:
-    """(top folder, Makefile text) streamed out of a release tarball."""
+def tree_release(tree: Path, localversion: str = "") -> str:
+    """The release a kernel tree builds: its Makefile's version + its localversion* files + ``localversion``."""
     try:
-        with tarfile.open(tarball, "r|*") as tf:
-            for member in tf:
-                parts = member.name.strip("./").split("/")
-                if len(parts) == 2 and parts[1] == "Makefile" and member.isfile():
-                    fh = tf.extractfile(member)
-                    return parts[0], fh.read().decode(errors="replace") if fh else ""
-    except (tarfile.TarError, EOFError, OSError) as exc:  # truncated, corrupt or not a tarball at all
-        raise BuildError(f"[kernel] source = {str(tarball)!r}: not a readable tarball ({exc}); "
-                         "download it again or point source at a kernel tree") from None
-    raise BuildError(f"{tarball}: no top-level Makefile in the tarball; is it a Linux source release?")
+        text = (tree / "Makefile").read_text()
+    except OSError:
+        raise BuildError(f"{tree}: no Makefile; [kernel] source must be a Linux tree or release tarball") from None
+    return release_from_makefile(text, localversion_files(tree) + localversion)
 
 
-def unpacked_size(tarball: Path) -> int:
-    """What extracting ``tarball`` takes on disk, estimated without reading it through.
-
-    The tar stream's length: a plain .tar's size, xz's index (``xz --robot --list``), gzip's
-    trailer (the length mod 4 GiB, lifted back above the compressed size); else 10 times the
-    compressed size (kernel sources shrink about 6x with gzip or bzip2).  Plus an eighth for
-    block rounding: Debian's 6.1 tree is a 1.36 GB tar stream and takes 1.51 GB on ext4.
-    """
-    size = tarball.stat().st_size
-    stream = size * 10
-    if tarball.name.endswith(".tar"):
-        stream = size
-    elif tarball.name.endswith(".xz") and shutil.which("xz"):
-        proc = subprocess.run(["xz", "--robot", "--list", str(tarball)], capture_output=True, text=True)
-        totals = [line.split("\t") for line in proc.stdout.splitlines() if line.startswith("totals\t")]
-        if proc.returncode == 0 and totals and totals[0][4].isdigit():
-            stream = int(totals[0][4])
-    elif tarball.name.endswith((".gz", ".tgz")) and size >= 18:
-        with open(tarball, "rb") as fh:
-            fh.seek(-4, 2)
-            stream = int.from_bytes(fh.read(4), "little")
-        while stream < size:  # ISIZE wraps at 4 GiB
-            stream += 1 << 32
-    return stream + stream // 8
+def makefile_version(tree: Path) -> str:
+    """``make kernelversion`` of a tree (6.12.57: no local version), '' when its Makefile names none."""
+    try:
+        return release_from_makefile((tree / "Makefile").read_text(errors="replace")[:4000])
+    except (OSError, BuildError):
+        return ""
 
 
 def tarball_info(tarball: Path, cache_dir: Path) -> dict:
@@ -90,15 +60,10 @@ def tarball_info(tarball: Path, cache_dir: Path) -> dict:
             return data
     except (OSError, ValueError):
         pass
-    top, makefile = _makefile_from_tarball(tarball)
+    top, makefile = makefile_from_tarball(tarball)
     data = {"key": key, "top": top, "release": release_from_makefile(makefile)}
     write_atomic(cache, json.dumps(data, indent=1) + "\n")
     return data
-
-
-def extraction_marker(tree: Path) -> Path:
-    """The file that says ``tree`` was fully extracted, and from which tarball."""
-    return tree.parent / f"{tree.name}.lfspass-source"
 
 
 def extracted_tree(tarball: Path, build_dir: Path, info: dict | None = None) -> Path | None:
@@ -116,18 +81,14 @@ def extracted_tree(tarball: Path, build_dir: Path, info: dict | None = None) -> 
 def source_release(source: Path, cache_dir: Path, localversion: str = "") -> str:
     """The kernel release a source (tree folder or tarball) builds, without CONFIG_LOCALVERSION."""
     if source.is_dir():
-        try:
-            text = (source / "Makefile").read_text()
-        except OSError:
-            raise BuildError(f"{source}: no Makefile; [kernel] source must be a Linux tree or release tarball") from None
-        return release_from_makefile(text, _localversion_files(source) + localversion)
+        return tree_release(source, localversion)
     if is_tarball(source):
         info = tarball_info(source, cache_dir)
         # localversion* files would need a full pass over the tarball to find; once it is
         # extracted (kbuild.prepare_source) they are read from the tree, and the config
         # step stops with a "run again" when they change the release.
         tree = extracted_tree(source, cache_dir, info)
-        return info["release"] + (_localversion_files(tree) if tree else "") + localversion
+        return info["release"] + (localversion_files(tree) if tree else "") + localversion
     raise BuildError(f"[kernel] source = {str(source)!r}: not a folder or a .tar(.xz|.gz|.bz2) file; "
                      "apt-get install linux-source-6.1 or point it at a kernel tree")
 

@@ -1,6 +1,6 @@
 """Which kernel sources build the conf that reads a Kconfig folder outside a kernel tree.
 
-A kernel tree is configured by its own conf (conf.py).  A Kconfig folder is read by the conf
+A kernel tree is configured by its own conf (conf_runner.py).  A Kconfig folder is read by the conf
 of: ``--conf-source`` / $LFSPASS_CONF_SOURCE (a kernel tree, a source tarball, or a folder
 of ``linux-source-*.tar.xz``), else the kernel tree around the folder, else the newest
 ``/usr/src/linux-source-*.tar.xz`` (Debian's linux-source packages).  From a tarball only
@@ -21,9 +21,9 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from lfspass.diskspace import ensure_room
-from lfspass.errors import BuildError, KconfigError
+from lfspass.errors import KconfigError
 from lfspass.fsutil import cache_dir
-from lfspass.kernel.source import is_tarball, release_from_makefile
+from lfspass.kernel.tarball import is_tarball
 from lfspass.progress import Progress
 
 ENV = "LFSPASS_CONF_SOURCE"
@@ -43,14 +43,6 @@ def cache_root() -> Path:
 
 def is_kernel_tree(path: Path) -> bool:
     return (path / "scripts" / "kconfig" / "conf.c").is_file() and (path / "Makefile").is_file()
-
-
-def kernel_version(tree: Path) -> str:
-    """The release a tree's top Makefile names (6.12.57), '' when it has none."""
-    try:
-        return release_from_makefile((tree / "Makefile").read_text(errors="replace")[:4000])
-    except (OSError, BuildError):
-        return ""
 
 
 def conf_kernel(folder: Path, given: str | Path | None = None) -> tuple[Path, str]:

@@ -9,9 +9,17 @@ tree whose syntax is newer than kconfiglib knows.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from lfspass.errors import LfspassError
+from lfspass.fsutil import write_atomic
+from lfspass.kernel.kconfig import nochange
+from lfspass.kernel.kconfig.conf_runner import kconfig_env
+from lfspass.kernel.kconfig.conf_source import cache_root
 
 _VAR = re.compile(r"\$\((\w+)\)")
 _KW = re.compile(r"^(\S+)\s*(.*)$")
@@ -171,3 +179,34 @@ def names_in(expr: str) -> list[str]:
     expr = re.sub(r"\"[^\"]*\"|'[^']*'", "", expr)
     return list(dict.fromkeys(n for n in re.findall(r"\b[A-Za-z_][A-Za-z0-9_]*\b", expr)
                               if n not in ("y", "m", "n") and not n.isdigit()))
+
+
+_MEM: dict[str, tuple[Source, list]] = {}
+
+
+def scan_cached(tree: Path, arch: str) -> Source:
+    """``scan()`` of the tree, kept in process and on disk until a Kconfig file changes."""
+    env = kconfig_env(arch)
+    ident = hashlib.sha256(json.dumps([str(tree), env], sort_keys=True).encode()).hexdigest()[:16]
+    cache = cache_root() / f"kconfig-scan-{ident}.json"
+    hit = _MEM.get(ident)
+    if hit is not None and nochange.files_key(tree, hit[0].files) == hit[1]:
+        return hit[0]
+    src = None
+    try:
+        data = json.loads(cache.read_text())
+        key = nochange.files_key(tree, data["files"])
+        if [list(x) for x in key] == data["key"]:
+            src = Source({n: Sym(**s) for n, s in data["syms"].items()}, data["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        src = None
+    if src is None:
+        src = scan(tree, env)
+        key = nochange.files_key(tree, src.files)
+        try:
+            write_atomic(cache, json.dumps({"files": src.files, "key": key,
+                                            "syms": {n: asdict(s) for n, s in src.syms.items()}}))
+        except (OSError, LfspassError):
+            pass  # only speed is lost
+    _MEM[ident] = (src, key)
+    return src
