@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from lfspass.diskspace import ensure_room, run_guarded, space
-from lfspass.errors import BuildError
+from lfspass.errors import BuildError, RecipeError
 from lfspass.fsutil import require_tool, write_atomic
 from lfspass.kernel.kconfig.conf_runner import controlled_env
 from lfspass.kernel.release import extracted_tree, tarball_info
@@ -89,6 +89,10 @@ def prepare_source(source: Path, build_dir: Path) -> Path:
     place, with a marker naming the tarball (path, size, mtime): an interrupted run
     leaves no half tree, and another tarball with the same top folder replaces it.
     """
+    if not source.exists():
+        raise RecipeError(f"[kernel] source = {str(source)!r}: no such folder or tarball; unpack the kernel "
+                          "there or name its linux-*.tar.xz, or set source = \"\" and version = \"<release>\" "
+                          "to use the kernel already installed under the root (then run `doit grub vfio`)")
     if source.is_dir():
         if not (source / "Makefile").is_file() or not (source / "Kconfig").is_file():
             raise BuildError(f"[kernel] source = {str(source)!r}: not a Linux tree (no Makefile/Kconfig); "

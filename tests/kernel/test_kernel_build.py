@@ -243,6 +243,22 @@ def test_bad_source_is_one_error_line(tmp_path):
     assert_one_error_line(proc, str(tree), "not a Linux tree")
 
 
+def test_missing_source_names_the_way_without_a_build(tmp_path):
+    """The shipped host recipe on a machine without its /sources tree: one line, and the way that
+    needs no tree (the installed kernel) works as the line says."""
+    recipe = tmp_path / "r.toml"
+    text = (REPO / "recipes/hpe-dl380-t10.toml").read_text().replace('root = "/"', 'root = "root"', 1)
+    recipe.write_text(text.replace('source = "/sources/linux-6.10.5"', f'source = "{tmp_path}/linux-6.10.5"', 1)
+                      .replace('build_dir = "/sources/linux-6.10.5-lfspass"', f'build_dir = "{tmp_path}/b"', 1))
+    proc = run_doit(f"recipe={recipe}", "kernel", cwd=tmp_path)
+    assert_one_error_line(proc, f"{tmp_path}/linux-6.10.5", "no such folder or tarball", 'set source = ""')
+    assert not (tmp_path / "root").exists() and not (tmp_path / "b" / "src").exists()   # nothing half made
+    recipe.write_text(recipe.read_text().replace(f'source = "{tmp_path}/linux-6.10.5"', 'source = ""', 1))
+    proc = run_doit(f"recipe={recipe}", "kernel", "grub", "vfio", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "vmlinuz-6.10.5-lfs-12.2" in (tmp_path / "root/boot/grub/grub.cfg").read_text()
+
+
 # ---------------------------------------------------------------- slow: real builds
 @pytest.fixture(scope="module")
 def lab_kernel():
