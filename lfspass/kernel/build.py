@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, UTC
@@ -16,11 +17,11 @@ from pathlib import Path
 from typing import TextIO
 
 from lfspass.diskspace import ensure_room, run_guarded, space
-from lfspass.errors import BuildError, RecipeError
+from lfspass.errors import BuildError, InputError, RecipeError
 from lfspass.fsutil import require_tool, write_atomic
 from lfspass.kernel.kconfig.conf_runner import controlled_env
 from lfspass.kernel.release import extracted_tree, tarball_info
-from lfspass.kernel.tarball import extraction_marker, is_tarball, unpacked_size
+from lfspass.kernel.tarball import extraction_marker, is_tarball, unpacked_size, unsafe_member
 
 _CC_LINE = re.compile(r"^\s+CC(\s|\s\[M\]\s)")
 _ERROR_LINE = re.compile(r"error:|Error \d|\*\*\*|undefined reference")
@@ -114,9 +115,21 @@ def prepare_source(source: Path, build_dir: Path) -> Path:
                 advice)
     print(f"kernel: extracting {source} into {tree.parent} (once)", file=sys.stderr, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=tree.parent))
+    # Every member is judged while tar extracts (on another core): the tree is renamed into
+    # place only when none would leave it.
+    judged: list[str | None] = []
+    judge = threading.Thread(target=lambda: judged.append(unsafe_member(source)), daemon=True)
+    judge.start()
     try:
         proc = run_guarded(["tar", "-C", str(tmp), "-xf", str(source)], tree.parent,
                            f"kernel: extracting {source} into {tree.parent}", BuildError, advice=advice, text=True)
+        judge.join()
+        if judged and judged[0]:
+            said = [line.removeprefix("tar: ") for line in proc.stderr.strip().splitlines()
+                    if "Exiting with failure status" not in line]
+            raise InputError(f"{source}: member {judged[0]}: it would land outside the kernel tree, so nothing "
+                             f"was extracted{' (tar: ' + said[0] + ')' if said else ''}; use the release tarball "
+                             "as kernel.org or Debian ships it")
         if proc.returncode != 0 or not (tmp / info["top"]).is_dir():
             # tar's first own complaint, not its closing "Exiting with failure status" line.
             said = [l for l in proc.stderr.strip().splitlines() if "Exiting with failure status" not in l]

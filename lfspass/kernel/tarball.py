@@ -1,4 +1,5 @@
-"""Kernel release tarballs: what one is, its top Makefile, its size unpacked, the marker of a finished extraction."""
+"""Kernel release tarballs: what one is, its top Makefile, its size unpacked, members that would leave the
+tree, the marker of a finished extraction."""
 from __future__ import annotations
 
 import shutil
@@ -52,6 +53,30 @@ def unpacked_size(tarball: Path) -> int:
         while stream < size:  # ISIZE wraps at 4 GiB
             stream += 1 << 32
     return stream + stream // 8
+
+
+def unsafe_member(tarball: Path) -> str | None:
+    """The first member that would land outside the tree, said as ``NAME: why``; None when there is none.
+
+    An absolute name or a ``..`` in it is refused outright (GNU tar would strip or skip it and go
+    on); links and the rest are judged by Python's own ``tarfile.data_filter`` (a link that is
+    absolute or leads out of the tree, a device file).  A tarball Python cannot read is left to
+    tar, whose message then says why.
+    """
+    try:
+        with tarfile.open(tarball, "r|*") as tf:
+            for member in tf:
+                if member.name.startswith("/"):
+                    return f"{member.name}: an absolute path"
+                if ".." in member.name.split("/"):
+                    return f"{member.name}: '..' in its path"
+                try:
+                    tarfile.data_filter(member, "/tree")
+                except tarfile.FilterError as exc:
+                    return f"{member.name}: {exc}"
+    except (tarfile.TarError, OSError, EOFError):
+        return None
+    return None
 
 
 def extraction_marker(tree: Path) -> Path:
