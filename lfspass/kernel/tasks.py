@@ -29,10 +29,10 @@ from lfspass.errors import BuildError
 from lfspass.fsutil import sha256_file, write_atomic
 from lfspass.model import config_values
 from lfspass.kernel.kconfig.configure import configure
-from lfspass.kernel.kconfig.nochange import written_by_lfspass
+from lfspass.kernel.kconfig.input_stamp import written_by_lfspass
 from lfspass.kernel.build import (BuildLayout, build_timestamp, make_command, make_env, prepare_source,
                      reproducible_env_digest, run_make, source_identity, tree_identity)
-from lfspass.kernel import guard, preflight
+from lfspass.kernel import config_guard, preflight
 from lfspass.kernel.install import config_has, install_kernel
 from lfspass.kernel.release import tarball_info, tree_release
 from lfspass.kernel.tarball import is_tarball
@@ -171,7 +171,7 @@ class KernelJob:
                 "MODULE_SIG_KEY", str(key), "lfspass: persistent module signing key")], base=base,
                 resolve=self.k.resolve, resolve_hint=hint, obj=self.layout.obj)
         if edited:
-            guard.report_edit(self.layout.config, before, self.requests, self.k.base)
+            config_guard.report_edit(self.layout.config, before, self.requests, self.k.base)
         for line in result.summary:
             print(f"kernel config: upgrade: {line}")
         preflight.check_release(tree, self.layout.config, self.ctx.release, self.recipe.path)
@@ -187,7 +187,7 @@ class KernelJob:
     def do_build(self) -> None:
         tree = prepare_source(self.source, self.layout.build_dir)
         # A hand edit after kernel:config ran: never build a kernel without its requests.
-        guard.verify_or_stop(tree, self.layout.config, self.requests, "(edited since lfspass wrote it)")
+        config_guard.verify_or_stop(tree, self.layout.config, self.requests, "(edited since lfspass wrote it)")
         preflight.check_release(tree, self.layout.config, self.ctx.release, self.recipe.path)
         preflight.check_tools(self.layout.config)
         env, make_vars = self._env(tree)
@@ -196,7 +196,7 @@ class KernelJob:
         print(f"kernel build: make {' '.join(targets)} in {self.layout.obj} (log: {self.layout.log})")
         run_make(make_command(tree, self.layout.build_dir, self.k.jobs, make_vars, *targets), env,
                  self.layout.log, self.layout.build_dir / ".cc-count")
-        guard.verify_or_stop(tree, self.layout.config, self.requests, "after the build (syncconfig rewrote it)")
+        config_guard.verify_or_stop(tree, self.layout.config, self.requests, "after the build (syncconfig rewrote it)")
         built = (self.layout.obj / "include" / "config" / "kernel.release").read_text().strip()
         if built != self.ctx.release:
             raise BuildError(f"the kernel built release {built}, but lfspass expected {self.ctx.release} "
@@ -236,7 +236,7 @@ class KernelJob:
             "plugins": plugin_versions(), "compiler": _tool_version("gcc", "--version"),
             "make": _tool_version("make", "--version"), "env": reproducible_env_digest(env),
             "ccache": "CC=ccache gcc" in self._env(tree)[1],
-            "module_signing": guard.signing_summary(self.layout.config, bool(self.k.signing_key)),
+            "module_signing": config_guard.signing_summary(self.layout.config, bool(self.k.signing_key)),
             "config_sha256": sha256_file(self.layout.config),
         }
 

@@ -1,7 +1,7 @@
 """Every write lands below the install root: links planted under it cannot lead lfspass out of it.
 
-The real tasks (`doit grub vfio`; `doit vm`'s VARS in tests/vm/test_vm_guard.py) on a folder root with links in it, as a user (or
-an attacker with write access to that folder) could leave them.
+The real tasks (`doit grub vfio`; `doit vm`'s VARS in tests/vm/test_vm_guard.py) on a folder
+root with links in it, as a user (or an attacker with write access to that folder) could leave them.
 """
 from __future__ import annotations
 

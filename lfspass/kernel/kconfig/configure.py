@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lfspass.errors import KconfigError
 from lfspass.fsutil import write_atomic
-from lfspass.kernel.kconfig import conf_runner, explain_lines, nochange
+from lfspass.kernel.kconfig import conf_runner, explain_lines, input_stamp
 from lfspass.kernel.kconfig import refusal_text as text
 from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, kconfig_env
 from lfspass.kernel.kconfig.request_check import check_requests, holds, request_line
@@ -77,11 +77,11 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
     requests = [Request(r.symbol.removeprefix("CONFIG_"), r.value, r.source, r.optional) for r in requests]
     old_bytes = config.read_bytes() if config.is_file() else None
     kc = conf_runner.locate(tree, arch, obj, conf_source)  # no conf, no .config: raises before anything is read
-    key = nochange.inputs_key(tree=tree, arch=arch, resolve=resolve, base=base, engine=_ENGINE, conf=kc.kernel,
+    key = input_stamp.inputs_key(tree=tree, arch=arch, resolve=resolve, base=base, engine=_ENGINE, conf=kc.kernel,
                            requests=sorted((r.symbol, r.value, r.source, r.optional) for r in requests),
-                           base_files=nochange.files_key(tree, base_files(tree, base, arch)))
+                           base_files=input_stamp.files_key(tree, base_files(tree, base, arch)))
     if old_bytes is not None:
-        hit = nochange.hit(config, key, tree, old_bytes)
+        hit = input_stamp.hit(config, key, tree, old_bytes)
         if hit:
             return KconfigResult(False, [], *hit)
     new_bytes, skipped, resolved, files, summary = _configure(kc, config, requests, base, resolve, resolve_hint)
@@ -90,7 +90,7 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
     new = config_values(new_bytes.decode(errors="replace"))
     changes = [Change(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
                if old.get(s, "") != new.get(s, "")]
-    nochange.record(config, key, new_bytes, files, nochange.files_key(tree, files), skipped, resolved)
+    input_stamp.record(config, key, new_bytes, files, input_stamp.files_key(tree, files), skipped, resolved)
     return KconfigResult(changed, changes, skipped, resolved, summary)
 
 

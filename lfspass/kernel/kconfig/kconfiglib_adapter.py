@@ -18,7 +18,7 @@ import kconfiglib as _kc
 
 from lfspass.errors import KconfigError
 from lfspass.kernel.kconfig import kconfiglib_shell
-from lfspass.kernel.kconfig import nochange
+from lfspass.kernel.kconfig import input_stamp
 from lfspass.kernel.kconfig.conf_runner import SRCARCH
 from lfspass.kernel.kconfig.request_check import holds
 from lfspass.kernel.kconfig.result import Resolved
@@ -96,7 +96,7 @@ def _parse(tree: Path, arch: str) -> tuple[_kc.Kconfig, dict]:
     """Parse the tree's Kconfig files once per process (~3 s for x86); reparse when one changed."""
     key = (str(tree), arch)
     hit = _CACHE.get(key)
-    if hit and nochange.files_key(tree, hit[0].kconfig_filenames) == hit[1]["files"]:
+    if hit and input_stamp.files_key(tree, hit[0].kconfig_filenames) == hit[1]["files"]:
         return hit
     if not (tree / "Kconfig").is_file():
         raise KconfigError(f"{tree}: no Kconfig file there; --tree must name a kernel source tree")
@@ -111,7 +111,7 @@ def _parse(tree: Path, arch: str) -> tuple[_kc.Kconfig, dict]:
         raise KconfigError(f"cannot parse the Kconfig files of {tree}: {msg}; "
                            "this tree uses Kconfig syntax kconfiglib does not know") from None
     kconf.warn_assign_override = kconf.warn_assign_redun = False
-    meta = {"env": env, "files": nochange.files_key(tree, kconf.kconfig_filenames)}
+    meta = {"env": env, "files": input_stamp.files_key(tree, kconf.kconfig_filenames)}
     if len(_CACHE) >= 2:  # a parsed x86 tree holds ~50 MB; keep the last two trees
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (kconf, meta)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lfspass.errors import LfspassError
 from lfspass.fsutil import write_atomic
-from lfspass.kernel.kconfig import nochange
+from lfspass.kernel.kconfig import input_stamp
 from lfspass.kernel.kconfig.conf_runner import kconfig_env
 from lfspass.kernel.kconfig.conf_source import cache_root
 
@@ -190,19 +190,19 @@ def scan_cached(tree: Path, arch: str) -> Source:
     ident = hashlib.sha256(json.dumps([str(tree), env], sort_keys=True).encode()).hexdigest()[:16]
     cache = cache_root() / f"kconfig-scan-{ident}.json"
     hit = _MEM.get(ident)
-    if hit is not None and nochange.files_key(tree, hit[0].files) == hit[1]:
+    if hit is not None and input_stamp.files_key(tree, hit[0].files) == hit[1]:
         return hit[0]
     src = None
     try:
         data = json.loads(cache.read_text())
-        key = nochange.files_key(tree, data["files"])
+        key = input_stamp.files_key(tree, data["files"])
         if [list(x) for x in key] == data["key"]:
             src = Source({n: Sym(**s) for n, s in data["syms"].items()}, data["files"])
     except (OSError, ValueError, KeyError, TypeError):
         src = None
     if src is None:
         src = scan(tree, env)
-        key = nochange.files_key(tree, src.files)
+        key = input_stamp.files_key(tree, src.files)
         try:
             write_atomic(cache, json.dumps({"files": src.files, "key": key,
                                             "syms": {n: asdict(s) for n, s in src.syms.items()}}))
