@@ -14,7 +14,9 @@ CTX = graph.load_context(get_var("recipe", None))
 
 DOIT_CONFIG = {
     # A lab recipe proves itself in QEMU; a real host's recipe ends with its VMs.
+    # The runtime-bind lab (recipes/lab-bind.toml) boots its own guest only.
     "default_tasks": ["kernel", "grub", "vfio", *(["lab", "vm", "nested"] if CTX.recipe.lab.nested else
+                                                  ["labbind"] if CTX.recipe.lab.bind else
                                                   ["lab"] if CTX.recipe.lab.enabled else ["vm"])],
     "reporter": Reporter,
     "verbosity": 2,
@@ -45,6 +47,11 @@ def task_lab():
 def task_bootonce():
     """Lab scenario: a kernel failing its checks boots once through GRUB, the good one returns, rollback."""
     return graph.bootonce_task(CTX)
+
+
+def task_labbind():
+    """Runtime-bind lab: the lab guest runs `lfspass bind` / `release` on QEMU's e1000e and a shared group."""
+    yield from graph.labbind_tasks(CTX)
 
 
 def task_vm():

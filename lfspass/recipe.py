@@ -173,12 +173,12 @@ class VmSpec:
 
 @dataclass
 class LabSection:
-    enabled: bool = field(default=False, metadata={"doc": "this recipe is a virtual lab: `doit` boots its kernel in QEMU "
-                                                          "(task lab) instead of preparing VMs"})
+    enabled: bool = field(default=False, metadata={"doc": "this recipe is a virtual lab: `doit` boots its kernel in QEMU (task lab) instead of preparing VMs"})
     iommu: bool = field(default=True, metadata={"doc": "give the lab guest an emulated VT-d (false = the negative lab)"})
     nested: bool = field(default=False, metadata={"doc": "the nested lab: after the lab boot, `doit vm` plans from the "
                                                          "host the guest saved, then the guest runs the first VM's "
                                                          "launcher (task nested; recipes/lab-nested.toml)"})
+    bind: bool = field(default=False, metadata={"doc": "the runtime-bind lab: the lab guest runs `lfspass bind` / `release` on QEMU's e1000e (task labbind; recipes/lab-bind.toml)"})
     dir: str = path_field("", "where the lab keeps initramfs, guest log and verdict.json; empty = the folder above [host] root")
     timeout: int = field(default=120, metadata={"doc": "seconds the guest may run before the lab gives up"})
     memory: str = field(default="256M", metadata={"doc": "lab guest memory (QEMU -m)"})
