@@ -36,6 +36,8 @@ class Server(ThreadingHTTPServer):
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.cut_done: set[str] = set()
         self.release = threading.Event()  # ends stalled handlers at teardown
+        self.halfway = threading.Event()  # a "slow" answer has sent half its body and waits for `resume`
+        self.resume = threading.Event()
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/{path}"
@@ -96,12 +98,14 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "stall":  # the first answer trickles 1000 bytes, later ones none, then all hang
             end = start + (0 if name in srv.cut_done else 1000)
             srv.cut_done.add(name)
-        if mode == "slow":  # a second or so per file: long enough for a second client to arrive
-            step = max(1, (end - start) // 20)
-            for at in range(start, end, step):
-                self.wfile.write(body[at:min(at + step, end)])
-                self.wfile.flush()
-                srv.release.wait(0.05)
+        if mode == "slow":  # half the body, then it waits until the test says go on (or teardown)
+            half = start + (end - start) // 2
+            self.wfile.write(body[start:half])
+            self.wfile.flush()
+            srv.halfway.set()
+            srv.resume.wait(120)
+            self.wfile.write(body[half:end])
+            self.wfile.flush()
         else:
             self.wfile.write(body[start:end])
             self.wfile.flush()
@@ -127,6 +131,7 @@ def server():
     thread.start()
     yield srv
     srv.release.set()
+    srv.resume.set()
     srv.shutdown()
     srv.server_close()
 
@@ -165,16 +170,22 @@ def test_two_fetches_of_one_file_take_turns(server, tmp_path, cache):
             "-o", str(dest)]
     env = dict(os.environ, LFSPASS_CACHE=str(cache), LFSPASS_RETRIES="1", LFSPASS_TIMEOUT="5,5")
     first = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(200):  # start the second once the first is downloading
-        if server.served.get("disk.img") or any(p.endswith("disk.img") for p, _ in server.requests):
+    # The first is half way through the body (the server holds the rest back) before the second starts,
+    # and the rest comes only once the second has said it waits: no timing decides the order.
+    while not server.halfway.wait(0.5):
+        first.poll() is None or pytest.fail("the first fetch ended before it had half the file: " + first.stderr.read())
+    second = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in second.stderr:           # ends when the second exits; it waits, so the line comes first
+        said.append(line)
+        if "another lfspass fetch is writing it; waiting" in line:
             break
-        first.poll() is None or pytest.fail("the first fetch ended before the second started")
-        threading.Event().wait(0.02)
-    second = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
-    _out, err = first.communicate(timeout=60)
-    assert first.returncode == 0 and second.returncode == 0, err + second.stderr
+    server.resume.set()
+    _out, err = first.communicate(timeout=120)
+    _out2, err2 = second.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, err + "".join(said) + err2
     assert dest.read_bytes() == PAYLOAD
-    assert "another lfspass fetch is writing it; waiting" in second.stderr
+    assert any("another lfspass fetch is writing it; waiting" in line for line in said), "".join(said) + err2
     assert [p for p, _ in server.requests] == ["/slow/disk.img"]  # downloaded once, never resumed into
     assert sorted(x.name for x in dest.parent.iterdir()) == ["disk.img"]  # no .part, no .lock
 
