@@ -48,9 +48,20 @@ def _verdict_ok(path: Path):
     return check
 
 
+def wrong_recipe(recipe: Recipe, kind: str, switch: str, advice: str) -> None:
+    raise InputError(f"{recipe.path} is not a {kind} recipe ([lab] {switch} = false); {advice}")
+
+
+def wrong_recipe_task(recipe: Recipe, kind: str, switch: str, advice: str) -> dict:
+    """The one sub-task a recipe of another kind gets: it fails with one line naming the recipe to run."""
+    from lfspass.tasks import run_action
+
+    return {"name": "boot", "doc": f"(not a {kind} recipe)", "uptodate": [False],
+            "actions": [(run_action, [wrong_recipe, recipe, kind, switch, advice])]}
+
+
 def not_a_lab(recipe: Recipe) -> None:
-    raise InputError(f"{recipe.path} is not a lab recipe ([lab] enabled = false); "
-                     "run the lab with recipe=recipes/lab.toml, or use `lfspass doctor` on a real host")
+    wrong_recipe(recipe, "lab", "enabled", "run the lab with recipe=recipes/lab.toml, or use `lfspass doctor` on a real host")
 
 
 def files_under(path: Path) -> list[Path]:
@@ -80,8 +91,8 @@ def lab_tasks(ctx) -> Iterator[dict]:
     recipe, release = ctx.recipe, ctx.release
     if not recipe.lab.enabled:
         # A real host's recipe: booting its kernel beside QEMU's edu would prove nothing.
-        yield {"name": "boot", "doc": "(not a lab recipe)", "uptodate": [False],
-               "actions": [(run_action, [not_a_lab, recipe])]}
+        yield wrong_recipe_task(recipe, "lab", "enabled", "run the lab with recipe=recipes/lab.toml, or use "
+                                "`lfspass doctor` on a real host")
         return
     try:
         iommu, cached = lab_options(recipe)

@@ -252,3 +252,19 @@ def test_grubenv_written_in_place_on_a_real_boot_image(tmp_path):
     assert b"next_entry=lfspass-6.1.192\n" in read_image_env(img) and read_image_env(img) == env.read_bytes()
     # dumpe2fs output without a block size line is 0 (refused by write_image_env), not a None match crash.
     assert block_size("Filesystem volume name:   <none>\n") == 0
+
+
+@pytest.mark.parametrize(("task", "recipe", "says"), [
+    ("lab", "recipes/hpe-dl380-t10.toml", "is not a lab recipe ([lab] enabled = false); run the lab with "
+                                          "recipe=recipes/lab.toml"),
+    ("bootonce", "recipes/hpe-dl380-t10.toml", "is not a lab recipe ([lab] enabled = false)"),
+    ("nested", "recipes/lab.toml", "is not a nested lab recipe ([lab] nested = false); run it with "
+                                   "recipe=recipes/lab-nested.toml"),
+    ("labbind", "recipes/lab.toml", "is not a runtime-bind lab recipe ([lab] bind = false); run it with "
+                                    "recipe=recipes/lab-bind.toml"),
+])
+def test_a_lab_task_on_another_kind_of_recipe_says_which_to_run(tmp_path: Path, task: str, recipe: str,
+                                                                says: str) -> None:
+    """Nothing is built or booted: one line naming the recipe and the one to run instead."""
+    proc = run_doit(f"recipe={REPO / recipe}", task, cwd=tmp_path)
+    assert_one_error_line(proc, str(REPO / recipe), says)

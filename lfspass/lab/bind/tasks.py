@@ -4,14 +4,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from lfspass.errors import InputError
-from lfspass.recipe import Recipe
-
-
-def _not_bind(recipe: Recipe) -> None:
-    raise InputError(f"{recipe.path} is not a runtime-bind lab recipe ([lab] bind = false); "
-                     "run it with recipe=recipes/lab-bind.toml")
-
 
 def labbind_tasks(ctx) -> Iterator[dict]:
     """doit sub-tasks ``labbind:image`` and ``labbind:boot`` for a runtime-bind lab recipe."""
@@ -20,13 +12,12 @@ def labbind_tasks(ctx) -> Iterator[dict]:
     from lfspass.lab.bind.image import PYTHON, STEPS_SCRIPT, build_bind_image, lfspass_modules
     from lfspass.lab.bind.verdict import bind_paths, run_bind_lab
     from lfspass.lab.initramfs import BUSYBOX, INIT_SCRIPT
-    from lfspass.lab.tasks import boot_files
+    from lfspass.lab.tasks import boot_files, wrong_recipe_task
     from lfspass.tasks import run_action
 
     recipe, release = ctx.recipe, ctx.release
     if not (recipe.lab.enabled and recipe.lab.bind):
-        yield {"name": "boot", "doc": "(not a runtime-bind lab recipe)", "uptodate": [False],
-               "actions": [(run_action, [_not_bind, recipe])]}
+        yield wrong_recipe_task(recipe, "runtime-bind lab", "bind", "run it with recipe=recipes/lab-bind.toml")
         return
     paths = bind_paths(recipe)
     # The packed lfspass files are inputs: a change to `lfspass bind` makes a new image.

@@ -5,8 +5,7 @@ import json
 import os
 from collections.abc import Iterator
 
-from lfspass.errors import InputError, LfspassError
-from lfspass.recipe import Recipe
+from lfspass.errors import LfspassError
 
 
 def nested_options() -> bool:
@@ -25,11 +24,6 @@ def _raise(exc: LfspassError) -> None:
     raise exc
 
 
-def _not_nested(recipe: Recipe) -> None:
-    raise InputError(f"{recipe.path} is not a nested lab recipe ([lab] nested = false); "
-                       "run it with recipe=recipes/lab-nested.toml")
-
-
 def nested_tasks(ctx) -> Iterator[dict]:
     """doit sub-tasks ``nested:image`` and ``nested:boot`` for a nested lab recipe."""
     from doit.tools import config_changed
@@ -38,7 +32,7 @@ def nested_tasks(ctx) -> Iterator[dict]:
     from lfspass.lab.nested.image import L2_INIT, NESTED_SCRIPT, build_l1_image, qemu_files
     from lfspass.lab.nested.verdict import nested_paths, run_nested
     from lfspass.lab.nested.vm_check import l2_vm
-    from lfspass.lab.tasks import boot_files, files_under
+    from lfspass.lab.tasks import boot_files, files_under, wrong_recipe_task
     from lfspass.plan import kernel_paths
     from lfspass.tasks import run_action
     from lfspass.vm.launcher import launcher_paths
@@ -46,8 +40,7 @@ def nested_tasks(ctx) -> Iterator[dict]:
 
     recipe, release = ctx.recipe, ctx.release
     if not (recipe.lab.enabled and recipe.lab.nested):
-        yield {"name": "boot", "doc": "(not a nested lab recipe)", "uptodate": [False],
-               "actions": [(run_action, [_not_nested, recipe])]}
+        yield wrong_recipe_task(recipe, "nested lab", "nested", "run it with recipe=recipes/lab-nested.toml")
         return
     try:
         vfio_files = nested_options()
