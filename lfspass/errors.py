@@ -89,6 +89,10 @@ class DownloadError(CheckFailed):
     """A download failed, or its checksum or signature did not verify."""
 
 
+class FetchRequestError(InputError):
+    """A download asked for in a way that cannot work: a URL, checksum, option or LFSPASS_* value."""
+
+
 class ToolMissing(ToolFailed):
     """An external program lfspass relies on is not installed."""
 

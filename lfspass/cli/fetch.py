@@ -36,22 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lfspass.errors import DownloadError
+    from lfspass.errors import FetchRequestError
     from lfspass.fetch.download import fetch_item, safe_name  # requests loads only when a fetch runs
     from lfspass.fetch.item import Download
 
     if args.output is not None and not str(args.output).strip():
-        raise DownloadError("-o '': give a file name, or leave -o out to use the URL's", exit_code=2)
+        raise FetchRequestError("-o '': give a file name, or leave -o out to use the URL's")
     # Without -o the URL's last segment, made one plain name: %2F must not lead out of this folder.
     dest = Path(args.output) if args.output is not None else Path(safe_name(args.url))
     if args.cache is not None and (not args.cache.strip() or (Path(args.cache).exists() and not Path(args.cache).is_dir())):
-        raise DownloadError(f"--cache {args.cache!r}: give a folder for the cache (or leave --cache out)",
-                            exit_code=2)
+        raise FetchRequestError(f"--cache {args.cache!r}: give a folder for the cache (or leave --cache out)")
     if any(len(os.fsencode(part)) > 255 for part in dest.parts):
-        raise DownloadError(f"-o {str(dest)[:40]}...: a file name longer than 255 bytes; choose a shorter one",
-                            exit_code=2)
+        raise FetchRequestError(f"-o {str(dest)[:40]}...: a file name longer than 255 bytes; choose a shorter one")
     if args.keyring is not None and not Path(args.keyring).is_file():
-        raise DownloadError(f"--keyring {args.keyring}: no such file; give a gpg keyring file", exit_code=2)
+        raise FetchRequestError(f"--keyring {args.keyring}: no such file; give a gpg keyring file")
     item = Download(args.url, dest, sha256=args.sha256, sums_url=args.sums, signature_url=args.signature,
                     keyring=args.keyring, fingerprint=args.fingerprint, max_size=args.max_size)
     result = fetch_item(item, cache_dir=Path(args.cache) if args.cache else None,

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 
 from lfspass.diskspace import ensure_room
-from lfspass.errors import DownloadError
+from lfspass.errors import DownloadError, FetchRequestError
 from lfspass.fsutil import sha256_file
 from lfspass.progress import Progress
 
@@ -42,23 +42,23 @@ class FetchResult:
 def local_source(url: str) -> Path | None:
     """The path a 'URL' names when it is a local file (plain path or file://), else None."""
     if not url or "\0" in url or any(ord(c) < 32 for c in url):
-        raise DownloadError(f"{url!r}: not a URL or path (empty, or with control characters); check it", exit_code=2)
+        raise FetchRequestError(f"{url!r}: not a URL or path (empty, or with control characters); check it")
     try:
         parts = urlsplit(url)
         if parts.scheme in ("http", "https"):
             parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError as exc:
-        raise DownloadError(f"{url}: not a valid URL ({exc}); check the brackets and the port", exit_code=2) from None
+        raise FetchRequestError(f"{url}: not a valid URL ({exc}); check the brackets and the port") from None
     if parts.scheme == "file":
         return Path(unquote(parts.path))
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
-            raise DownloadError(f"{url}: no host name; write http(s)://HOST/PATH", exit_code=2)
+            raise FetchRequestError(f"{url}: no host name; write http(s)://HOST/PATH")
         if any(c.isspace() for c in url):
-            raise DownloadError(f"{url!r}: a URL has no spaces; write them as %20", exit_code=2)
+            raise FetchRequestError(f"{url!r}: a URL has no spaces; write them as %20")
         return None
     if "://" in url:
-        raise DownloadError(f"{url}: unsupported scheme {parts.scheme!r}; use http(s)://, file:// or a local path", exit_code=2)
+        raise FetchRequestError(f"{url}: unsupported scheme {parts.scheme!r}; use http(s)://, file:// or a local path")
     return Path(url)
 
 
@@ -139,18 +139,18 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
     """
     dest = Path(dest)
     if (sha256 is None) == (sums_url is None):
-        raise DownloadError(
+        raise FetchRequestError(
             f"{url}: refusing an unverified download; pass --sha256 HEX or --sums URL (exactly one)"
             if sha256 is None else f"{url}: pass either --sha256 or --sums, not both"
-        , exit_code=2)
+        )
     if sums_url is None and (signature_url or keyring or fingerprint):
-        raise DownloadError(f"{url}: --signature, --keyring and --fingerprint check a --sums list; pass --sums URL too", exit_code=2)
+        raise FetchRequestError(f"{url}: --signature, --keyring and --fingerprint check a --sums list; pass --sums URL too")
     ceiling, ceiling_said = max_size_from(max_size, max_size_key)
     limits, budget = timeouts(timeout), Limits(retries_from(retries), ceiling, ceiling_said, size)
     local_source(url)  # a malformed URL fails here, before anything is written
     if str(dest) in ("", ".") or dest.is_dir():
-        raise DownloadError(f"-o {str(dest)!r} is a folder, not a file name; give the file's path, e.g. -o "
-                            f"{Path(dest, safe_name(url))}", exit_code=2)
+        raise FetchRequestError(f"-o {str(dest)!r} is a folder, not a file name; give the file's path, e.g. -o "
+                            f"{Path(dest, safe_name(url))}")
     tries = budget.retries
     # The small lists retry inside urllib3; the download itself counts every try in one
     # budget (transfer), so its session does not retry on its own.
@@ -160,7 +160,7 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, sums_url: str | No
         else:
             expected = (sha256 or "").strip().lower()
             if not re.fullmatch(r"[0-9a-f]{64}", expected):
-                raise DownloadError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits); copy it from the publisher's SHA256SUMS", exit_code=2)
+                raise FetchRequestError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits); copy it from the publisher's SHA256SUMS")
         cached = cache_root(cache_dir) / "sha256" / expected
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +189,7 @@ def _fetch_to(session: requests.Session, url: str, dest: Path, expected: str, ca
         if local is not None:
             if not local.is_file():
                 what = "a folder, not a file" if local.is_dir() else "no such file"
-                raise DownloadError(f"{url}: {what}; check the path", exit_code=2)
+                raise FetchRequestError(f"{url}: {what}; check the path")
             digest, have = hashlib.sha256(), local.stat().st_size
             if have > budget.ceiling:
                 raise DownloadError(f"{url}: {have} bytes, more than the size cap ({budget.ceiling_said}); "

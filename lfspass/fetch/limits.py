@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from lfspass.diskspace import human
-from lfspass.errors import DownloadError
+from lfspass.errors import FetchRequestError
 
 SMALL_LIMIT = 8 << 20  # a checksum list or signature larger than this is not one
 DEFAULT_TIMEOUT = (15.0, 60.0)  # (connect, read) seconds; LFSPASS_TIMEOUT overrides
@@ -32,7 +32,7 @@ def timeouts(timeout: float | tuple[float, float] | None) -> tuple[float, float]
     except ValueError:
         parts = []
     if len(parts) not in (1, 2) or not all(math.isfinite(p) and 0 < p <= 86400 for p in parts):
-        raise DownloadError(f"timeout {raw!r} is not SECONDS or CONNECT,READ seconds (LFSPASS_TIMEOUT); fix or unset it", exit_code=2)
+        raise FetchRequestError(f"timeout {raw!r} is not SECONDS or CONNECT,READ seconds (LFSPASS_TIMEOUT); fix or unset it")
     return (parts[0], parts[-1])
 
 
@@ -44,7 +44,7 @@ def retries_from(retries: int | None) -> int:
     except ValueError:
         value = -1
     if not 0 <= value <= MAX_RETRIES:
-        raise DownloadError(f"LFSPASS_RETRIES={raw!r} is not a whole number from 0 to {MAX_RETRIES}; fix or unset it", exit_code=2)
+        raise FetchRequestError(f"LFSPASS_RETRIES={raw!r} is not a whole number from 0 to {MAX_RETRIES}; fix or unset it")
     return value
 
 
@@ -55,8 +55,8 @@ def parse_size(raw: str | int, key: str) -> int:
     else:
         m = re.fullmatch(r"\s*(\d{1,15})\s*([KMGT]?)(?:i?B)?\s*", str(raw), re.IGNORECASE)
     if not m or int(m.group(1)) == 0:
-        raise DownloadError(f"{key} {raw!r} is not a size such as 512M or 8G; fix it"
-                            + (" or unset it" if key.isupper() else ""), exit_code=2)
+        raise FetchRequestError(f"{key} {raw!r} is not a size such as 512M or 8G; fix it"
+                            + (" or unset it" if key.isupper() else ""))
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
