@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from lfspass.errors import HostError, InputError
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: Path) -> None:
     """Fail early, with a fix, when ``path``'s folder cannot be created or written."""
     parent = path.parent
     probe = parent
@@ -36,7 +36,7 @@ def _replace(path: Path, fill: Callable[[BinaryIO], None], mode: int) -> None:
     A reader sees the old file or the new one, never a half-written one; on any
     failure the temporary file is removed and ``path`` is left as it was.
     """
-    _check_writable(path)
+    check_writable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

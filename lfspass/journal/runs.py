@@ -134,7 +134,7 @@ def run(root: str | os.PathLike, label: str) -> Iterator[Run]:
 def editing(root: str | os.PathLike, path: str | os.PathLike) -> Iterator[None]:
     """Journal whatever the block does to ``path`` (a file, link or folder under ``root``)."""
     path = Path(path)
-    fsutil._check_writable(path)  # a root that cannot be written fails before the journal opens
+    fsutil.check_writable(path)  # a root that cannot be written fails before the journal opens
     r = current_run(root)
     new = r.before(path)
     try:
