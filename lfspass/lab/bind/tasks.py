@@ -26,7 +26,9 @@ def labbind_tasks(ctx) -> Iterator[dict]:
         "name": "image",
         "doc": "the lab initramfs + Debian's python3 (what `lfspass bind` loads), lfspass's bind part, the steps script",
         "actions": [(run_action, [build_bind_image, paths.image, recipe.root, release])],
-        "file_dep": ctx.kernel_inputs() + sorted({str(p) for p in inputs if p.exists()}),
+        # All of them, as lab:initramfs does: vfio.conf and the autoload file are `vfio`'s targets
+        # (doit orders it first), so the list is the same before the first run and after it.
+        "file_dep": ctx.kernel_inputs() + sorted({str(p) for p in inputs}),
         "targets": [str(paths.image)],
         "uptodate": [config_changed(json.dumps([release, str(recipe.root), sorted(map(str, inputs))]))],
         "clean": True,
