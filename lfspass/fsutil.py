@@ -64,18 +64,20 @@ def beneath(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     top, lexical = Path(os.path.abspath(root)), Path(os.path.abspath(path))
     if lexical != top and top not in lexical.parents:
         return lexical
-    real_top, real = Path(os.path.realpath(top)), Path(os.path.realpath(lexical))
-    if real == real_top or real_top in real.parents:
+    real_top = Path(os.path.realpath(top))
+    real = _lands_inside(real_top, lexical)
+    if real is not None:
         return top / real.relative_to(real_top)
     below = [p for p in (*reversed(lexical.parents), lexical) if top in p.parents]
-    link = next((p for p in below if p.is_symlink() and not beneath_real(real_top, p)), lexical)
+    link = next((p for p in below if p.is_symlink() and _lands_inside(real_top, p) is None), lexical)
     raise HostError(f"{lexical}: the link {link} leads to {os.path.realpath(link)}, outside the install root {top}; "
                     "nothing was written: point the link inside the root or remove it, then re-run")
 
 
-def beneath_real(real_top: Path, path: Path) -> bool:
+def _lands_inside(real_top: Path, path: Path) -> Path | None:
+    """``path`` with every link followed, when that is ``real_top`` or below it; else None."""
     real = Path(os.path.realpath(path))
-    return real == real_top or real_top in real.parents
+    return real if real == real_top or real_top in real.parents else None
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> bool:
