@@ -114,3 +114,54 @@ def bookworm_tree(cache: Path, version: str = "6.12") -> tuple[Path, Path]:
 
 if __name__ == "__main__":  # prefetch: python tests/kernel_trees.py
     print(sid_tree(TEST_CACHE))
+
+
+# --- the kernel's own result, for parity: what `make olddefconfig` makes of the same input -------
+
+def request_lines(requests) -> str:
+    """Requests as .config lines, written here (not by lfspass): ``CONFIG_X=v``, n as "is not set"."""
+    return "".join(f"# CONFIG_{r.symbol} is not set\n" if r.value == "n" else f"CONFIG_{r.symbol}={r.value}\n"
+                   for r in requests)
+
+
+def named_base_config(tree: Path, target: str, obj: Path) -> str:
+    """``make ARCH=x86_64 <target>`` (tinyconfig, defconfig, allnoconfig, ...) in its own O= folder."""
+    obj.mkdir(parents=True, exist_ok=True)
+    (obj / ".config").unlink(missing_ok=True)
+    subprocess.run(["make", "-s", "-C", str(tree), f"O={obj}", "ARCH=x86_64", target], check=True, capture_output=True)
+    return (obj / ".config").read_text()
+
+
+def kernel_olddefconfig(tree: Path, start: str, requests, obj: Path) -> str:
+    """The kernel's own verdict on the same input lfspass gets: ``start`` (a config's text) with the
+    requests appended, through `make olddefconfig` as the build runs it (no ARCH)."""
+    obj.mkdir(parents=True, exist_ok=True)
+    cfg = obj / "input.config"
+    cfg.write_text(start.rstrip("\n") + "\n" + request_lines(requests))
+    subprocess.run(["make", "-s", "-C", str(tree), f"O={obj}", f"KCONFIG_CONFIG={cfg}", "olddefconfig"],
+                   check=True, capture_output=True)
+    return cfg.read_text()
+
+
+def config_lines(text: str) -> list[str]:
+    """The assignments of a .config (values and "is not set"), in the file's order."""
+    return [line for line in text.splitlines() if line.startswith("CONFIG_") or line.endswith(" is not set")]
+
+
+def parity_differences(expected: str, got: str, limit: int = 5) -> list[str]:
+    """How lfspass's ``got`` differs from the kernel's ``expected``: the first ``limit`` symbols, with both values."""
+    def values(text: str) -> dict[str, str]:
+        out = {}
+        for line in config_lines(text):
+            if line.startswith("# CONFIG_"):
+                out[line[2:].split(" ", 1)[0]] = "n"
+            else:
+                k, _, v = line.partition("=")
+                out[k] = v
+        return out
+    want, have = values(expected), values(got)
+    diffs = [f"{k}: kernel {want.get(k, '(absent)')}, lfspass {have.get(k, '(absent)')}"
+             for k in sorted(want.keys() | have.keys()) if want.get(k) != have.get(k)]
+    if not diffs and config_lines(expected) != config_lines(got):
+        diffs = ["same values, different order"]
+    return diffs[:limit] + ([f"... {len(diffs) - limit} more"] if len(diffs) > limit else [])

@@ -42,8 +42,10 @@ step() {
 
 step boot true
 [ -n "$E1" ] && [ -n "$E2" ] && [ -n "$T" ] || { echo "lfspass-lab: bind devices missing" > "$B/error"; exit 0; }
-# 1. e1000e to vfio-pci and back, and a holder of its /dev/vfio/N refusing the release.
+# 1. e1000e to vfio-pci (with its cdev) and back, and a holder of its /dev/vfio/N refusing the release.
 step bind lfspass bind "$E1"
+# On an iommufd kernel (vfio_backend = "iommufd") the bound e1000e gets its VFIO cdev too.
+step cdev sh -c "ls /sys/bus/pci/devices/$E1/vfio-dev /dev/vfio/devices && ls /dev/iommu"
 G=$(group_of "$E1")
 sleep 600 < "/dev/vfio/$G" &
 HOLDER=$!

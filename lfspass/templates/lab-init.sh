@@ -57,6 +57,7 @@ for d in /sys/bus/pci/devices/*; do
         ln -s "$(readlink "$d/driver")" "$o/driver"
     fi
     [ -L "$d/iommu_group" ] && ln -s "$(readlink "$d/iommu_group")" "$o/iommu_group"
+    for c in "$d"/vfio-dev/vfio*; do [ -d "$c" ] && mkdir -p "$o/vfio-dev/${c##*/}"; done
 done
 for g in /sys/kernel/iommu_groups/*; do
     [ -d "$g/devices" ] || continue
@@ -67,10 +68,16 @@ for g in /sys/kernel/iommu_groups/*; do
         [ -L "$m" ] && ln -s "$(readlink "$m")" "$o/devices/${m##*/}"
     done
 done
+# Device nodes as empty files: /dev/vfio/N (groups), /dev/vfio/devices/vfioN (cdevs), /dev/iommu.
 if [ -d /dev/vfio ]; then
     mkdir -p $S/dev/vfio
-    for v in /dev/vfio/*; do [ -e "$v" ] && : > "$S/dev/vfio/${v##*/}"; done
+    for v in /dev/vfio/* /dev/vfio/devices/*; do
+        [ -c "$v" ] || continue
+        mkdir -p "$S${v%/*}"
+        : > "$S$v"
+    done
 fi
+[ -c /dev/iommu ] && mkdir -p $S/dev && : > $S/dev/iommu
 dmesg > $S/dmesg.txt
 echo "saved by the lfspass lab initramfs (busybox /init) from a QEMU guest" > $S/lfspass-saved.txt
 # The nested lab's image (lfspass/lab/nested/image.py) adds /nested.sh: it runs the VM launcher

@@ -18,16 +18,20 @@ LAB_DIR = REPO / "build" / "lab-bind"
 E1, E2, T = "0000:00:03.0", "0000:01:01.0", "0000:01:02.0"
 
 
-def test_bind_recipe_is_the_lab_kernel_plus_e1000e():
-    """lab.toml's kernel with the e1000e driver and the network core it needs, in its own build folder."""
+def test_bind_recipe_is_the_lab_kernel_plus_e1000e_on_6_12_with_iommufd():
+    """lab.toml's kernel with the e1000e driver and the network core it needs, in its own build folder,
+    from Debian's 6.12 tree with the iommufd backend (IOMMUFD and the VFIO cdev, which 6.1 lacks)."""
     lab = tomllib.loads((REPO / "recipes" / "lab.toml").read_text())
     bind = tomllib.loads(BIND.read_text())
     added = {k: v for k, v in bind["kernel"]["config"].items() if k not in lab["kernel"]["config"]}
     assert added == {"NET": "y", "NETDEVICES": "y", "ETHERNET": "y", "NET_VENDOR_INTEL": "y", "E1000E": "y"}
     assert all(bind["kernel"]["config"][k] == v for k, v in lab["kernel"]["config"].items())
     assert bind["kernel"]["build_dir"] == "../build/lab-bind/kernel" != lab["kernel"]["build_dir"]
-    assert {k: v for k, v in bind["kernel"].items() if k not in ("config", "build_dir")} == \
-        {k: v for k, v in lab["kernel"].items() if k not in ("config", "build_dir")}
+    own = ("config", "build_dir", "source", "vfio_backend")
+    assert {k: v for k, v in bind["kernel"].items() if k not in own} == \
+        {k: v for k, v in lab["kernel"].items() if k not in own}
+    assert bind["kernel"]["source"] == "/usr/src/linux-source-6.12.tar.xz" != lab["kernel"]["source"]
+    assert bind["kernel"]["vfio_backend"] == "iommufd" and "vfio_backend" not in lab["kernel"]
     assert bind["lab"]["bind"] is True and "initrd" not in bind["boot"]  # booted with -kernel
     assert [d["id"] for d in bind["devices"]] == ["1234:11e8"]        # e1000e is not bound at boot
 
@@ -77,18 +81,23 @@ def test_steps_are_read_and_judged(tmp_path):
     saved = _saved(tmp_path, [
         f"boot\t0\ttrue\t{d('e1000e', 'e1000e', 'none')}\teth0,eth1,lo",
         f"bind\t0\tlfspass bind {E1}\t{d('vfio-pci', 'e1000e', 'none')}\teth1,lo",
+        f"cdev\t0\tsh -c ls\t{d('vfio-pci', 'e1000e', 'none')}\teth1,lo",
         f"release-held\t2\tlfspass release {E1}\t{d('vfio-pci', 'e1000e', 'none')}\teth1,lo",
         f"release\t0\tlfspass release {E1}\t{d('e1000e', 'e1000e', 'none')}\teth0,eth1,lo",
         f"group-refused\t0\tlfspass bind {T}\t{d('e1000e', 'vfio-pci', 'vfio-pci')}\teth0,lo",
-    ], {"release-held": "error: cannot release 0000:00:03.0 (on vfio-pci): it is in use: PID 77 (sleep) holds /dev/vfio/3"})
+    ], {"cdev": f"/sys/bus/pci/devices/{E1}/vfio-dev:\nvfio1\n\n/dev/vfio/devices:\nvfio0\nvfio1\n/dev/iommu",
+        "release-held": "error: cannot release 0000:00:03.0 (on vfio-pci): it is in use: PID 77 (sleep) holds /dev/vfio/3"})
     roles, groups, steps = read_steps(saved)
     assert roles == {"e1000e": E1, "group_e1000e": E2, "group_testdev": T} and groups == {E1: 3, E2: 4, T: 4}
-    assert [s["step"] for s in steps] == list(EXPECT)[:5]
+    assert [s["step"] for s in steps] == list(EXPECT)[:6]
     assert steps[1]["drivers_after"] == {"e1000e": "vfio-pci", "group_e1000e": "e1000e", "group_testdev": None}
     boot_net = steps[0]["net"]
-    assert [judge(s, roles, "77", boot_net) for s in steps[:4]] == [[], [], [], []]
-    assert judge(steps[2], roles, "78", boot_net) == ["the refusal does not name the holder PID 78"]
-    wrong = judge(steps[4], roles, "77", boot_net)
+    assert [judge(s, roles, "77", boot_net) for s in steps[:5]] == [[], [], [], [], []]
+    assert judge(steps[3], roles, "78", boot_net) == ["the refusal does not name the holder PID 78"]
+    no_cdev = dict(steps[2], output=f"/sys/bus/pci/devices/{E1}/vfio-dev:\n\n/dev/vfio/devices:")
+    assert judge(no_cdev, roles, "77", boot_net) == [
+        "no vfio-dev/vfioN cdev for the bound e1000e (kernel without VFIO_DEVICE_CDEV?)"]
+    wrong = judge(steps[5], roles, "77", boot_net)
     assert "exit 0, expected a refusal" in wrong and f"group_e1000e ({E2}) on vfio-pci, expected e1000e" in wrong
 
 
@@ -98,7 +107,7 @@ def test_not_a_bind_recipe_is_one_error_line():
 
 
 # --- the real run (slow): build the bind lab's kernel, boot it, bind and release inside ------------
-# Its kernel is lab.toml's plus E1000E (its own build folder, so the default lab's build is no
+# Its kernel is lab.toml's plus E1000E, from the 6.12 tree with iommufd (its own build folder, so the default lab's build is no
 # help): the first run compiles it (38 min on 2 cores shared with a CI run), later runs only
 # boot (57 s, the guest 54 s of it).
 
@@ -114,6 +123,11 @@ def test_bind_lab_binds_and_releases_e1000e_inside_the_guest():
     assert list(steps) == list(EXPECT)
     assert steps["boot"]["drivers_after"] == {"e1000e": "e1000e", "group_e1000e": "e1000e", "group_testdev": None}
     assert steps["bind"]["exit"] == 0 and steps["bind"]["drivers_after"]["e1000e"] == "vfio-pci"
+    # Debian's 6.12 with vfio_backend = "iommufd": the bound e1000e has its cdev, and doctor on the
+    # saved guest passes /dev/iommu and edu's cdev (bound at boot).
+    assert steps["cdev"]["exit"] == 0 and "/dev/iommu" in steps["cdev"]["output"], steps["cdev"]
+    assert v["kernel"].startswith("6.12.")
+    assert v["cdev_checks"] == {"iommufd": "pass", "vfio-cdev[1234:11e8]": "pass"}, v["cdev_checks"]
     assert steps["release-held"]["exit"] != 0 and f"PID {v['holder_pid']}" in steps["release-held"]["output"]
     assert steps["release"]["drivers_after"]["e1000e"] == "e1000e" and steps["release"]["net"] == steps["boot"]["net"]
     assert steps["group-refused"]["exit"] != 0 and "IOMMU group" in steps["group-refused"]["output"]

@@ -3,6 +3,7 @@ run `lfspass bind` / `release` (lfspass/templates/lab-bind.sh), judge each step,
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ EXTRA_DEVICES = ["-device", "e1000e,addr=03.0",
 EXPECT: dict[str, tuple[bool, dict[str, str | None]]] = {
     "boot": (True, {"e1000e": "e1000e", "group_e1000e": "e1000e", "group_testdev": None}),
     "bind": (True, {"e1000e": "vfio-pci"}),
+    "cdev": (True, {"e1000e": "vfio-pci"}),
     "release-held": (False, {"e1000e": "vfio-pci"}),
     "release": (True, {"e1000e": "e1000e"}),
     "group-refused": (False, {"group_e1000e": "e1000e", "group_testdev": None}),
@@ -102,6 +104,8 @@ def judge(step: dict, roles: dict[str, str], holder: str, boot_net: list[str]) -
         wrong.append(f"the interfaces are still {', '.join(step['net'])}: none went away")
     if step["step"] in ("release", "group-release") and len(step["net"]) != len(boot_net):
         wrong.append(f"interfaces {', '.join(step['net']) or 'none'}, at boot {', '.join(boot_net)}")
+    if step["step"] == "cdev" and not re.search(r"^vfio\d+$", step["output"], re.M):
+        wrong.append("no vfio-dev/vfioN cdev for the bound e1000e (kernel without VFIO_DEVICE_CDEV?)")
     if step["step"] == "release-held" and holder and f"PID {holder}" not in step["output"]:
         wrong.append(f"the refusal does not name the holder PID {holder}")
     if step["step"] == "group-refused" and roles.get("group_e1000e", "?")[5:] not in step["output"]:
@@ -141,6 +145,8 @@ def run_bind_lab(recipe: Recipe, release: str) -> dict:
         "ok": False, "recipe": str(recipe.path), "kernel": report["kernel"], "cmdline": " ".join(cmdline),
         "devices": roles, "iommu_groups": groups, "holder_pid": holder or None, "steps": results, "missing_steps": missing,
         "edu": (device_facts(paths.saved, recipe) or [{}])[0], "doctor": report, "qemu": argv,
+        # doctor's iommufd checks on the saved guest (vfio_backend = "iommufd"): /dev/iommu, edu's cdev.
+        "cdev_checks": {c.id: str(c.status) for c in checks if c.id == "iommufd" or c.id.startswith("vfio-cdev")},
         "guest_log": str(paths.guest_log), "host_root": str(paths.saved),
         "timings": {"boot_s": round(boot_s, 2)},
     }
@@ -156,6 +162,8 @@ def run_bind_lab(recipe: Recipe, release: str) -> dict:
         drivers = ", ".join(f"{r} {d or 'none'}" for r, d in s["drivers_after"].items())
         print(f"labbind: {s['step']}: `{s['command']}` exit {s['exit']}; after: {drivers}; "
               f"net: {' '.join(s['net']) or '-'}" + (f"  WRONG: {'; '.join(s['wrong'])}" if s["wrong"] else ""))
+    if verdict["cdev_checks"]:
+        print("labbind: doctor on the saved guest: " + ", ".join(f"{k} {v}" for k, v in verdict["cdev_checks"].items()))
     if problems:
         raise CheckFailed("runtime-bind lab failed: " + "; ".join(problems)
                           + f" (guest log {paths.guest_log}, verdict {paths.verdict})")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_error_line, run_cli
+from kernel_trees import kernel_olddefconfig, named_base_config, parity_differences
 from lfspass.errors import KconfigError
 from lfspass.kernel.kconfig import conf_source
 from lfspass.kernel.release import makefile_version
@@ -265,6 +266,42 @@ def test_real_tree_core_requests_are_a_make_olddefconfig_fixed_point(
     after = make_olddefconfig(cfg)
     assert _assignments(after) == _assignments(_cfg(cfg))
     assert after == _cfg(cfg)  # even the header and comments match, byte for byte
+    # ... and it is what the kernel makes of the same input (a fixed point alone cannot see a lost start).
+    start = lzma.decompress(DEBIAN_CONFIG.read_bytes()).decode() if base == DEBIAN_CONFIG else \
+        named_base_config(kernel, base, tmp_path / "base")
+    expected = kernel_olddefconfig(kernel, start, reqs, tmp_path / "obj")
+    assert expected == _cfg(cfg), parity_differences(expected, _cfg(cfg))
+
+
+def test_parity_check_fails_against_a_writer_that_drops_half_the_start(
+        kernel: Path, make_olddefconfig, tmp_path: Path, monkeypatch) -> None:
+    """The mutation check: lfspass made to lose every other line of Debian's config.  Its result is
+    still a make olddefconfig fixed point (the old check passes), but not the kernel's result on
+    the same input, and the parity check says which symbols differ."""
+    from lfspass.kernel.kconfig import configure as configure_mod
+
+    reqs = core_requests("intel", "module")
+    start = lzma.decompress(DEBIAN_CONFIG.read_bytes()).decode()
+    expected = kernel_olddefconfig(kernel, start, reqs, tmp_path / "obj")
+    honest = tmp_path / "honest"
+    configure(kernel, honest, reqs, base=DEBIAN_CONFIG)
+    assert parity_differences(expected, _cfg(honest)) == []
+
+    real_start = configure_mod._start
+
+    def dropping_start(*args, **kwargs) -> str:
+        lines = real_start(*args, **kwargs).splitlines()
+        kept = [line for i, line in enumerate(lines) if not (line.startswith("CONFIG_") and i % 2)]
+        return "\n".join(kept) + "\n"
+
+    monkeypatch.setattr(configure_mod, "_start", dropping_start)
+    broken = tmp_path / "broken"
+    res = configure(kernel, broken, reqs, base=DEBIAN_CONFIG)
+    assert all(_cfg(broken).count(f"CONFIG_{r.symbol}={r.value}\n") for r in reqs if r.symbol not in
+               {s.symbol for s in res.skipped})                  # every request still holds
+    assert make_olddefconfig(broken) == _cfg(broken)            # the fixed point cannot tell
+    diffs = parity_differences(expected, _cfg(broken))
+    assert diffs and diffs[-1].startswith("... ") and int(diffs[-1].split()[1]) > 100, diffs
 
 
 def test_real_tree_unchanged_second_run_keeps_mtime(kernel: Path, tmp_path: Path) -> None:
