@@ -134,7 +134,7 @@ def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnin
     rest = [r for r in refused if r[0] not in malformed]
     try:
         from lfspass.kernel.kconfig.kconfiglib_adapter import explain_all
-        texts = explain_all(tree, kconfig_env(arch)["ARCH"], out, rest, hint) if rest else []
+        texts = explain_all(tree, kconfig_env(arch)["ARCH"], out, rest, hint, arch) if rest else []
     except KconfigError:
         texts = [""] * len(rest)
     explained = dict(zip([r[0] for r in rest], texts, strict=True))
@@ -143,7 +143,7 @@ def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnin
         if name in malformed:
             lines.append(text.conf_refused(name, asked, source, malformed[name], src.syms[name].type))
             continue
-        line = explained[name] or explain_lines.explain(src, name, asked, got, source, config_values(out), hint)
+        line = explained[name] or explain_lines.explain(src, name, asked, got, source, config_values(out), hint, arch)
         lines.append(text.with_conf_words(line, said[name]))
     return lines
 

@@ -1,11 +1,10 @@
 """kconfiglib's view of a refusal: the reason (worded by refusal_text.py), and which visible symbols would unblock it."""
 from __future__ import annotations
 
-import re
-
 import kconfiglib as _kc
 
 from lfspass.kernel.kconfig import refusal_text as text
+from lfspass.kernel.kconfig.fix_plan import plan
 
 _TRI = {"n": 0, "m": 1, "y": 2}
 _MAX_FIXES = 12  # per refusal: a dependency needing more than this is a design choice, not a fix
@@ -38,6 +37,13 @@ def _selectors(sym: _kc.Symbol) -> list:
     return [t for t in _kc.split_expr(sym.rev_dep, _kc.OR) if _kc.expr_value(t)]
 
 
+def _selecting(sym: _kc.Symbol, terms: list) -> list[str]:
+    """The symbols whose ``select``/``imply`` lines put ``sym`` on in ``terms`` (not the conditions)."""
+    names = [s.name for term in terms for s in _kc.expr_items(term)
+             if s.__class__ is _kc.Symbol and any(t is sym for n in s.nodes for t, _c in n.selects)]
+    return list(dict.fromkeys(names)) or [_kc.expr_str(t) for t in terms]
+
+
 def _need(sym: _kc.Symbol, want: int) -> int:
     """The dependency value ``sym`` needs to reach ``want``.
 
@@ -68,7 +74,7 @@ def _blockers(sym: _kc.Symbol, want: int) -> tuple[str, list]:
     return text.LIMITED, []
 
 
-def explain(sym: _kc.Symbol, asked: str, got: str, source: str, hint: str | None) -> str:
+def explain(sym: _kc.Symbol, asked: str, got: str, source: str, hint: str | None, arch: str = "x86_64") -> str:
     """One line: ``SYM=asked refused (got X): <reason> (file:line); <what to do>``.
 
     ``hint`` names the resolve switch where the caller can turn it on (``--resolve`` on the
@@ -78,7 +84,7 @@ def explain(sym: _kc.Symbol, asked: str, got: str, source: str, hint: str | None
     if sym.orig_type not in (_kc.BOOL, _kc.TRISTATE):
         if not sym.visibility:
             reason, bad = _blockers(sym, 2)
-            return _with_todo(text.blocked(first, reason, [_term_str(t) for t in bad], where), bad, 2, hint)
+            return _advice(text.blocked(first, reason, [_term_str(t) for t in bad], where), sym, "y", arch, hint)
         ranges = [f"{lo.str_value}..{hi.str_value}" for lo, hi, cond in sym.ranges
                   if _kc.expr_value(cond)]
         return text.out_of_range(first, ranges, where)
@@ -86,32 +92,20 @@ def explain(sym: _kc.Symbol, asked: str, got: str, source: str, hint: str | None
     if want < have:
         sel = _selectors(sym)
         if sel:
-            return text.selected(first, [_term_str(t) for t in sel], where, [_kc.expr_str(t) for t in sel])
+            return text.selected(first, [_term_str(t) for t in sel], where, _selecting(sym, sel))
         if sym.choice is not None:
             return text.chosen_member(first, where)
         if asked == "m" and not sym.kconfig.modules.tri_value:
             return text.modules_off(first, where, hint)
         return text.default_wins(first, where)
     reason, bad = _blockers(sym, want)
-    return _with_todo(text.blocked(first, reason, [_term_str(t) for t in bad], where), bad, _need(sym, want), hint)
+    return _advice(text.blocked(first, reason, [_term_str(t) for t in bad], where), sym, asked, arch, hint)
 
 
-def _positive(expr) -> list:
-    """Symbols that must be on for ``expr`` (not under a !, not in a comparison)."""
-    if expr.__class__ is not tuple:
-        return [expr] if expr.__class__ is _kc.Symbol and not expr.is_constant else []
-    if expr[0] in (_kc.AND, _kc.OR):
-        return _positive(expr[1]) + _positive(expr[2])
-    return []
-
-
-def _with_todo(line: str, bad: list, want: int, hint: str | None) -> str:
-    """Append what to switch on (the defined symbols in the failing terms that are too low)."""
-    todo = sorted({s.name for t in bad for s in _positive(t) if s.nodes and s.tri_value < want})
-    return text.with_todo(line, todo, bool(bad), hint)
-
-
-_TESTING = re.compile(r"\btest(s|ing)?\b|debug|\btransitional \(lfspass\)", re.I)
+def _advice(line: str, sym: _kc.Symbol, asked: str, arch: str, hint: str | None) -> str:
+    """Append the lines that let ``sym`` take ``asked`` on ``arch``, or why it cannot (fix_plan.py)."""
+    got = plan(sym, asked, arch)
+    return text.with_advice(line, got.lines, got.why_not, arch, hint)
 
 
 def _settable(sym) -> bool:
@@ -119,7 +113,7 @@ def _settable(sym) -> bool:
     return (sym.__class__ is _kc.Symbol and not sym.is_constant and bool(sym.nodes)
             and sym.orig_type in (_kc.BOOL, _kc.TRISTATE) and sym.name not in text.NEVER
             and any(n.prompt for n in sym.nodes)
-            and not any(n.prompt and _TESTING.search(n.prompt[0]) for n in sym.nodes))
+            and not any(n.prompt and text.TESTING.search(n.prompt[0]) for n in sym.nodes))
 
 
 def _fix(expr, want: int) -> list | None:

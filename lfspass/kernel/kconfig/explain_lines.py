@@ -15,7 +15,7 @@ _TRI = {"n": 0, "m": 1, "y": 2}
 
 
 def explain(src: symbols.Source, name: str, asked: str, got: str, source: str,
-            values: dict[str, str], hint: str | None) -> str:
+            values: dict[str, str], hint: str | None, arch: str = "x86_64") -> str:
     """Why ``name`` did not take ``asked``, from its Kconfig lines (file:line) and the result's values."""
     sym = src.syms[name]
     first = text.head(name, asked, source, got)
@@ -40,10 +40,9 @@ def explain(src: symbols.Source, name: str, asked: str, got: str, source: str,
     want = 1 if sym.type == "bool" or asked == "m" else 2
     bad = [(e, w) for e, w in sym.depends if (_evaluate(e, values) or 0) < want]
     if bad:
-        todo = sorted({n for e, _w in bad for n in _positive(e)
-                       if n in src.syms and src.syms[n].prompt and _TRI.get(values.get(n, "n"), 0) < want})
         line = text.blocked(first, text.DEPENDS, [f"{shown(e)} ({w})" for e, w in bad], "")
-        return text.with_todo(line, todo, True, hint)
+        lines, why_not = _advice(src, sym, [e for e, _w in bad], want, values, arch)
+        return text.with_advice(line, lines, why_not, arch, hint)
     if not sym.prompt:
         return text.blocked(first, text.NO_PROMPT, [], ", ".join(sym.defs))
     if sym.ranges:
@@ -52,6 +51,24 @@ def explain(src: symbols.Source, name: str, asked: str, got: str, source: str,
     if sym.choice:
         return text.blocked(first, text.other_member(None), [], sym.defs[0])
     return text.blocked(first, text.LIMITED, [], ", ".join(sym.defs))
+
+
+def _advice(src: symbols.Source, sym: symbols.Sym, bad: list[str], want: int, values: dict[str, str],
+            arch: str) -> tuple[list[tuple[str, str]], str]:
+    """One level of advice from the lines alone: the too-low switches in the failing terms that have
+    a prompt here and are no test option (unless ``sym`` is one); else why the request cannot hold."""
+    testing = lambda s: bool(text.TESTING.search(s.prompt_text))  # noqa: E731
+    names = sorted({n for e in bad for n in _positive(e) if _TRI.get(values.get(n, "n"), 0) < want})
+    ok = [n for n in names if n in src.syms and src.syms[n].prompt and n not in text.NEVER
+          and (not testing(src.syms[n]) or testing(sym))]
+    if ok:
+        return [(n, "m" if want == 1 and src.syms[n].type == "tristate" else "y") for n in ok], ""
+    never = [n for n in names if n in text.NEVER]
+    if never:
+        return [], text.only_never(never)
+    why = [f"{n} is not defined for {arch}" if n not in src.syms else f"{n} has no prompt" if not src.syms[n].prompt
+           else f"{n} is a test or debugging option" for n in names]
+    return [], ", ".join(why) if why else ""
 
 
 def _range_applies(rng: str, values: dict[str, str]) -> bool:

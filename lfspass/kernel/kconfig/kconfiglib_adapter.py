@@ -168,12 +168,14 @@ def resolve_extra(tree: Path, arch: str, start: str, wanted: dict[str, tuple[str
     return _resolve_loop(kconf, dict(wanted), True)[1]
 
 
-def explain_all(tree: Path, arch: str, result: str, refused: list, hint: str | None) -> list[str]:
-    """One explanation per refusal (sym, asked, got, source), read on the result config."""
+def explain_all(tree: Path, arch: str, result: str, refused: list, hint: str | None,
+                target: str | None = None) -> list[str]:
+    """One explanation per refusal (sym, asked, got, source), read on the result config;
+    ``target`` names the architecture in the advice (x86_64 where Kconfig's ARCH is x86)."""
     kconf, _ = _parse(tree, arch)
     _load_text(kconf, result)
     out = []
     for name, asked, got, src in refused:
         sym = kconf.syms.get(name)
-        out.append(explain(sym, asked, got, src, hint) if sym is not None and sym.nodes else "")
+        out.append(explain(sym, asked, got, src, hint, target or arch) if sym is not None and sym.nodes else "")
     return out

@@ -12,6 +12,10 @@ import re
 # follow COMPILE_TEST on x86), and a kernel developer never turns them on to satisfy a dependency.
 NEVER = frozenset({"COMPILE_TEST", "EXPERT", "BROKEN", "STAGING"})
 
+# Prompts of options no advice or resolve turns on to satisfy another symbol (unless the request
+# itself is one): tests, self-tests, debugging aids, and lfspass's own transitional marker.
+TESTING = re.compile(r"\btest(s|ing)?\b|debug|\btransitional \(lfspass\)", re.I)
+
 # Reasons, the words after "refused (got X): ".
 DEPENDS = "depends on"
 OFFERED_IF = "is offered only if"
@@ -35,17 +39,19 @@ def blocked(first: str, reason: str, terms: list[str], where: str) -> str:
     return f"{first}: {reason} {' && '.join(terms)}".rstrip() + (f" ({where})" if where else "")
 
 
-def with_todo(text: str, todo: list[str], blocked_by_terms: bool, hint: str | None) -> str:
-    """Append what to switch on: ``todo`` are the defined, promptable symbols too low in the failing terms."""
-    never = [n for n in todo if n in NEVER]
-    todo = [n for n in todo if n not in NEVER]
-    if never and not todo:
-        return text + f"; only {', '.join(never)} would allow it here (not for a kernel meant to run)"
-    if todo:
-        return text + f"; enable {', '.join(todo)}" + (f" or use {hint}" if hint else "")
-    if blocked_by_terms and hint:
-        return text + f"; use {hint} or set those symbols"
-    return text
+def only_never(names: list[str]) -> str:
+    """Why a request needs a switch from NEVER: the words both explainers use."""
+    return f"only {', '.join(names)} would allow it here (not for a kernel meant to run)"
+
+
+def with_advice(text: str, lines: list[tuple[str, str]], why_not: str, arch: str, hint: str | None) -> str:
+    """Append the advice: the ``SYMBOL=value`` lines to add (dependencies first), or why the
+    request cannot hold on ``arch``."""
+    if why_not:
+        return text + f"; it cannot hold on {arch}: {why_not}"
+    if lines:
+        return text + "; add " + ", ".join(f"{n}={v}" for n, v in lines) + (f" or use {hint}" if hint else "")
+    return text + (f"; use {hint} or set those symbols" if hint else "")
 
 
 def selected(first: str, terms: list[str], where: str, names: list[str]) -> str:

@@ -22,6 +22,7 @@ from lfspass.kernel.kconfig.conf_runner import kconfig_env
 from lfspass.kernel.kconfig.conf_source import cache_root
 
 _VAR = re.compile(r"\$\((\w+)\)")
+_FORMAT = 2   # of the on-disk scan cache: 2 added prompt_text
 _KW = re.compile(r"^(\S+)\s*(.*)$")
 _TYPES = {"bool", "tristate", "int", "hex", "string", "def_bool", "def_tristate"}
 
@@ -34,6 +35,7 @@ class Sym:
     type: str = ""
     defs: list[str] = field(default_factory=list)  # file:line of each `config NAME`
     prompt: bool = False
+    prompt_text: str = ""   # the first prompt's words (test options are told apart by them)
     transitional: bool = False
     depends: list[tuple[str, str]] = field(default_factory=list)  # (expression, where)
     selected_by: list[tuple[str, str, str]] = field(default_factory=list)  # (symbol, if-condition, where)
@@ -151,10 +153,12 @@ def scan(tree: Path, env: dict[str, str], top: str = "Kconfig") -> Source:
                 continue
             if kw in _TYPES:
                 entry.type = entry.type or kw.removeprefix("def_")
-                entry.prompt = entry.prompt or (kw in ("bool", "tristate", "int", "hex", "string")
-                                                and rest.startswith(("\"", "'")))
+                if kw in ("bool", "tristate", "int", "hex", "string") and rest.startswith(("\"", "'")):
+                    entry.prompt = True
+                    entry.prompt_text = entry.prompt_text or _unquote(rest.partition(" if ")[0])
             elif kw == "prompt":
                 entry.prompt = True
+                entry.prompt_text = entry.prompt_text or _unquote(rest.partition(" if ")[0])
             elif kw == "transitional":
                 entry.transitional = True
             elif kw in ("select", "imply"):
@@ -187,7 +191,7 @@ _MEM: dict[str, tuple[Source, list]] = {}
 def scan_cached(tree: Path, arch: str) -> Source:
     """``scan()`` of the tree, kept in process and on disk until a Kconfig file changes."""
     env = kconfig_env(arch)
-    ident = hashlib.sha256(json.dumps([str(tree), env], sort_keys=True).encode()).hexdigest()[:16]
+    ident = hashlib.sha256(json.dumps([str(tree), env, _FORMAT], sort_keys=True).encode()).hexdigest()[:16]
     cache = cache_root() / f"kconfig-scan-{ident}.json"
     hit = _MEM.get(ident)
     if hit is not None and input_stamp.files_key(tree, hit[0].files) == hit[1]:

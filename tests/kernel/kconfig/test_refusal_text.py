@@ -27,7 +27,7 @@ def _refusal(tree: Path, base: str, req: Request) -> str:
     ("CONFIG_A=y\n", Request("B", "m"), "MODULES=n turns m into y; set MODULES=y or use --resolve"),
     ("CONFIG_S=y\n", Request("A", "n"), "selected by S [S=y]; turn off S first"),
     ("CONFIG_MODULES=y\n", Request("NUM", "42"), "outside the allowed range 1..10"),
-    ("CONFIG_MODULES=y\n", Request("B", "y"), "depends on A [A=n]; enable A or use --resolve"),
+    ("CONFIG_MODULES=y\n", Request("B", "y"), "depends on A [A=n]; add A=y or use --resolve"),
     ("CONFIG_MODULES=y\n", Request("HIDDEN", "n"), "its default or an implying symbol wins"),
 ])
 def test_both_explainers_say_the_same(tmp_path: Path, monkeypatch, base: str, req: Request, words: str) -> None:
