@@ -42,6 +42,10 @@ class KernelSection:
     signing_key: str = path_field("", "PEM (private key + certificate) that signs modules when the config "
                                       "has MODULE_SIG; empty = one lfspass makes once in .lfspass/ beside the recipe")
     docs: bool = field(default=False, metadata={"doc": "also install Documentation to usr/share/doc/linux-<ver>"})
+    accept_upgrade: bool = field(default=False, metadata={"doc": "build even when the upgrade report lists changes "
+                                                                 "likely to break the host (every report, unread)"})
+    accept_report: str = field(default="", metadata={"doc": "the digest of the one upgrade report you read and accept "
+                                                            "(<build_dir>/upgrade-report.txt); another report stops again"})
 
 
 @dataclass

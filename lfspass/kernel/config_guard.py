@@ -1,9 +1,11 @@
 """Guards around the build folder's .config: hand edits, requests re-checked, the signing key named."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from lfspass.errors import BuildError
+from lfspass.errors import BuildError, CheckFailed
+from lfspass.kernel.kconfig.upgrade_report import digest_of
 from lfspass.model import config_values
 from lfspass.kernel.kconfig.configure import verify
 from lfspass.kernel.preflight import KBUILD_KEY, fingerprint
@@ -37,3 +39,29 @@ def signing_summary(config: Path, from_recipe: bool) -> dict:
     key = Path(vals.get("MODULE_SIG_KEY", KBUILD_KEY))
     return {"signed": True, "key": "recipe kernel.signing_key" if from_recipe else "lfspass, .lfspass/ beside the recipe",
             "sha256_fingerprint": fingerprint(key) if key.is_absolute() else ""}
+
+
+REPORT = "upgrade-report.json"
+
+
+def check_upgrade(build_dir: Path, config: Path, accept_upgrade: bool, accept_report: str, recipe: Path) -> None:
+    """Stop before compiling while the upgrade report lists changes likely to break the host that
+    ``config`` still has (a symbol the recipe turned back on is settled) and the recipe has not
+    accepted them (``accept_upgrade = true`` or their digest in ``accept_report``)."""
+    try:
+        data = json.loads((build_dir / REPORT).read_text())
+    except (OSError, ValueError):
+        return
+    now = config_values(config.read_text(errors="replace")) if config.exists() else {}
+    left = [m for m in data.get("likely_to_break_the_host") or [] if now.get(m["symbol"], "") not in ("y", "m")]
+    digest = digest_of(data.get("version", ""), [[m["symbol"], m["old"], m["new"]] for m in left])
+    if not left or accept_upgrade or accept_report == digest:
+        return
+    by_cat: dict[str, list[str]] = {}
+    for m in left:
+        by_cat.setdefault(m["category"], []).append(m["symbol"])
+    names = "; ".join(f"{cat}: {', '.join(syms[:4])}" + (f" and {len(syms) - 4} more" if len(syms) > 4 else "")
+                      for cat, syms in by_cat.items())
+    raise CheckFailed(f"the upgrade to Linux {data.get('version', '?')} turns off {len(left)} thing(s) the host may "
+                      f"need ({names}); read {build_dir / 'upgrade-report.txt'}, then turn them on in [kernel.config] "
+                      f"or accept with accept_report = \"{digest}\" under [kernel] in {recipe}")

@@ -28,6 +28,7 @@ from lfspass import __version__
 from lfspass.errors import BuildError
 from lfspass.fsutil import sha256_file, write_atomic
 from lfspass.model import config_values
+from lfspass.kernel.kconfig import upgrade_report
 from lfspass.kernel.kconfig.configure import configure
 from lfspass.kernel.kconfig.input_stamp import written_by_lfspass
 from lfspass.kernel.build import (BuildLayout, build_timestamp, make_command, make_env, prepare_source,
@@ -134,9 +135,10 @@ class KernelJob:
             raise BuildError(f"{tree}: the extracted tree builds release {got}, not {self.ctx.release} "
                              "(its localversion files only show after extraction); run doit again")
 
-    def _seed_current(self) -> None:
+    def _seed_current(self) -> bool:
+        """Copy the config base = "current" starts from into the build folder; True when it did."""
         if self.layout.config.exists():
-            return
+            return False
         installed = sorted((self.recipe.root / "boot").glob("config-*"), key=lambda p: p.stat().st_mtime)
         own = self.paths.config
         seed = own if own.exists() else (installed[-1] if installed else None)
@@ -147,23 +149,27 @@ class KernelJob:
         self.layout.obj.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(seed, self.layout.config)
         print(f"kernel config: starting from {seed} (base = current)")
+        return True
 
     def do_config(self) -> None:
         from lfspass.model import Request
 
         tree = prepare_source(self.source, self.layout.build_dir)
         self._check_release(tree)
+        seeded = False
         if self.k.base == "current":
-            self._seed_current()
+            seeded = self._seed_current()
             base = None
         else:
             base = self.base_file or self.k.base
         self.layout.obj.mkdir(parents=True, exist_ok=True)
-        edited = self.layout.config.exists() and not written_by_lfspass(self.layout.config)
+        # A seed just copied in is where the upgrade starts, not a hand edit of lfspass's config.
+        edited = not seeded and self.layout.config.exists() and not written_by_lfspass(self.layout.config)
         before = config_values(self.layout.config.read_text(errors="replace")) if edited else {}
         hint = f"resolve = true under [kernel] in {self.recipe.path}"
         result = configure(tree, self.layout.config, self.requests, base=base, resolve=self.k.resolve,
                            resolve_hint=hint, obj=self.layout.obj)
+        report = result.report   # about the carried config, before the signing pass re-reads the result
         if preflight.needs_signing_key(self.layout.config):
             # kbuild would sign with a key it makes at random: sign with a persistent one.
             key = preflight.signing_key(self.recipe.path, self.k.signing_key)
@@ -172,8 +178,10 @@ class KernelJob:
                 resolve=self.k.resolve, resolve_hint=hint, obj=self.layout.obj)
         if edited:
             config_guard.report_edit(self.layout.config, before, self.requests, self.k.base)
-        for line in result.summary:
-            print(f"kernel config: upgrade: {line}")
+        if report is not None:
+            self._report(tree, report)
+        elif self.k.base in ("tinyconfig", "defconfig"):
+            upgrade_report.remove(self.layout.build_dir)
         preflight.check_release(tree, self.layout.config, self.ctx.release, self.recipe.path)
         preflight.check_tools(self.layout.config)
         for r in result.resolved:
@@ -183,9 +191,29 @@ class KernelJob:
         print(f"kernel config: {self.layout.config} "
               + (f"changed ({len(result.changes)} symbols)" if result.changed else "unchanged"))
         write_atomic(self.layout.config_result, json.dumps(result.decisions_json(), indent=1) + "\n")
+        self._check_upgrade()
+
+    def _report(self, tree: Path, report) -> None:
+        """Classify the upgrade report against the host's loaded modules, write it, print it short."""
+        from lfspass.kernel.kconfig.symbols import scan_cached
+
+        if not report.moved and (self.layout.build_dir / config_guard.REPORT).exists():
+            return   # a rerun on the config the upgrade made: the upgrade's report stands
+        host = Path(self.recipe.host.sysfs_root)
+        loaded = upgrade_report.loaded_modules(host)
+        upgrade_report.classify(report, tree, scan_cached(tree.resolve(), "x86_64"), loaded, str(host / "proc/modules"))
+        _js, txt = upgrade_report.write(report, self.layout.build_dir)
+        for line in report.short():
+            print(f"kernel config: upgrade: {line}")
+        print(f"kernel config: upgrade report {txt} (digest {report.digest})")
+
+    def _check_upgrade(self) -> None:
+        config_guard.check_upgrade(self.layout.build_dir, self.layout.config, self.k.accept_upgrade,
+                                   self.k.accept_report, self.recipe.path)
 
     def do_build(self) -> None:
         tree = prepare_source(self.source, self.layout.build_dir)
+        self._check_upgrade()   # an upgrade report not yet accepted: nothing is compiled
         # A hand edit after kernel:config ran: never build a kernel without its requests.
         config_guard.verify_or_stop(tree, self.layout.config, self.requests, "(edited since lfspass wrote it)")
         preflight.check_release(tree, self.layout.config, self.ctx.release, self.recipe.path)
@@ -266,7 +294,9 @@ def kernel_tasks(ctx: Context) -> Iterator[dict]:
         "file_dep": [ident] + base_dep,
         "targets": [str(lay.config)],
         # A hand edit of .config (make menuconfig O=...) reruns the step: requests re-checked.
-        "uptodate": [config_changed(_digest(job.config_inputs())), lambda task=None, values=None: written_by_lfspass(lay.config)],
+        # The acceptance of an upgrade report is checked here (not an input of the build or install).
+        "uptodate": [config_changed(_digest({"inputs": job.config_inputs(), "accept": [job.k.accept_upgrade, job.k.accept_report]})),
+                     lambda task=None, values=None: written_by_lfspass(lay.config)],
     }
     yield {
         "name": "build",

@@ -16,12 +16,14 @@ from pathlib import Path
 
 from lfspass.errors import KconfigError
 from lfspass.fsutil import write_atomic
-from lfspass.kernel.kconfig import conf_runner, explain_lines, input_stamp
+from lfspass.kernel.kconfig import conf_runner, explain_lines, input_stamp, upgrade_report
 from lfspass.kernel.kconfig import refusal_text as text
 from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, kconfig_env
 from lfspass.kernel.kconfig.request_check import check_requests, holds, request_line
 from lfspass.kernel.kconfig.result import Change, KconfigResult, Resolved, Skipped
 from lfspass.kernel.kconfig.symbols import Source, scan_cached
+from lfspass.kernel.kconfig.upgrade_report import UpgradeReport
+from lfspass.kernel.release import makefile_version
 from lfspass.model import Request, config_values
 
 NAMED = ("tinyconfig", "defconfig", "allnoconfig", "alldefconfig", "allyesconfig", "allmodconfig")
@@ -84,18 +86,18 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
         hit = input_stamp.hit(config, key, tree, old_bytes)
         if hit:
             return KconfigResult(False, [], *hit)
-    new_bytes, skipped, resolved, files, summary = _configure(kc, config, requests, base, resolve, resolve_hint)
+    new_bytes, skipped, resolved, files, report = _configure(kc, config, requests, base, resolve, resolve_hint)
     changed = write_atomic(config, new_bytes)
     old = config_values(old_bytes.decode(errors="replace")) if old_bytes is not None else {}
     new = config_values(new_bytes.decode(errors="replace"))
     changes = [Change(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
                if old.get(s, "") != new.get(s, "")]
     input_stamp.record(config, key, new_bytes, files, input_stamp.files_key(tree, files), skipped, resolved)
-    return KconfigResult(changed, changes, skipped, resolved, summary)
+    return KconfigResult(changed, changes, skipped, resolved, report.short() if report else [], report)
 
 
 def _configure(kc: KernelConf, config: Path, requests: list[Request], base: str | Path | None, resolve: bool,
-               hint: str) -> tuple[bytes, list[Skipped], list[Resolved], list[str], list[str]]:
+               hint: str) -> tuple[bytes, list[Skipped], list[Resolved], list[str], UpgradeReport | None]:
     src = scan_cached(kc.tree, kc.arch)
     wanted, skipped = check_requests(src, requests)
     resolved: list[Resolved] = []
@@ -118,9 +120,10 @@ def _configure(kc: KernelConf, config: Path, requests: list[Request], base: str 
     if refused:
         why = "; ".join(_explain(kc.tree, kc.arch, src, out, refused, warnings, None if resolve else hint))
         raise KconfigError(why + (text.RESOLVE_FOUND_NOTHING if resolve else ""))
-    # The summary is about a config carried from elsewhere; a named base is made from this tree.
+    # The report is about a config carried from elsewhere; a named base is made from this tree.
     carried = config_values(start) if base not in NAMED else {}
-    return out.encode(), skipped, resolved, src.files, _summary(src, carried, got, wanted)
+    report = _report(kc, src, carried, got, wanted, warnings, out) if carried else None
+    return out.encode(), skipped, resolved, src.files, report
 
 
 def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnings: str,
@@ -148,23 +151,23 @@ def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnin
     return lines
 
 
-def _summary(src: Source, start: dict[str, str], got: dict[str, str], wanted: dict) -> list[str]:
-    """Upgrade notes: symbols new to this config that are on, symbols the tree no longer has."""
-    if not start:
-        return []
-    new_on = sorted(s for s, v in got.items() if s not in start and v not in ("n", "") and s not in wanted)
-    gone = sorted(s for s in start if s not in src.syms)
-    moved = sorted(f"{s}: {start[s]} -> {v}" for s, (v, _src) in wanted.items() if start.get(s, v) != v)
-    out = []
-    if new_on:
-        out.append(f"{len(new_on)} symbol(s) new to this config are on: {', '.join(new_on[:20])}"
-                   + (" ..." if len(new_on) > 20 else ""))
-    if gone:
-        out.append(f"{len(gone)} symbol(s) of the starting config are not in this tree: {', '.join(gone[:20])}"
-                   + (" ..." if len(gone) > 20 else ""))
-    if moved:
-        out.append("requests that changed a starting value: " + ", ".join(moved))
-    return out
+def _report(kc: KernelConf, src: Source, start: dict[str, str], got: dict[str, str], wanted: dict,
+            warnings: str, out: str) -> UpgradeReport:
+    """The upgrade report of a carried config (upgrade_report.py), reasons read with kconfiglib."""
+    def reasons(moves: list, carried: dict[str, str], names: list[str]) -> set[str]:
+        try:
+            from lfspass.kernel.kconfig.kconfiglib_adapter import upgrade_reasons
+            return upgrade_reasons(kc.tree, kconfig_env(kc.arch)["ARCH"], out, moves, carried, names)
+        except KconfigError:
+            for m in moves:
+                m.reason = m.reason or "kconfiglib cannot read this tree to say why"
+            return set(names)
+
+    said = "\n".join(line for line in warnings.splitlines() if "override: reassigning" not in line)
+    report = upgrade_report.build(kc.tree, makefile_version(kc.kernel), src, start, got, wanted, said, reasons)
+    report.requests_moved = sorted(f"{s}: {start[s]} -> {v}" for s, (v, _src) in wanted.items()
+                                   if start.get(s, v) != v)
+    return report
 
 
 def verify(tree: Path, config: Path, requests: list[Request], arch: str = "x86_64") -> list[str]:

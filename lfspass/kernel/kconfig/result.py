@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lfspass.kernel.kconfig.upgrade_report import UpgradeReport
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,8 @@ class KconfigResult:
     changes: list[Change] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     resolved: list[Resolved] = field(default_factory=list)
-    summary: list[str] = field(default_factory=list)  # upgrade notes (new, gone, moved requests)
+    summary: list[str] = field(default_factory=list)  # upgrade notes: the report's short lines
+    report: UpgradeReport | None = None                # a carried config's upgrade report
 
     def decisions_json(self) -> dict[str, list[list[str]]]:
         return decisions_json(self.skipped, self.resolved)
