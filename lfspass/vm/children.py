@@ -156,6 +156,13 @@ def reap(folder: Path, what: str) -> str:
     return ", ".join(done) or "nothing was left running"
 
 
+def cleanup(folder: Path, what: str, say: Callable[[str], None] = print) -> None:
+    """reap(), said in one line when an interrupted run left something."""
+    cleaned = reap(folder, what) if (folder / RUN_FILE).exists() else ""
+    if cleaned:
+        say(f"{what}: cleaned up after an interrupted run: {cleaned}")
+
+
 class Run:
     """One task's children and temp files, listed in ``folder``/.lfspass-run.json while they may exist."""
 
@@ -184,9 +191,7 @@ class Run:
 
     def __enter__(self) -> Run:
         self.folder.mkdir(parents=True, exist_ok=True)
-        cleaned = reap(self.folder, self.what)
-        if cleaned:
-            self.say(f"{self.what}: cleaned up after an interrupted run: {cleaned}")
+        cleanup(self.folder, self.what, self.say)
         self._save()
         if threading.current_thread() is threading.main_thread():   # handlers belong to the main thread
             self.saved = {s: signal.signal(s, self._signal) for s in SIGNALS}
