@@ -200,7 +200,7 @@ def _disk_id(path: Path) -> list[int]:
     return [st.st_dev, st.st_ino]
 
 
-def _only_unfinished_install(plan: VmPlan) -> bool:
+def only_unfinished_install(plan: VmPlan) -> bool:
     """The disk holds nothing but what an unfinished install of this VM wrote (it was empty when that began)."""
     try:
         said = json.loads(unfinished_path(plan).read_text())
@@ -219,7 +219,7 @@ def guard_disk(plan: VmPlan, force: bool, say=print) -> None:
                      mode=0o600)
         return
     size = sum(n for _, n in used)
-    if _only_unfinished_install(plan):
+    if only_unfinished_install(plan):
         say(f"{plan.name}: {plan.disk} holds only what an unfinished install wrote (it was empty when that install "
             f"began): installing over it")
         return
