@@ -6,8 +6,6 @@ import os
 import re
 import shlex
 import subprocess
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +13,7 @@ from urllib.parse import urlsplit
 
 from lfspass.errors import CheckFailed, ToolFailed, VmError
 from lfspass.fsutil import require_tool, write_atomic
+from lfspass.vm.children import Interrupted, Run, cleanup
 from lfspass.vm.guest_disk import data_extents, private_dir, take_snapshot
 from lfspass.vm.preseed import PreseedServer
 from lfspass.vm.qemu_argv import Boot, build_argv
@@ -116,6 +115,8 @@ class InstallRun:
     server: PreseedServer
     serial_log: Path
     argv: list[str] = field(default_factory=list)
+    run: Run | None = None
+    own_run: bool = False   # start_install made the Run itself: stop() ends it
 
     def finished_ok(self) -> bool:
         try:
@@ -125,16 +126,13 @@ class InstallRun:
 
     def stop(self) -> None:
         """QEMU ends (asked first, then killed), the socket and the served preseed go away."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.run is not None:
+            self.run.stop(self.proc)
         self.server.stop()
         # The copy holds the password hash; it served its purpose.
         (install_dir(self.plan) / "preseed.cfg").unlink(missing_ok=True)
+        if self.own_run and self.run is not None:
+            self.run.__exit__(None, None, None)
 
 
 def _private_file(path: Path) -> None:
@@ -143,8 +141,9 @@ def _private_file(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
-def start_install(plan: VmPlan) -> InstallRun:
-    """Render the preseed, start its server and the relay, and start QEMU on the installer."""
+def start_install(plan: VmPlan, run: Run | None = None) -> InstallRun:
+    """Render the preseed, start its server and the relay, and start QEMU on the installer (under ``run``,
+    or a Run of its own that ``InstallRun.stop`` ends)."""
     extract_iso(plan)
     kernel, initrd = kernel_initrd(plan)
     for f in (kernel, initrd):
@@ -155,9 +154,13 @@ def start_install(plan: VmPlan) -> InstallRun:
     folder = install_dir(plan)
     private_dir(plan.dir)
     private_dir(folder)
+    own = run is None
+    if run is None:
+        run = Run(plan.dir, plan.name).__enter__()
     server, proc = PreseedServer(text, folder), None
     try:
-        write_atomic(folder / "preseed.cfg", server.body, mode=0o600)  # readable by its owner during the install
+        # Listed first: a killed run's preseed (the password hash) is removed by the next run.
+        write_atomic(run.temp(folder / "preseed.cfg"), server.body, mode=0o600)  # readable by its owner during the install
         relay = folder / "relay.py"
         # QEMU splits option values at commas and runs one command per guest connection,
         # so the relay lives in a file and the guestfwd value stays comma-free.
@@ -171,24 +174,39 @@ def start_install(plan: VmPlan) -> InstallRun:
         write_atomic(folder / "qemu-argv.json", json.dumps(argv, indent=1) + "\n", mode=0o600)
         qemu_log = folder / "qemu.log"
         _private_file(qemu_log)
-        with open(qemu_log, "wb") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        (folder / "qemu.pid").write_text(f"{proc.pid}\n")
+        pidfile = folder / "qemu.pid"
+        pidfile.unlink(missing_ok=True)
+        with open(qemu_log, "wb") as log:   # qemu.pid gets QEMU's own pid (proc is its supervisor)
+            proc = run.popen(argv, "QEMU (installer)", pidfile=pidfile, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=subprocess.STDOUT)
     except BaseException:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            run.stop(proc)
         server.stop()
+        (folder / "preseed.cfg").unlink(missing_ok=True)
+        if own:
+            run.__exit__(None, None, None)
         raise
-    return InstallRun(plan, proc, server, serial, argv)
+    return InstallRun(plan, proc, server, serial, argv, run, own)
 
 
-class Stopped(VmError):
-    """SIGTERM (or SIGHUP) arrived while an install ran."""
+def unfinished_path(plan: VmPlan) -> Path:
+    """Says an install started on the disk while it was empty; removed once the install finished."""
+    return install_dir(plan) / "unfinished.json"
 
 
-def _on_signal(signum: int, frame: object) -> None:
-    raise Stopped(f"stopped by {signal.Signals(signum).name}")
+def _disk_id(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_dev, st.st_ino]
+
+
+def only_unfinished_install(plan: VmPlan) -> bool:
+    """The disk holds nothing but what an unfinished install of this VM wrote (it was empty when that began)."""
+    try:
+        said = json.loads(unfinished_path(plan).read_text())
+    except (OSError, ValueError):
+        return False
+    return said.get("disk") == str(plan.disk) and said.get("id") == _disk_id(plan.disk)
 
 
 def guard_disk(plan: VmPlan, force: bool, say=print) -> None:
@@ -197,8 +215,14 @@ def guard_disk(plan: VmPlan, force: bool, say=print) -> None:
         raise VmError(f"{plan.disk}: the VM's disk is missing; run `doit vm:disk:{plan.name}` first")
     used = data_extents(plan.disk)
     if not used:
+        write_atomic(unfinished_path(plan), json.dumps({"disk": str(plan.disk), "id": _disk_id(plan.disk)}) + "\n",
+                     mode=0o600)
         return
     size = sum(n for _, n in used)
+    if only_unfinished_install(plan):
+        say(f"{plan.name}: {plan.disk} holds only what an unfinished install wrote (it was empty when that install "
+            f"began): installing over it")
+        return
     if not (force and plan.vm.installer.overwrite):
         raise VmError(f"{plan.disk} already holds data ({size} bytes written, first at offset {used[0][0]}); "
                       f"the installer would partition it, so it was not started. Either point "
@@ -215,47 +239,49 @@ def run_install(plan: VmPlan, *, force: bool | None = None, say=print) -> bool:
     """Install once; True when an install ran now.  ``force`` (or $LFSPASS_REINSTALL=1) installs again."""
     marker = marker_path(plan)
     force = bool(os.environ.get(REINSTALL_ENV)) if force is None else force
+    cleanup(plan.dir, plan.name, say)   # a killed run's QEMU (it holds the disk) and preseed go first
     if marker.exists() and not force:
         return False
     if plan.vm.installer.source == "netboot" and plan.vm.restrict:
         say(f"{plan.name}: note: restrict = true keeps the netboot installer off the mirror; "
             "the install can only finish with network access (set restrict = false)")
+    private_dir(plan.dir)
+    private_dir(install_dir(plan))
     guard_disk(plan, force, say)
-    # SIGTERM to doit must not leave QEMU and the server behind: turn it into an exception
-    # that unwinds through the finally below (SIGINT already raises KeyboardInterrupt).
-    main = threading.current_thread() is threading.main_thread()
-    saved = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
     stuck, run = None, None
     try:
-        run = start_install(plan)
-        say(f"{plan.name}: installing (serial log {run.serial_log}; VNC {plan.vm.vnc.listen}:{5900 + plan.vm.vnc.display})")
-        limit, started = plan.vm.installer.timeout * 60, time.monotonic()
-        watch = SerialWatch(run.serial_log, plan.vm.installer.silence)
-        next_note = started + 60
-        while True:
+        # QEMU and the server stop, and the preseed goes, on every way out; after a SIGKILL the next
+        # run does it (SIGTERM, SIGINT and SIGHUP raise Interrupted).
+        with Run(plan.dir, plan.name, say) as children:
             try:
-                run.proc.wait(timeout=1)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if (stuck := watch.poll()) is not None:
-                break
-            now = time.monotonic()
-            if now - started > limit:
-                raise CheckFailed(f"{plan.name}: install still running after {plan.vm.installer.timeout} min; stopped it. "
-                                  f"See {run.serial_log}; raise installer.timeout for slow hosts")
-            if now >= next_note:  # a line a minute: long installs show they are alive
-                next_note += 60
-                say(f"{plan.name}: installing, {int(now - started) // 60} min, preseed fetched: "
-                    f"{'yes' if 'GET /preseed.cfg' in run.server.requests else 'not yet'}")
-    except Stopped as exc:
-        raise VmError(f"{plan.name}: install {exc}; QEMU and the preseed server were stopped; run "
-                      f"`{REINSTALL_ENV}=1 doit vm:install:{plan.name}` to start over") from None
-    finally:
-        if run is not None:
-            run.stop()
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+                run = start_install(plan, children)
+                say(f"{plan.name}: installing (serial log {run.serial_log}; VNC {plan.vm.vnc.listen}:{5900 + plan.vm.vnc.display})")
+                limit, started = plan.vm.installer.timeout * 60, time.monotonic()
+                watch = SerialWatch(run.serial_log, plan.vm.installer.silence)
+                next_note = started + 60
+                while True:
+                    try:
+                        run.proc.wait(timeout=1)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    if (stuck := watch.poll()) is not None:
+                        break
+                    now = time.monotonic()
+                    if now - started > limit:
+                        raise CheckFailed(f"{plan.name}: install still running after {plan.vm.installer.timeout} min; "
+                                          f"stopped it. See {run.serial_log}; raise installer.timeout for slow hosts")
+                    if now >= next_note:  # a line a minute: long installs show they are alive
+                        next_note += 60
+                        say(f"{plan.name}: installing, {int(now - started) // 60} min, preseed fetched: "
+                            f"{'yes' if 'GET /preseed.cfg' in run.server.requests else 'not yet'}")
+            finally:
+                if run is not None:
+                    run.stop()
+    except Interrupted as exc:
+        raise VmError(f"{plan.name}: install {exc}; QEMU and the preseed server were stopped and the preseed "
+                      f"removed; run `doit vm` again to start over", exit_code=128 + exc.signum) from None
+    assert run is not None
     if stuck is not None:
         raise CheckFailed(f"{plan.name}: install stopped: {stuck}. See {run.serial_log}; fix the cause (network, mirror, "
                           f"preseed), then run `{REINSTALL_ENV}=1 doit vm:install:{plan.name}`")
@@ -270,6 +296,7 @@ def run_install(plan: VmPlan, *, force: bool | None = None, say=print) -> bool:
         raise family(f"{plan.name}: install did not finish (QEMU exit {run.proc.returncode}{last}; no '{DONE_MARKER}' "
                      f"in {run.serial_log}); read that log and {install_dir(plan) / 'qemu.log'}, then run "
                      f"`{REINSTALL_ENV}=1 doit vm:install:{plan.name}`")
+    unfinished_path(plan).unlink(missing_ok=True)
     write_atomic(marker, json.dumps({"vm": plan.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                      "source": plan.vm.installer.source}, indent=1) + "\n")
     say(f"{plan.name}: installed; start it with {plan.dir / (plan.name + '.sh')}")

@@ -7,7 +7,7 @@ from lfspass import fsutil
 from lfspass.errors import VmError
 from lfspass.vm.guest_disk import data_extents, parse_size, virtual_size, human
 from lfspass.vm.firmware import check_vars
-from lfspass.vm.install import REINSTALL_ENV, iso_path, marker_path
+from lfspass.vm.install import REINSTALL_ENV, iso_path, marker_path, only_unfinished_install
 from lfspass.vm.plan import VmPlan
 
 
@@ -39,7 +39,9 @@ def preflight(plan: VmPlan) -> None:
                       f"lfspass does not change existing disks: {hint}")
     if install_pending(plan):
         used = data_extents(plan.disk)
-        if used and not (os.environ.get(REINSTALL_ENV) and plan.vm.installer.overwrite):
+        # A disk only an unfinished install wrote (it was empty when that began) is installed over.
+        if used and not (os.environ.get(REINSTALL_ENV) and plan.vm.installer.overwrite) and \
+                not only_unfinished_install(plan):
             raise VmError(
                 f"{plan.disk} already holds data ({sum(n for _, n in used)} bytes written) and "
                 f"{plan.where}.installer would partition it, so nothing was started. Either point "

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
 from lfspass.diskspace import allocated, ensure_room
 from lfspass.errors import LfspassError, VmError
 from lfspass.fsutil import sha256_file, write_atomic
+from lfspass.vm.children import Interrupted, Run, cleanup
 from lfspass.vm.guest_disk import parse_size
 from lfspass.vm.image.first_boot import first_boot
 from lfspass.vm.image.packages import (CACHE_ENV, debs_size, host_mirror, host_suite, image_epoch, mmdebstrap_argv,
@@ -39,7 +38,7 @@ def tree_path(plan: VmPlan) -> Path:
     return plan.dir / "image-tree.txt"
 
 
-def build_tree(plan: VmPlan, work: Path, epoch: int, log, say) -> tuple[Path, dict]:
+def build_tree(plan: VmPlan, work: Path, epoch: int, log, say, run: Run | None = None) -> tuple[Path, dict]:
     """mmdebstrap + lfspass's changes; returns the root folder and the facts for installed.json."""
     inst = plan.vm.installer
     suite = inst.suite or host_suite()
@@ -53,7 +52,7 @@ def build_tree(plan: VmPlan, work: Path, epoch: int, log, say) -> tuple[Path, di
         f"apt cache {cache}")
     env = {"SOURCE_DATE_EPOCH": str(epoch)}
     run_mmdebstrap(mmdebstrap_argv(tree, suite, mirror, list(inst.packages), cache), tree, cache, env, log, say,
-                   suite, mirror)
+                   suite, mirror, run)
     t = time.monotonic()
     ids = Ids.for_vm(plan.name)
     customize(tree, name=plan.name, user=inst.user, ssh_key=inst.ssh_key, password_hash=inst.password_hash,
@@ -102,13 +101,10 @@ def build_disk(plan: VmPlan, tree: Path, work: Path, out: Path, epoch: int, log,
     return {"image_sha256": image_sha, "raw_sha256": raw_sha, "ids": ids.__dict__}
 
 
-def _stop(signum: int, frame: object) -> None:
-    raise VmError(f"image build stopped by {signal.Signals(signum).name}; nothing was left at the disk path")
-
-
 def build_image(plan: VmPlan, say=print) -> bool:
     """Build, check and place the disk; True when built now.  An existing disk is never touched."""
     disk, marker = plan.disk, marker_path(plan)
+    cleanup(plan.dir, plan.name, say)   # what a killed run left (its temp disk counts against the room below)
     if disk.exists() or disk.is_symlink():
         say(f"{plan.name}: {disk} exists: left as it is, byte for byte (an image is built only where no disk is; "
             f"name a new [vms.disk] path to build again)")
@@ -122,16 +118,15 @@ def build_image(plan: VmPlan, say=print) -> bool:
     disk.parent.mkdir(parents=True, exist_ok=True)
     work = plan.dir / ".image-build"
     remove_tree(work)   # what a killed run left
-    work.mkdir()
     tmp = disk.with_name(f".{disk.name}.{os.getpid()}.tmp")
     logfile = log_path(plan)
     started = time.monotonic()
-    # SIGTERM to doit must not leave mmdebstrap, QEMU or a half-built disk behind: raise instead,
-    # so the finally below runs (SIGINT already raises KeyboardInterrupt).
-    main = threading.current_thread() is threading.main_thread()
-    saved = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGHUP)} if main else {}
     try:
-        with open(logfile, "w") as log:
+        # The Run stops mmdebstrap and QEMU, and removes the temp disk and the work folder, on every
+        # way out; after a SIGKILL the next run does (SIGTERM, SIGINT, SIGHUP raise Interrupted).
+        with Run(plan.dir, plan.name, say) as run, open(logfile, "w") as log:
+            run.temp(work).mkdir()
+            run.temp(tmp)
             os.chmod(logfile, 0o600)   # VM files are the owner's only, as the installer's are
             def step(text: str) -> None:
                 say(f"{plan.name}: {text}")
@@ -139,10 +134,10 @@ def build_image(plan: VmPlan, say=print) -> bool:
                 log.flush()
 
             step(f"building an image guest, timestamp {stamp(epoch)} from {origin}; full log {logfile}")
-            tree, facts = build_tree(plan, work, epoch, log, step)
+            tree, facts = build_tree(plan, work, epoch, log, step, run)
             facts.update(build_disk(plan, tree, work, tmp, epoch, log, step))
             remove_tree(work)
-            boot = first_boot(plan, tmp, install_dir(plan), plan.vm.installer.timeout * 60, step)
+            boot = first_boot(plan, tmp, install_dir(plan), plan.vm.installer.timeout * 60, step, run)
             # link + unlink places the disk without ever replacing one made meanwhile.
             try:
                 os.link(tmp, disk)
@@ -157,7 +152,10 @@ def build_image(plan: VmPlan, say=print) -> bool:
                 mode=0o600)
             step(f"installed in {total:.0f} s: {disk} (sha256 {facts['image_sha256']}); {marker}")
     except (LfspassError, OSError) as exc:
-        if isinstance(exc, OSError):
+        if isinstance(exc, Interrupted):
+            exc = VmError(f"{plan.name}: image build {exc}: its programs were stopped and its temp files removed, "
+                          f"nothing is at {disk}; run `doit vm` again to start over", exit_code=128 + exc.signum)
+        elif isinstance(exc, OSError):
             full = " (the disk is full)" if exc.errno == 28 else ""
             exc = VmError(f"{plan.name}: image build failed{full}: {exc}; full log: {logfile}")
         try:   # the log ends with the same line the user sees
@@ -166,9 +164,4 @@ def build_image(plan: VmPlan, say=print) -> bool:
         except OSError:
             pass
         raise exc from None
-    finally:
-        tmp.unlink(missing_ok=True)
-        remove_tree(work)
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
     return True

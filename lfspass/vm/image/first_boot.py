@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from lfspass.errors import CheckFailed, ToolFailed
+from lfspass.vm.children import Run
 from lfspass.vm.image.root import MARKER
 from lfspass.vm.plan import VmPlan
 from lfspass.vm.qemu_argv import Boot, build_argv
@@ -31,7 +32,7 @@ def check_argv(plan: VmPlan, disk: Path, serial: Path, monitor: Path) -> list[st
         "-snapshot", "-monitor", f"unix:{monitor},server=on,wait=off"]
 
 
-def _power_off(monitor: Path, proc: subprocess.Popen, grace: float) -> str:
+def _power_off(monitor: Path, proc: subprocess.Popen, grace: float, run: Run) -> str:
     """ACPI power button through the monitor; QEMU is killed when the guest has not stopped in ``grace`` s."""
     try:
         with socket.socket(socket.AF_UNIX) as s:
@@ -42,13 +43,19 @@ def _power_off(monitor: Path, proc: subprocess.Popen, grace: float) -> str:
     except (OSError, subprocess.TimeoutExpired):
         pass
     if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+        run.stop(proc)
     return "stopped (the guest did not power off in time; the overlay is thrown away)"
 
 
-def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say) -> dict:
-    """Boot ``disk`` once; returns the boot facts for installed.json, or raises naming the serial log."""
+def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say, run: Run | None = None) -> dict:
+    """Boot ``disk`` once; returns the boot facts for installed.json, or raises naming the serial log.
+
+    QEMU runs under ``run`` (a Run of its own in ``folder`` when none is given).
+    """
+    if run is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with Run(folder, plan.name, say) as own:
+            return first_boot(plan, disk, folder, timeout_s, say, own)
     folder.mkdir(parents=True, exist_ok=True)
     serial, qemu_log = folder / "first-boot-serial.log", folder / "first-boot-qemu.log"
     serial.unlink(missing_ok=True)
@@ -56,15 +63,15 @@ def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say) ->
         f.touch(mode=0o600)
         os.chmod(f, 0o600)
     # A unix socket path must stay short (108 bytes): keep it in /tmp, whatever the VM folder is.
-    sock_dir = Path(tempfile.mkdtemp(prefix="lfspass-mon-"))
+    sock_dir = run.temp(Path(tempfile.mkdtemp(prefix="lfspass-mon-")))
     monitor = sock_dir / "monitor"
     argv = check_argv(plan, disk, serial, monitor)
     (folder / "first-boot-argv.json").write_text(json.dumps(argv, indent=1) + "\n")
     say(f"first boot: {plan.accel}, serial log {serial}")
     started = time.monotonic()
     with open(qemu_log, "wb") as out:
-        proc = subprocess.Popen(["nice", "-n", "10", *argv], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = run.popen(["nice", "-n", "10", *argv], "QEMU (first boot)", stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=subprocess.STDOUT)
     line, cause = "", ""
     try:
         while not line:
@@ -89,11 +96,9 @@ def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say) ->
             time.sleep(1)
         seconds = time.monotonic() - started
         say(f"first boot: marker after {seconds:.0f} s: {line}")
-        how = _power_off(monitor, proc, 90)
+        how = _power_off(monitor, proc, 90, run)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        run.stop(proc)
         shutil.rmtree(sock_dir, ignore_errors=True)
     say(f"first boot: {how}, {time.monotonic() - started:.0f} s in all")
     return {"boot_seconds": round(seconds, 1), "marker": line, "serial_log": str(serial), "power_off": how}

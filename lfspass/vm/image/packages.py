@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lfspass.diskspace import Watch
 from lfspass.errors import LfspassError, ToolFailed, VmError
+from lfspass.vm.children import Run
 from lfspass.fsutil import require_tool
 
 # dbus lets logind act on the ACPI power button (a clean `system_powerdown`) and hold SSH sessions.
@@ -121,13 +122,21 @@ def explain(output: str, suite: str, mirror: str, log: Path) -> LfspassError:
     return ToolFailed(f"mmdebstrap failed ({last}); full log: {log}")
 
 
-def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say, suite: str, mirror: str) -> int:
-    """Run mmdebstrap, one progress line per finished stage; returns the bytes downloaded."""
+def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say, suite: str, mirror: str,
+                   run: Run | None = None) -> int:
+    """Run mmdebstrap, one progress line per finished stage; returns the bytes downloaded.
+
+    Under ``run`` (a Run of its own when none is given): its group stopped on any exit, even lfspass's SIGKILL.
+    """
+    if run is None:
+        with Run(tree.parent, "mmdebstrap") as own:
+            return run_mmdebstrap(argv, tree, cache, env, log, say, suite, mirror, own)
     log.write(f"$ {' '.join(argv)}\n")
     log.flush()
     cached = debs_size(cache)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                            env={**os.environ, **env})
+    # 60 s between SIGTERM and SIGKILL: mmdebstrap unmounts what it mounted in the tree on SIGTERM.
+    proc = run.popen(argv, "mmdebstrap", grace=60, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                     errors="replace", env={**os.environ, **env})
     # mmdebstrap sets LC_ALL=C.UTF-8 for itself and everything it runs: the lines explain() and
     # _follow() read are apt's and mmdebstrap's English whatever the host's locale.
     output: list[str] = []
@@ -135,13 +144,7 @@ def run_mmdebstrap(argv: list[str], tree: Path, cache: Path, env: dict, log, say
         with Watch(proc, tree.parent) as watch:   # the reserve: stopped (and cleaned up) before the disk fills
             _follow(proc, tree, cache, cached, log, say, output)
     finally:
-        if proc.poll() is None:   # stopped from outside: mmdebstrap unmounts and cleans up on SIGTERM
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        run.stop(proc)   # stopped from outside or done: nothing of its group stays
     log.flush()
     if watch.crossed is not None:
         raise VmError(f"mmdebstrap stopped before the disk filled up: {watch.crossed.said()}; free space or set "
