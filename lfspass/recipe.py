@@ -58,6 +58,10 @@ class BootSection:
     grub_cfg: str = field(default="boot/grub/grub.cfg", metadata={"doc": "grub.cfg path below the install root"})
     title: str = field(default="", metadata={"doc": "menuentry title; empty = 'GNU/Linux, Linux <rel>-lfs-<lfsver>'"})
     entry_template: str = path_field("", "your own Jinja2 template for the menuentry (see lfspass/templates/grub-entry.j2)")
+    tries: int = field(default=1, metadata={"doc": "boots `lfspass boot try` gives the new kernel before GRUB falls "
+                                                   "back to the default for good (GRUB counts them, so a kernel that "
+                                                   "never reaches userspace is counted too); one that used them "
+                                                   "unconfirmed is marked bad"})
 
 
 @dataclass
@@ -216,6 +220,7 @@ RULES: dict[str, Rule] = {
                          "empty or a filesystem UUID as blkid prints it (or a FAT serial such as 1A2B-3C4D)"),
     "boot.microcode": GRUB_PATH,
     "boot.initrd": GRUB_PATH,
+    "boot.tries": Rule(range=(1, 9)),
     "boot.grub_cfg": Rule(r"(?!/)(?!(.*/)?\.\.(/|$))[^\s]+", "a relative path below the install root, without '..'"),
     "devices.address": Rule(r"([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|",
                             "empty or a PCI address such as 82:00.0 or 0000:82:00.0", explain=parse_pci_address),
