@@ -108,7 +108,7 @@ def boot_try(recipe: Recipe, release: str, mountinfo: str | None = None) -> dict
                          f"would boot {tried.id} once, not {tries} times); not changed: run `doit grub` first")
     env = read_env(env_file)
     ids = [e.id for e in found]
-    default = env.get("saved_entry") or read_state(recipe).get("confirmed", {}).get("id")
+    default = env.get("saved_entry") or state.get("confirmed", {}).get("id")
     if default not in ids or default == tried.id:
         # No good entry recorded: the fallback is the next lfspass entry (the kept build or an older kernel).
         default = next((i for i in ids if i != tried.id), None)
