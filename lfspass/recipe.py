@@ -39,8 +39,7 @@ class KernelSection:
     jobs: int = field(default=0, metadata={"doc": "make -j; 0 = number of CPUs"})
     timestamp: str = field(default="", metadata={"doc": "KBUILD_BUILD_TIMESTAMP; empty = SOURCE_DATE_EPOCH or the tree's date"})
     ccache: bool = field(default=False, metadata={"doc": "compile through ccache when it is installed"})
-    signing_key: str = path_field("", "PEM (private key + certificate) that signs modules when the config "
-                                      "has MODULE_SIG; empty = one lfspass makes once in .lfspass/ beside the recipe")
+    signing_key: str = path_field("", "PEM (private key + certificate) that signs modules when the config has MODULE_SIG; empty = one lfspass makes once in .lfspass/ beside the recipe")
     docs: bool = field(default=False, metadata={"doc": "also install Documentation to usr/share/doc/linux-<ver>"})
 
 
@@ -52,16 +51,12 @@ class BootSection:
     iommu_pt: bool = field(default=True, metadata={"doc": "add iommu=pt (identity-map host devices; weaker DMA hardening)"})
     acs_override: str = field(default="", metadata={"doc": "pcie_acs_override= value; needs the out-of-tree ACS patch"})
     microcode: str = field(default="", metadata={"doc": "initrd line for early microcode, e.g. /boot/microcode.img"})
-    initrd: str = field(default="", metadata={"doc": "initramfs GRUB loads after microcode, as GRUB sees it, e.g. "
-                                                     "/boot/initrd.img (the lab installs its busybox initramfs there)"})
+    initrd: str = field(default="", metadata={"doc": "initramfs GRUB loads after microcode, as GRUB sees it, e.g. /boot/initrd.img (the lab installs its busybox initramfs there)"})
     cmdline: list[str] = field(default_factory=list, metadata={"doc": "extra kernel parameters"})
     grub_cfg: str = field(default="boot/grub/grub.cfg", metadata={"doc": "grub.cfg path below the install root"})
     title: str = field(default="", metadata={"doc": "menuentry title; empty = 'GNU/Linux, Linux <rel>-lfs-<lfsver>'"})
     entry_template: str = path_field("", "your own Jinja2 template for the menuentry (see lfspass/templates/grub-entry.j2)")
-    tries: int = field(default=1, metadata={"doc": "boots `lfspass boot try` gives the new kernel before GRUB falls "
-                                                   "back to the default for good (GRUB counts them, so a kernel that "
-                                                   "never reaches userspace is counted too); one that used them "
-                                                   "unconfirmed is marked bad"})
+    tries: int = field(default=1, metadata={"doc": "boots `lfspass boot try` gives the new kernel before GRUB falls back to the default for good (GRUB counts them, so a kernel that never reaches userspace is counted too); one that used them unconfirmed is marked bad"})
 
 
 @dataclass
