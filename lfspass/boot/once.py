@@ -154,6 +154,14 @@ def kernel_check(recipe: Recipe, tried: dict, host) -> Check:
     return Check("boot-kernel", Status.PASS, title, f"{host.release} from {image or tried['kernel']}")
 
 
+def tried_outcome(state: dict) -> str:
+    """pending, confirmed or bad (a state file from before tries: confirmed when its confirm named it)."""
+    tried = state.get("tried") or {}
+    if "outcome" in tried:
+        return tried["outcome"]
+    return "confirmed" if tried and state.get("confirmed", {}).get("id") == tried.get("id") else "pending"
+
+
 def _mark_bad(state: dict, tried: dict, why: str) -> dict:
     """Record the tried build as bad (it used its tries without a confirm); `boot try` refuses it."""
     tried["outcome"] = "bad"
@@ -176,7 +184,7 @@ def boot_confirm(recipe: Recipe, host_root: str | os.PathLike, at_boot: bool = F
 
     state = read_state(recipe)
     tried = state.get("tried")
-    outcome = (tried or {}).get("outcome", "pending")
+    outcome = tried_outcome(state)
     if at_boot and (not tried or outcome != "pending"):
         what = f"{tried['id']} is already {outcome}" if tried else "no kernel was tried"
         return {"ok": True, "outcome": "nothing", "message": f"nothing to confirm: {what}", "checks": []}
@@ -211,7 +219,7 @@ def boot_confirm(recipe: Recipe, host_root: str | os.PathLike, at_boot: bool = F
         tried["outcome"] = "confirmed"
         state["confirmed"] = {"id": tried["id"], "release": tried["release"], "at": result["at"]}
         outcome, message = "confirmed", f"confirmed: {tried['id']} is now the default (saved_entry)"
-    elif left == 0 and tried.get("outcome", "pending") == "pending":
+    elif left == 0 and outcome == "pending":
         tries = tried.get("tries", 1)
         _mark_bad(state, tried, "; ".join(failed))
         outcome = "bad"
@@ -220,8 +228,8 @@ def boot_confirm(recipe: Recipe, host_root: str | os.PathLike, at_boot: bool = F
                    "it is rebuilt)")
     else:
         outcome = "failed"
-        message = (f"not confirmed, the default entry is unchanged: {'; '.join(failed)}; GRUB boots "
-                   f"{tried['id']} at the next boot ({left} {'try' if left == 1 else 'tries'} left)")
+        message = f"not confirmed, the default entry is unchanged: {'; '.join(failed)}" + (
+            f"; GRUB boots {tried['id']} at the next boot ({left} {'try' if left == 1 else 'tries'} left)" if left else "")
     result["outcome"] = outcome
     state["last_confirm"] = result
     _save_state(recipe, state)
@@ -243,7 +251,8 @@ def boot_status(recipe: Recipe, running: str | None) -> dict:
     tried = state.get("tried")
     return {"grubenv": str(env_path(recipe)), "default": describe(env.get("saved_entry")),
             "next_boot": describe(env.get("next_entry")), "running": running,
-            "tried": tried, "tries_left": tries_left(env, tried), "last_confirm": state.get("last_confirm"),
+            "tried": tried, "tried_outcome": tried_outcome(state) if tried else None,
+            "tries_left": tries_left(env, tried), "last_confirm": state.get("last_confirm"),
             "bad": state.get("bad", []),
             "entries": [{"id": e.id, "title": e.title, "kernel": e.kernel} for e in found.values()]}
 

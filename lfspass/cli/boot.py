@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
               f"running:      {out['running']}\n"
               f"last confirm: " + (f"{'ok' if lc['ok'] else 'FAILED'} for {lc['id']} at {lc['at']}"
                                    + ("" if lc["ok"] else f" ({'; '.join(lc['failed'])})") if lc else "(never)"))
-        if tried and tried.get("outcome", "pending") == "pending":
+        if tried and out["tried_outcome"] == "pending":
             print(f"tried:        {tried['id']}, {out['tries_left']} of {tried.get('tries', 1)} "
                   f"{'try' if tried.get('tries', 1) == 1 else 'tries'} left")
         for b in out["bad"]:

@@ -99,6 +99,7 @@ def test_tries_two_then_marked_bad_refused_until_rebuilt(tmp_path, saved_hosts):
     assert editenv(root) == {"next_entry": bad, "lfspass_retries": "1"}
     status = json.loads(run_cli("boot", "status", "--recipe", str(recipe), "--json", check=True).stdout)
     assert status["tries_left"] == 2 and status["tried"]["tries"] == 2 and status["bad"] == []
+    assert status["tried_outcome"] == "pending"
 
     confirm = ["boot", "confirm", "--at-boot", "--recipe", str(recipe), "--host-root", str(saved_hosts["dl380-iommu-off"])]
     grub_boots(root)                             # boot 1: GRUB arms it again
@@ -112,6 +113,7 @@ def test_tries_two_then_marked_bad_refused_until_rebuilt(tmp_path, saved_hosts):
     status = json.loads(run_cli("boot", "status", "--recipe", str(recipe), "--json", check=True).stdout)
     assert [b["id"] for b in status["bad"]] == [bad] and status["bad"][0]["tries"] == 2
     assert "iommu" in status["bad"][0]["why"].lower() and status["tries_left"] == 0
+    assert status["tried_outcome"] == "bad"
     assert f"marked bad:   {bad} (used its 2 tries" in run_cli("boot", "status", "--recipe", str(recipe)).stdout
     # The boot script after that: nothing left to confirm.
     proc = run_cli(*confirm)
@@ -185,3 +187,23 @@ def test_tries_out_of_range_and_an_old_block_are_one_error_line(tmp_path):
     assert "lfspass_retries" in cfg.read_text()
     assert run_cli("boot", "try", "--recipe", str(recipe)).returncode == 0
     assert editenv(tmp_path / "root")["lfspass_retries"] == "2"
+
+
+def test_a_state_file_from_before_tries_is_read_as_it_was_meant(tmp_path, saved_hosts):
+    """boot.json written by a `boot try` / `confirm` before [boot] tries: its confirmed kernel is not
+    marked bad by the boot script of another kernel."""
+    recipe = write_case(tmp_path, "intel-sysvinit-module")
+    root = tmp_path / "root"
+    install(tmp_path, recipe, "6.10.9", b"confirmed before the upgrade")
+    old = grub_ids(root)[0]
+    state = root / "var/lib/lfspass/boot.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"tried": {"id": old, "release": "6.10.9", "kernel": "/boot/vmlinuz-6.10.9-lfs-12.2",
+                                           "title": "t", "at": "2026-01-01 00:00:00 UTC"},
+                                 "confirmed": {"id": old, "release": "6.10.9", "at": "2026-01-01 00:00:00 UTC"}}))
+    proc = run_cli("boot", "confirm", "--at-boot", "--recipe", str(recipe), "--host-root", str(saved_hosts["dl380"]))
+    assert proc.returncode == 0 and f"nothing to confirm: {old} is already confirmed" in proc.stdout, proc.stdout
+    # Typed by hand on another kernel: not confirmed, and not marked bad either.
+    proc = run_cli("boot", "confirm", "--recipe", str(recipe), "--host-root", str(saved_hosts["dl380"]))
+    assert proc.returncode == 1 and "marked bad" not in proc.stderr and "tries left" not in proc.stderr, proc.stderr
+    assert json.loads(state.read_text()).get("bad") is None
