@@ -45,7 +45,7 @@ def task_lab():
 
 
 def task_bootonce():
-    """Lab scenario: a kernel failing its checks boots once through GRUB, the good one returns, rollback."""
+    """Lab scenario: the boot script confirms a good kernel; a failing one uses its 2 tries and is marked bad; rollback."""
     return graph.bootonce_task(CTX)
 
 

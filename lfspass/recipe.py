@@ -39,8 +39,7 @@ class KernelSection:
     jobs: int = field(default=0, metadata={"doc": "make -j; 0 = number of CPUs"})
     timestamp: str = field(default="", metadata={"doc": "KBUILD_BUILD_TIMESTAMP; empty = SOURCE_DATE_EPOCH or the tree's date"})
     ccache: bool = field(default=False, metadata={"doc": "compile through ccache when it is installed"})
-    signing_key: str = path_field("", "PEM (private key + certificate) that signs modules when the config "
-                                      "has MODULE_SIG; empty = one lfspass makes once in .lfspass/ beside the recipe")
+    signing_key: str = path_field("", "PEM (private key + certificate) that signs modules when the config has MODULE_SIG; empty = one lfspass makes once in .lfspass/ beside the recipe")
     docs: bool = field(default=False, metadata={"doc": "also install Documentation to usr/share/doc/linux-<ver>"})
     accept_upgrade: bool = field(default=False, metadata={"doc": "build even when the upgrade report lists changes "
                                                                  "likely to break the host (every report, unread)"})
@@ -56,12 +55,12 @@ class BootSection:
     iommu_pt: bool = field(default=True, metadata={"doc": "add iommu=pt (identity-map host devices; weaker DMA hardening)"})
     acs_override: str = field(default="", metadata={"doc": "pcie_acs_override= value; needs the out-of-tree ACS patch"})
     microcode: str = field(default="", metadata={"doc": "initrd line for early microcode, e.g. /boot/microcode.img"})
-    initrd: str = field(default="", metadata={"doc": "initramfs GRUB loads after microcode, as GRUB sees it, e.g. "
-                                                     "/boot/initrd.img (the lab installs its busybox initramfs there)"})
+    initrd: str = field(default="", metadata={"doc": "initramfs GRUB loads after microcode, as GRUB sees it, e.g. /boot/initrd.img (the lab installs its busybox initramfs there)"})
     cmdline: list[str] = field(default_factory=list, metadata={"doc": "extra kernel parameters"})
     grub_cfg: str = field(default="boot/grub/grub.cfg", metadata={"doc": "grub.cfg path below the install root"})
     title: str = field(default="", metadata={"doc": "menuentry title; empty = 'GNU/Linux, Linux <rel>-lfs-<lfsver>'"})
     entry_template: str = path_field("", "your own Jinja2 template for the menuentry (see lfspass/templates/grub-entry.j2)")
+    tries: int = field(default=1, metadata={"doc": "boots `lfspass boot try` gives the new kernel before GRUB falls back to the default for good (GRUB counts them, so a kernel that never reaches userspace is counted too); one that used them unconfirmed is marked bad"})
 
 
 @dataclass
@@ -220,6 +219,7 @@ RULES: dict[str, Rule] = {
                          "empty or a filesystem UUID as blkid prints it (or a FAT serial such as 1A2B-3C4D)"),
     "boot.microcode": GRUB_PATH,
     "boot.initrd": GRUB_PATH,
+    "boot.tries": Rule(range=(1, 9)),
     "boot.grub_cfg": Rule(r"(?!/)(?!(.*/)?\.\.(/|$))[^\s]+", "a relative path below the install root, without '..'"),
     "devices.address": Rule(r"([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|",
                             "empty or a PCI address such as 82:00.0 or 0000:82:00.0", explain=parse_pci_address),

@@ -28,17 +28,33 @@ ENTRY_MARK = "# lfspass kernel: "
 NEW_FILE_HEADER = "# GRUB configuration (LFS book, section 10.4)\nset default=0\nset timeout=5\n\n"
 KEPT = ".old"
 PANIC_S = 10  # a kernel that panics reboots, into the default, after this many seconds
-ENV_LOGIC = """\
-# GRUB environment (lfspass boot try / confirm): boot next_entry once, else saved_entry.
+RETRIES_VAR = "lfspass_retries"   # grubenv: boots of next_entry still to come after this one ([boot] tries - 1)
+MAX_TRIES = 9
+
+
+def _retry_chain() -> str:
+    """GRUB script has no arithmetic: one test per count re-arms next_entry and lowers the count."""
+    lines = []
+    for left in range(1, MAX_TRIES):
+        lines += [f'  {"if" if left == 1 else "elif"} [ "${{{RETRIES_VAR}}}" = {left} ]; then',
+                  '    set next_entry="${default}"',
+                  f"    set {RETRIES_VAR}={left - 1}",
+                  f"    save_env {RETRIES_VAR}"]
+    return "\n".join(lines) + "\n  fi\n"
+
+
+ENV_LOGIC = f"""\
+# GRUB environment (lfspass boot try / confirm): boot next_entry, else saved_entry; next_entry
+# is armed again while {RETRIES_VAR} (tries left after this boot, [boot] tries) is above 0.
 if [ -s $prefix/grubenv ]; then
   load_env
 fi
-if [ "${next_entry}" ]; then
-  set default="${next_entry}"
+if [ "${{next_entry}}" ]; then
+  set default="${{next_entry}}"
   set next_entry=
-  save_env next_entry
-elif [ "${saved_entry}" ]; then
-  set default="${saved_entry}"
+{_retry_chain()}  save_env next_entry
+elif [ "${{saved_entry}}" ]; then
+  set default="${{saved_entry}}"
 fi
 """
 
@@ -215,7 +231,9 @@ def grub_cfg_path(plan: HostPlan) -> Path:
 
 
 def write_grub(plan: HostPlan) -> bool:
-    """Update the lfspass block of grub.cfg (and create grubenv); True when grub.cfg changed."""
+    """Update the lfspass block of grub.cfg (create grubenv, write the confirm boot script); True when
+    grub.cfg changed."""
+    from lfspass.boot.autoconfirm import write_autoconfirm
     from lfspass.boot.env import ensure_env
 
     cfg = grub_cfg_path(plan)
@@ -225,4 +243,5 @@ def write_grub(plan: HostPlan) -> bool:
     note = f"generated from {plan.recipe.path.name}; edit the recipe, not this block"
     changed = write_block(cfg, body, note, header=NEW_FILE_HEADER, check=check_script, root=plan.recipe.root)
     ensure_env(plan.recipe)
+    write_autoconfirm(plan.recipe)   # the boot script that runs `boot confirm --at-boot`
     return changed

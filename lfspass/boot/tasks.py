@@ -6,6 +6,7 @@ from pathlib import Path
 
 from doit.tools import config_changed
 
+from lfspass.boot import autoconfirm
 from lfspass.boot.grub import write_grub
 from lfspass.boot.vfio import AUTOLOAD_FILES, MODPROBE_CONF, write_vfio
 from lfspass.plan import build_plan
@@ -44,7 +45,8 @@ def host_task(ctx: Context, kind: str, targets: list[Path], templates: list[str]
 
 def grub_task(ctx: Context) -> dict:
     """Write the GRUB menuentry (IOMMU and vfio parameters) into the root's grub.cfg."""
-    return host_task(ctx, "grub", [ctx.recipe.root / ctx.recipe.boot.grub_cfg], ["grub-entry.j2"])
+    return host_task(ctx, "grub", [ctx.recipe.root / ctx.recipe.boot.grub_cfg, *autoconfirm.paths(ctx.recipe)],
+                     ["grub-entry.j2", "lfspass-confirm.j2", "lfspass-confirm.service.j2"])
 
 
 def vfio_task(ctx: Context) -> dict:

@@ -10,7 +10,7 @@ from lfspass.model import Status
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="boot_command", metavar="ACTION", required=True)
-    t = sub.add_parser("try", help="boot the newest lfspass kernel once at the next boot; the default stays")
+    t = sub.add_parser("try", help="boot the newest lfspass kernel at the next boot ([boot] tries boots); the default stays")
     c = sub.add_parser("confirm", help="check the booted host; on success make the tried entry the default")
     s = sub.add_parser("status", help="default entry, next-boot entry, running release, last confirm result")
     for p in (t, c, s):
@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print the result as JSON")
     c.add_argument("--host-root", metavar="DIR",
                    help="the booted host, or a `doctor --save` copy of it (default: the recipe's sysfs_root)")
+    c.add_argument("--at-boot", action="store_true",
+                   help="as the lfspass-confirm boot script runs it: nothing tried is no error, and a kernel "
+                        "that used its tries unconfirmed is marked bad")
 
 
 def _release(recipe) -> str:
@@ -36,28 +39,30 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(out)
         else:
-            print(f"next boot (once): {out['tried']}\ndefault stays:    {out['default'] or '(grub.cfg default)'}\n"
+            boots = "once" if out["tries"] == 1 else f"{out['tries']} boots"
+            print(f"next boot ({boots}): {out['tried']}\ndefault stays:    {out['default'] or '(grub.cfg default)'}\n"
                   f"grubenv: {out['grubenv']}\n"
                   "reboot now; if the new kernel does not come up, power-cycle the machine (HPE iLO 4: "
                   "Power Management > Server Power > Cold Boot, or `power reset` in iLO's SSH shell): "
-                  "GRUB boots the default. Once it is up, run `lfspass boot confirm`.")
+                  f"GRUB boots the default once its {'try is' if out['tries'] == 1 else 'tries are'} used. "
+                  "Once it is up, the lfspass-confirm boot script runs `lfspass boot confirm` "
+                  "(or run it yourself).")
         return 0
     if args.boot_command == "confirm":
         host_root = args.host_root or recipe.host.sysfs_root or "/"
-        ok, checks = once.boot_confirm(recipe, host_root)
+        out = once.boot_confirm(recipe, host_root, at_boot=args.at_boot)
         if args.json:
-            print_json({"ok": ok, "checks": [c.as_dict() for c in checks]})
+            print_json({"ok": out["ok"], "outcome": out["outcome"], "message": out["message"],
+                        "checks": [c.as_dict() for c in out["checks"]]})
         else:
-            for c in checks:
+            for c in out["checks"]:
                 if c.status != Status.PASS:
                     print(f"{c.status.upper():4}  {c.id}: {c.detail}" + (f" (fix: {c.fix})" if c.fix else ""))
-            state = once.read_state(recipe)
-            if ok:
-                print(f"confirmed: {state['confirmed']['id']} is now the default (saved_entry)")
+            if out["ok"]:
+                print(out["message"])
             else:
-                failed = "; ".join(state["last_confirm"]["failed"])
-                print(f"error: not confirmed, the default entry is unchanged: {failed}", file=sys.stderr)
-        return 0 if ok else 1
+                print(f"error: {out['message']}", file=sys.stderr)
+        return 0 if out["ok"] else 1
     from lfspass.host.read import Host
 
     running = Host(recipe.host.sysfs_root or "/").release
@@ -67,9 +72,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         def name(d):
             return f"{d['id']} ({d['title']})" if d else "(none: grub.cfg's own default)"
-        lc = out["last_confirm"]
+        lc, tried = out["last_confirm"], out["tried"]
         print(f"default:      {name(out['default'])}\nnext boot:    {name(out['next_boot']) if out['next_boot'] else '(the default)'}\n"
               f"running:      {out['running']}\n"
               f"last confirm: " + (f"{'ok' if lc['ok'] else 'FAILED'} for {lc['id']} at {lc['at']}"
                                    + ("" if lc["ok"] else f" ({'; '.join(lc['failed'])})") if lc else "(never)"))
+        if tried and out["tried_outcome"] == "pending":
+            print(f"tried:        {tried['id']}, {out['tries_left']} of {tried.get('tries', 1)} "
+                  f"{'try' if tried.get('tries', 1) == 1 else 'tries'} left")
+        for b in out["bad"]:
+            print(f"marked bad:   {b['id']} (used its {b['tries']} {'try' if b['tries'] == 1 else 'tries'}, {b['at']}: "
+                  f"{b['why']}); `boot try` refuses it until it is rebuilt")
     return 0

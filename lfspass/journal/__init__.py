@@ -13,8 +13,8 @@ from lfspass.journal.digest import Digest, digest, tree_listing
 from lfspass.journal.runs import Run, current_run, editing, run
 from lfspass.journal.state import OWN_STATE, STATE_DIR, journal_dir, state_dir
 from lfspass.journal.tree import link_tree, remove_path, swap_dir
-from lfspass.journal.write import copy_atomic, remove, replace_dir, write_atomic
+from lfspass.journal.write import copy_atomic, remove, replace_dir, write_atomic, write_link
 
 __all__ = ["Digest", "OWN_STATE", "Run", "STATE_DIR", "copy_atomic", "current_run", "digest", "editing",
            "journal_dir", "link_tree", "remove", "remove_path", "replace_dir", "run", "state_dir", "swap_dir",
-           "tree_listing", "write_atomic"]
+           "tree_listing", "write_atomic", "write_link"]

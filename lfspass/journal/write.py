@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from lfspass import fsutil
+from lfspass.errors import InputError
 from lfspass.journal.runs import editing
 from lfspass.journal.tree import remove_path, swap_dir
 
@@ -32,6 +33,24 @@ def copy_atomic(root: str | os.PathLike, src: str | os.PathLike, dst: str | os.P
         return False
     with editing(root, dst):
         return fsutil.copy_atomic(src, dst, mode)
+
+
+def write_link(root: str | os.PathLike, path: str | os.PathLike, target: str) -> bool:
+    """A symlink ``path`` -> ``target`` (text, not followed), journaled when it changes; True if it did.
+    The new link is made beside the old path and moved over it, so it is never missing."""
+    path = fsutil.beneath(root, Path(path).parent) / Path(path).name   # the link itself, not what it names
+    if path.is_symlink() and os.readlink(path) == target:
+        return False
+    if path.is_dir() and not path.is_symlink():
+        raise InputError(f"cannot write the link {path}: it is a folder; move it aside, then re-run")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with editing(root, path):
+        tmp = path.with_name(f".{path.name}.lfspass-new")
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+    return True
 
 
 def replace_dir(root: str | os.PathLike, staged: Path, dest: Path) -> None:

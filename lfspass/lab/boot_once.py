@@ -1,8 +1,10 @@
-"""The boot-once lab scenario (`doit bootonce`): a good kernel is tried and confirmed; a second one
-that fails its checks (the same build installed as lfs version ``<ver>-broken`` with
-``intel_iommu=off`` on its command line, so no second compile) is tried, boots once through GRUB,
-fails `boot confirm`; the next boot is the good kernel again; `lfspass rollback` then puts
-grub.cfg, grubenv and the vfio files back byte for byte.  Runs on a copy of the lab root."""
+"""The boot-once lab scenario (`doit bootonce`): a good kernel is tried and confirmed by the
+lfspass-confirm boot script, no command typed; a second one that fails its checks (the same
+build installed as lfs version ``<ver>-broken`` with ``intel_iommu=off`` on its command line, so
+no second compile) is tried with ``[boot] tries = 2``, boots twice through GRUB, fails the boot
+script's confirm both times and is marked bad; the next boot is the good kernel again, and
+`boot try` refuses the bad build; `lfspass rollback` then puts grub.cfg, grubenv, the vfio
+files and the boot script back byte for byte.  Runs on a copy of the lab root."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +21,8 @@ from lfspass.fsutil import write_atomic
 from lfspass.recipe import Recipe, load_recipe
 
 BROKEN_PARAM = "intel_iommu=off"   # the tried kernel comes up without its IOMMU: doctor fails it
-FILES = ("boot/grub/grub.cfg", "boot/grub/grubenv", "etc/modprobe.d/vfio.conf")
+BROKEN_TRIES = 2
+FILES = ("boot/grub/grub.cfg", "boot/grub/grubenv", "etc/modprobe.d/vfio.conf", "etc/rc.d/init.d/lfspass-confirm")
 
 
 def _toml_value(v) -> str:
@@ -77,9 +80,12 @@ def _install_broken(recipe: Recipe, release: str) -> str:
     return run.id
 
 
-def run_bootonce(recipe: Recipe, release: str, base: Path, initramfs: Path) -> dict:
+def run_bootonce(recipe: Recipe, release: str, base: Path) -> dict:
+    from lfspass.boot.autoconfirm import write_autoconfirm
     from lfspass.boot.env import read_env
+    from lfspass.boot.once import read_state
     from lfspass.lab.boot_grub import grub_boot
+    from lfspass.lab.confirm_image import at_boot_argv, build_confirm_image
     from lfspass.lab.qemu_run import GuestFiles
 
     t0 = time.monotonic()
@@ -94,58 +100,79 @@ def run_bootonce(recipe: Recipe, release: str, base: Path, initramfs: Path) -> d
     good_file.write_text(recipe_toml(recipe, **{"host.root": str(root), "lab.dir": str(work)}))
     bad_file.write_text(recipe_toml(recipe, **{"host.root": str(root), "lab.dir": str(work),
                                               "kernel.lfs_version": recipe.kernel.lfs_version + "-broken",
-                                              "boot.cmdline": recipe.boot.cmdline + [BROKEN_PARAM]}))
+                                              "boot.cmdline": recipe.boot.cmdline + [BROKEN_PARAM],
+                                              "boot.tries": BROKEN_TRIES}))
     good, bad = load_recipe(good_file), load_recipe(bad_file)
+    with journal.run(root, f"lab: the boot script of {good_file.name}"):
+        write_autoconfirm(good)   # the copy's script named the lab recipe; this root's is good.toml
     disk = work / "boot.ext2"
+    image = work / "initramfs-confirm.cpio.gz"
     steps: list[dict] = []
 
-    def boot(n: int, label: str, expect_release_file: str, rec: Recipe) -> dict:
+    def env() -> dict[str, str]:
+        return read_env(root / "boot/grub/grubenv")
+
+    def boot(n: int, label: str, expect_release_file: str, rec: Recipe, want: str) -> dict:
+        """Boot once through GRUB; then what the guest's boot script ran, run against the host it saved."""
         d = work / f"boot{n}"
         d.mkdir()
-        g = grub_boot(rec, GuestFiles(d), disk, initramfs, True, f"boot {n} ({label})")
+        build_confirm_image(root, release, image)   # the root's rc scripts as they are now
+        g = grub_boot(rec, GuestFiles(d), disk, image, True, f"boot {n} ({label})")
         g.pop("qemu")
         step = {"step": f"boot {n}", "what": label, **g, "host_root": str(d / "host")}
         steps.append(step)
         if g["booted"]["kernel"] != f"/boot/{expect_release_file}":
             raise CheckFailed(f"boot {n}: GRUB booted {g['booted']['kernel']}, expected /boot/{expect_release_file} "
                               f"(guest log {g['guest_log']})")
+        argv = at_boot_argv(d / "host")
+        if argv is None:
+            raise CheckFailed(f"boot {n}: the guest ran no lfspass-confirm boot script (guest log {g['guest_log']})")
+        proc = _cli(*argv, "--host-root", str(d / "host"))
+        outcome = (read_state(rec).get("tried") or {}).get("outcome")
+        said = (proc.stdout.strip().splitlines() or [""])[-1] if proc.returncode == 0 else proc.stderr.strip()
+        steps.append({"step": f"boot script after boot {n}", "ran": ["lfspass", *argv], "exit": proc.returncode,
+                      "said": said, "tried_outcome": outcome, "grubenv": env(),
+                      "findings": [l for l in proc.stdout.splitlines() if l.startswith(("FAIL", "WARN"))]})
+        if want not in said:
+            raise CheckFailed(f"boot {n}: the boot script's `lfspass {' '.join(argv)}` said {said!r}, expected {want!r}")
         return step
 
-    def confirm(n: int, rec_file: Path, want_ok: bool) -> None:
-        proc = _cli("boot", "confirm", "--recipe", str(rec_file), "--host-root", str(work / f"boot{n}" / "host"))
-        steps.append({"step": f"confirm after boot {n}", "exit": proc.returncode, "ok": proc.returncode == 0,
-                      "grubenv": read_env(root / "boot/grub/grubenv"),
-                      "findings": [l for l in proc.stdout.splitlines() if l.startswith(("FAIL", "WARN"))]})
-        if (proc.returncode == 0) != want_ok:
-            raise CheckFailed(f"boot confirm after boot {n} exited {proc.returncode}, expected "
-                              f"{'success' if want_ok else 'failure'}: {proc.stdout.strip()} {proc.stderr.strip()}")
-
-    def try_(rec_file: Path) -> None:
+    def try_(rec_file: Path) -> subprocess.CompletedProcess:
         proc = _cli("boot", "try", "--recipe", str(rec_file))
-        if proc.returncode != 0:
-            raise CheckFailed(f"lfspass boot try failed: {proc.stderr.strip()}")
-        steps.append({"step": f"boot try ({rec_file.name})", "grubenv": read_env(root / "boot/grub/grubenv")})
+        steps.append({"step": f"boot try ({rec_file.name})", "exit": proc.returncode, "grubenv": env(),
+                      **({"refused": proc.stderr.strip()} if proc.returncode else {})})
+        return proc
 
     good_vmlinuz = f"vmlinuz-{release}-lfs-{good.kernel.lfs_version}"
     bad_vmlinuz = f"vmlinuz-{release}-lfs-{bad.kernel.lfs_version}"
     verdict: dict = {"ok": False, "recipe": str(recipe.path), "root": str(root), "steps": steps}
     try:
-        try_(good_file)
-        boot(1, "good kernel, tried once", good_vmlinuz, good)
-        confirm(1, good_file, True)
+        if try_(good_file).returncode != 0:
+            raise CheckFailed(f"lfspass boot try failed: {steps[-1]['refused']}")
+        good_id = boot(1, "good kernel, tried once", good_vmlinuz, good, "confirmed:")["booted"]["id"]
+        if env().get("saved_entry") != good_id:
+            raise CheckFailed(f"after the boot script grubenv is {env()}, expected saved_entry={good_id}")
         before = _snapshot(root)
         run_id = _install_broken(bad, release)
         steps.append({"step": "install broken kernel", "journal_run": run_id, "vmlinuz": bad_vmlinuz,
-                      "cmdline_added": BROKEN_PARAM})
-        try_(bad_file)
+                      "cmdline_added": BROKEN_PARAM, "tries": BROKEN_TRIES})
+        if try_(bad_file).returncode != 0:
+            raise CheckFailed(f"lfspass boot try failed: {steps[-1]['refused']}")
         tried = steps[-1]["grubenv"]
-        if tried.get("saved_entry") != steps[1]["booted"]["id"]:
-            raise CheckFailed(f"boot try moved the default: grubenv {tried}")
-        boot(2, "broken kernel, tried once", bad_vmlinuz, bad)
-        confirm(2, bad_file, False)
-        third = boot(3, "next power cycle: the default", good_vmlinuz, good)
-        if third["grubenv_after"].get("saved_entry") != steps[1]["booted"]["id"] or third["grubenv_after"].get("next_entry"):
-            raise CheckFailed(f"after boot 3 grubenv is {third['grubenv_after']}, expected the good entry saved")
+        if tried.get("saved_entry") != good_id or tried.get("lfspass_retries") != str(BROKEN_TRIES - 1):
+            raise CheckFailed(f"boot try moved the default or set no retries: grubenv {tried}")
+        first = boot(2, "broken kernel, try 1 of 2", bad_vmlinuz, bad, "1 try left")
+        bad_id = first["booted"]["id"]
+        if first["grubenv_after"].get("next_entry") != bad_id:
+            raise CheckFailed(f"after try 1 GRUB did not arm {bad_id} again: grubenv {first['grubenv_after']}")
+        second = boot(3, "broken kernel, try 2 of 2", bad_vmlinuz, bad, "marked bad")
+        if second["grubenv_after"].get("next_entry"):
+            raise CheckFailed(f"after the last try next_entry is still set: grubenv {second['grubenv_after']}")
+        last = boot(4, "next power cycle: the default", good_vmlinuz, good, "nothing to confirm")
+        if last["grubenv_after"].get("saved_entry") != good_id or last["grubenv_after"].get("next_entry"):
+            raise CheckFailed(f"after boot 4 grubenv is {last['grubenv_after']}, expected the good entry saved")
+        if try_(bad_file).returncode == 0 or "marked bad" not in steps[-1]["refused"]:
+            raise CheckFailed(f"boot try of the bad build was not refused: {steps[-1]}")
         proc = _cli("rollback", "--root", str(root), run_id)
         if proc.returncode != 0:
             raise CheckFailed(f"lfspass rollback {run_id} failed: {proc.stderr.strip()}")
@@ -162,6 +189,8 @@ def run_bootonce(recipe: Recipe, release: str, base: Path, initramfs: Path) -> d
     for s in steps:
         if "booted" in s:
             print(f"bootonce: {s['step']}: GRUB booted {s['booted']['id']}; grubenv after: {s['grubenv_after']}")
+        elif s["step"].startswith("boot script"):
+            print(f"bootonce: {s['step']}: {s['said']}")
     print(f"bootonce: PASS in {verdict['total_s']} s; verdict {work / 'verdict.json'}")
     return verdict
 
@@ -182,8 +211,9 @@ def bootonce_task(ctx) -> dict:
     paths = lab_paths(recipe)
     return {
         "basename": "bootonce",
-        "doc": "lab scenario: a kernel that fails its checks boots once, the good one comes back, rollback",
-        "actions": [(run_action, [_action, recipe, ctx.release, paths.base, paths.initramfs])],
+        "doc": "lab scenario: the boot script confirms a good kernel; a failing one boots its 2 tries, is marked bad "
+               "and refused, the good one comes back, rollback",
+        "actions": [(run_action, [_action, recipe, ctx.release, paths.base])],
         "file_dep": ctx.kernel_inputs() + [str(recipe.root / recipe.boot.grub_cfg), str(paths.initramfs)],
         "task_dep": ["lab:initramfs", "grub", "vfio"],
         "uptodate": [False],

@@ -1,8 +1,9 @@
 #!/bin/sh
 # /init of the lfspass lab initramfs (busybox).  It does what an LFS sysvinit boot does
 # before udev (mountvirtfs, then S05 /etc/rc.d/init.d/modules), then saves the host
-# state in the `lfspass doctor --save` layout and sends it to the host on the second
-# serial port (ttyS1) as base64 between marker lines, and powers off.
+# state in the `lfspass doctor --save` layout, runs the rc3.d start scripts the image
+# carries, sends the saved state to the host on the second serial port (ttyS1) as
+# base64 between marker lines, and powers off.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -83,6 +84,14 @@ echo "saved by the lfspass lab initramfs (busybox /init) from a QEMU guest" > $S
 # The nested lab's image (lfspass/lab/nested/image.py) adds /nested.sh: it runs the VM launcher
 # and leaves the second guest's report in $S/nested, sent with the rest.
 [ -x /nested.sh ] && S=$S /nested.sh
+
+# --- what LFS's rc runs last in runlevel 3, once the system is up: only the boot-once lab's image
+# carries /etc/rc.d (S99lfspass-confirm, which runs `lfspass boot confirm --at-boot`).
+if [ -d /etc/rc.d/rc3.d ]; then
+    for s in /etc/rc.d/rc3.d/S*; do
+        [ -x "$s" ] && "$s" start
+    done
+fi
 
 # --- send it: ttyS1 carries nothing but this, so kernel messages cannot interleave.
 stty -F /dev/ttyS1 raw -echo 2>/dev/null

@@ -220,22 +220,34 @@ def test_qemu_that_fails_to_start_is_a_tool_failure(tmp_path):
 # --- issue 12: the lab boots through real GRUB; the boot-once scenario (slow) -----------------
 @pytest.mark.slow
 def test_boot_once_scenario_through_grub():
-    """`doit bootonce`: good kernel confirmed, broken one boots once and fails, good one again, rollback."""
+    """`doit bootonce`: the boot script confirms the good kernel (no command typed); the broken one, with
+    tries = 2, boots twice, fails both confirms and is marked bad; the good one again; boot try of the
+    bad build refused; rollback."""
     proc = run_doit(f"recipe={REPO / 'recipes/lab.toml'}", "bootonce", cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     verdict = json.loads((REPO / "build/lab/bootonce/verdict.json").read_text())
     assert verdict["ok"] is True
-    boots = [s for s in verdict["steps"] if "booted" in s]
+    steps = verdict["steps"]
+    boots = [s for s in steps if "booted" in s]
     good, bad = boots[0]["booted"], boots[1]["booted"]
-    assert [b["booted"]["id"] for b in boots] == [good["id"], bad["id"], good["id"]] and good["id"] != bad["id"]
+    assert [b["booted"]["id"] for b in boots] == [good["id"], bad["id"], bad["id"], good["id"]] and good["id"] != bad["id"]
     assert bad["kernel"].endswith("-lfs-12.2-broken")
-    # GRUB cleared next_entry on the tried boots; the good entry stays the saved default.
-    assert boots[1]["grubenv_before"]["next_entry"] == bad["id"] and not boots[1]["grubenv_after"].get("next_entry")
-    assert boots[2]["grubenv_after"]["saved_entry"] == good["id"]
-    confirms = [s for s in verdict["steps"] if s["step"].startswith("confirm")]
-    assert [c["ok"] for c in confirms] == [True, False]
-    rollback = verdict["steps"][-1]
+    # Real GRUB counted the tries: armed again after the first, cleared after the second.
+    assert boots[1]["grubenv_before"]["next_entry"] == bad["id"] and boots[1]["grubenv_before"]["lfspass_retries"] == "1"
+    assert boots[1]["grubenv_after"]["next_entry"] == bad["id"] and boots[1]["grubenv_after"]["lfspass_retries"] == "0"
+    assert not boots[2]["grubenv_after"].get("next_entry")
+    assert boots[3]["grubenv_after"]["saved_entry"] == good["id"] and not boots[3]["grubenv_after"].get("next_entry")
+    # What each boot's lfspass-confirm script ran and how it ended; nothing else ran `boot confirm`.
+    scripts = [s for s in steps if s["step"].startswith("boot script")]
+    assert all(s["ran"][:4] == ["lfspass", "boot", "confirm", "--at-boot"] for s in scripts)
+    assert [s["tried_outcome"] for s in scripts] == ["confirmed", "pending", "bad", "bad"]
+    assert scripts[0]["grubenv"]["saved_entry"] == good["id"] and "marked bad" in scripts[2]["said"]
+    assert not [s for s in steps if s["step"].startswith("confirm")]
+    refused = [s for s in steps if s["step"].startswith("boot try") and s["exit"] != 0]
+    assert len(refused) == 1 and bad["id"] in refused[0]["refused"] and "marked bad" in refused[0]["refused"]
+    rollback = steps[-1]
     assert all(rollback["byte_identical"].values()) and "boot/grub/grub.cfg" in rollback["restored"]
+    assert "etc/rc.d/init.d/lfspass-confirm" in rollback["byte_identical"]
 
 
 def test_grubenv_written_in_place_on_a_real_boot_image(tmp_path):
