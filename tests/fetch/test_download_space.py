@@ -175,6 +175,9 @@ def test_content_length_over_the_cap_is_refused_before_any_byte(server, tmp_path
     assert_one_error_line(proc, "more than the size cap (--max-size 512M)")
 
 
+_SIGINT_DEFAULT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+
+
 def _term_midway(server: Server, mode: str, dest: Path, tmp_path: Path,
                  sig: int = signal.SIGTERM) -> subprocess.CompletedProcess:
     """Start a fetch, signal it once half the file is in DEST.part, return how it ended."""
@@ -182,8 +185,10 @@ def _term_midway(server: Server, mode: str, dest: Path, tmp_path: Path,
     # The server holds the second half for 60 s: a read timeout of 30 s keeps the client waiting
     # there (a loaded machine may take seconds to see the half) instead of resuming on its own.
     env = {**os.environ, **_env(tmp_path), "LFSPASS_TIMEOUT": "5,30"}
-    child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default, as in a terminal, then exec (same PID): a shell starting the tests with
+    # `&` and no job control leaves SIGINT ignored, and Python then installs no Ctrl-C handler.
+    child = subprocess.Popen([sys.executable, "-c", _SIGINT_DEFAULT, *argv], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     part = dest.with_name(dest.name + ".part")
     deadline = time.monotonic() + 60  # a guard against a hang, not a measurement
     while not (part.exists() and part.stat().st_size >= HALF):
