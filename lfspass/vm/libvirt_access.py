@@ -14,7 +14,6 @@ import pwd
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 from lfspass.errors import VmError
@@ -23,11 +22,11 @@ QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 DEFAULT_USER = DEFAULT_GROUP = "libvirt-qemu"   # Debian's libvirt-daemon-system
 
 
-def qemu_identity(conf: Path = QEMU_CONF) -> tuple[str, str]:
+def qemu_identity() -> tuple[str, str]:
     """(user, group) libvirt runs QEMU as: qemu.conf's ``user =`` / ``group =``, else Debian's defaults."""
     found = {"user": DEFAULT_USER, "group": DEFAULT_GROUP}
     try:
-        text = conf.read_text()
+        text = QEMU_CONF.read_text()
     except OSError:
         text = ""
     for m in re.finditer(r'^\s*(user|group)\s*=\s*"([^"]*)"', text, re.MULTILINE):
@@ -51,10 +50,10 @@ def qemu_ids(where: str) -> tuple[str, int, int, list[int]]:
 def _blocked(path: Path, uid: int, gid: int, groups: list[int]) -> Path | None:
     """The first of ``path`` and its parents the QEMU user cannot enter (a child checks, ACLs included)."""
     folders = [*reversed(path.parents), path]
-    code = ("import os,sys\nfor p in sys.argv[1:]:\n    if not os.access(p, os.X_OK):\n"
-            "        print(p)\n        break\n")
+    # /bin/sh, not this Python: the QEMU user may not reach a virtual environment either.
+    script = 'for p; do [ -x "$p" ] || { printf "%s\\n" "$p"; exit 0; }; done'
     try:
-        proc = subprocess.run([sys.executable, "-c", code, *map(str, folders)], user=uid, group=gid,
+        proc = subprocess.run(["/bin/sh", "-c", script, "sh", *map(str, folders)], user=uid, group=gid,
                               extra_groups=groups, capture_output=True, text=True, timeout=30, cwd="/")
     except (OSError, subprocess.SubprocessError):
         return None   # not root: cannot take the user's identity; libvirt's own error will say it
