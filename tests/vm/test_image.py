@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,12 +46,19 @@ def write_recipe(folder: Path, vm: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab_image(tmp_path_factory):
+def lab_image():
     """`doit vm` on a copy of recipes/lab.toml (the acceptance run), from a clean folder, timed.
 
     The folder is this session's own (two sessions may run at once); the apt cache is shared.
+    It is not under pytest's temp root: every pytest run sets that back to 0700, which would
+    shut libvirt's QEMU user out in the middle of the libvirt test (last in this file).
     """
-    LAB_COPY = tmp_path_factory.mktemp("image-lab")
+    LAB_COPY = Path(tempfile.mkdtemp(prefix="lfspass-image-lab-", dir="/var/tmp"))   # 0700, ours alone
+    yield from _lab_image(LAB_COPY)
+    shutil.rmtree(LAB_COPY, ignore_errors=True)
+
+
+def _lab_image(LAB_COPY: Path):
     (LAB_COPY / "recipes").mkdir(parents=True)
     recipe = LAB_COPY / "recipes/lab.toml"
     recipe.write_text((REPO / "recipes/lab.toml").read_text())
@@ -59,8 +68,8 @@ def lab_image(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     folder = LAB_COPY / "build/lab/root/var/lib/lfspass/vms" / VM
     print(f"\nlab image guest: doit vm took {seconds:.0f} s")
-    return {"proc": proc, "seconds": seconds, "folder": folder, "disk": folder / f"{VM}.qcow2", "recipe": recipe,
-            "installed": json.loads((folder / "installed.json").read_text())}
+    yield {"proc": proc, "seconds": seconds, "folder": folder, "disk": folder / f"{VM}.qcow2", "recipe": recipe,
+           "installed": json.loads((folder / "installed.json").read_text()), "top": LAB_COPY}
 
 
 # --- fast: the parts that read the host and the recipe ------------------------------------------
@@ -306,13 +315,13 @@ def test_lab_image_guest_defined_twice_and_started_by_libvirt(lab_image, libvirt
     mode = folder.stat().st_mode & 0o7777
     assert mode == 0o710 and folder.stat().st_gid == __import__("grp").getgrnam("libvirt-qemu").gr_gid, oct(mode)
     assert (vars_file.stat().st_mode & 0o777) == 0o600 and (lab_image["disk"].stat().st_mode & 0o777) == 0o600
-    # pytest's own temp folders are 0700: lfspass warned about the first one libvirt-qemu cannot enter.
-    stderr = lab_image["proc"].stderr
-    blocked = next(p for p in [*reversed(folder.parents)] if not p.stat().st_mode & 0o001)
-    assert f"libvirt's QEMU user libvirt-qemu cannot enter {blocked} (" in stderr, stderr[-2000:]
-    opened = []   # what the test itself opens for libvirt-qemu (outside the recipe's root), put back after
+    # The fixture's top folder is 0700 (mkdtemp): lfspass named it as the one libvirt-qemu cannot enter.
+    top, stderr = lab_image["top"], lab_image["proc"].stderr
+    assert f"libvirt's QEMU user libvirt-qemu cannot enter {top} (0700 root:root)" in stderr, stderr[-2000:]
+    assert f"setfacl -m u:libvirt-qemu:x {top}" in stderr
+    opened = []   # what the test itself opens for libvirt-qemu (above the recipe's root), put back after
     for p in folder.parents:
-        if p.stat().st_mode & 0o001 == 0 and p.is_relative_to(blocked):
+        if p.stat().st_mode & 0o001 == 0 and p.is_relative_to(top):
             opened.append((p, p.stat().st_mode & 0o7777))
             os.chmod(p, (p.stat().st_mode & 0o7777) | 0o001)
     try:
