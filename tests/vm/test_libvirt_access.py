@@ -63,7 +63,7 @@ def test_without_libvirt_the_folder_stays_private_and_the_xml_says_why(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     folder = tmp_path / "root/var/lib/lfspass/vms/g"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    assert "set libvirt = true in the recipe" in (folder / "g.xml").read_text()
+    assert "set libvirt = true in the recipe, or open the folder" in (folder / "g.xml").read_text()
 
 
 def test_no_libvirt_user_is_one_error(tmp_path, monkeypatch):
