@@ -162,11 +162,11 @@ class VmSpec:
     mac: str = _doc("", "guest MAC; empty = 52:54:00 + three bytes derived from the name")
     dir: str = path_field("", "VMDIR: folder for NAME.sh, NAME.xml, OVMF_VARS.fd, the disk and install files; "
                               "empty = [host] root + /var/lib/lfspass/vms/NAME")
+    libvirt: bool = _doc(False, "libvirt's QEMU user (Debian: libvirt-qemu) may enter VMDIR: a folder lfspass made 0700 becomes 0710 with that user's group, so `virsh start` opens the disk and VARS (docs/reference/safety.md)")
     accel: str = choice("auto", "kvm", "tcg", default="auto",
                         doc="auto = kvm when /dev/kvm is usable when the launcher is written, else tcg")
     bind: str = choice("boot", "runtime", default="boot", doc="boot = the host binds the VM's devices to vfio-pci at boot (vfio-pci ids=); runtime = the launcher runs `lfspass bind` before QEMU starts and `lfspass release` after it exits, and no boot-time ids are written for them")
-    missing_devices: str = choice("error", "skip", default="error",
-                                  doc="a passthrough id absent from the host: error, or skip it with a note in the launcher")
+    missing_devices: str = choice("error", "skip", default="error", doc="a passthrough id absent from the host: error, or skip it with a note in the launcher")
     extra_args: list[str] = field(default_factory=list, metadata={"doc": "QEMU arguments appended as they are"})
     firmware: FirmwareSpec = field(default_factory=FirmwareSpec)
     disk: DiskSpec = field(default_factory=DiskSpec)

@@ -28,15 +28,18 @@ def free_bytes(folder: Path) -> int:
 
 
 @contextlib.contextmanager
-def small_fs(folder: Path, size_mib: int = 64) -> Iterator[Path]:
-    """``folder`` as the mount point of a ``size_mib`` filesystem, unmounted afterwards."""
+def small_fs(folder: Path, size_mib: int = 64, inodes: int | None = None) -> Iterator[Path]:
+    """``folder`` as the mount point of a ``size_mib`` filesystem, unmounted afterwards; ``inodes``
+    caps its files (room for bytes, none for names: ENOSPC where a free-space check sees plenty)."""
     folder.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     image = folder.with_name(folder.name + ".ext2")
-    mounted = _run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0755", "tmpfs", str(folder)], errors)
+    tmpfs = f"size={size_mib}m,mode=0755" + (f",nr_inodes={inodes}" if inodes else "")
+    mounted = _run(["mount", "-t", "tmpfs", "-o", tmpfs, "tmpfs", str(folder)], errors)
     if not mounted and shutil.which("mke2fs"):
         # -m 0: no blocks kept for root, so what statvfs calls free is what the test gets.
-        mounted = (_run(["mke2fs", "-q", "-F", "-t", "ext2", "-m", "0", str(image), f"{size_mib}M"], errors)
+        mounted = (_run(["mke2fs", "-q", "-F", "-t", "ext2", "-m", "0", *(["-N", str(inodes)] if inodes else []),
+                         str(image), f"{size_mib}M"], errors)
                    and _run(["mount", "-o", "loop", str(image), str(folder)], errors))
     if not mounted:
         image.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+import uuid
 from pathlib import Path
 
 import jinja2
@@ -15,6 +16,18 @@ from lfspass.vm.plan import VmPlan
 from lfspass.vm.runtime_bind import comments as runtime_comments, wrap as runtime_wrap
 
 EMULATOR = "/usr/bin/qemu-system-x86_64"  # Debian's path; libvirt wants it absolute
+# The domain's <uuid> is UUIDv5(UUID_NAMESPACE, VM name): the same on every run, so a second
+# `virsh define` updates the domain instead of failing on a new uuid for the same name.
+UUID_NAMESPACE = uuid.UUID("6c1f0e0a-8a57-5d2f-9f36-1f5a0d7c2e11")
+# The restricted user NIC lives in <qemu:commandline>, where libvirt does not see it: it gets a
+# slot of its own on pcie.0 that libvirt never hands out (it fills slots from 0x01 upwards and
+# keeps 0x1a, 0x1b, 0x1d, 0x1e and 0x1f for USB, sound, the DMI bridge and the ICH9 functions).
+USER_NIC_ADDR = "0x1c"
+SERIAL_LOG = "libvirt-serial.log"  # in the VM folder: virtlogd writes the guest's serial console here
+
+
+def domain_uuid(name: str) -> str:
+    return str(uuid.uuid5(UUID_NAMESPACE, name))
 
 
 INSTALL_PURPOSE = " (interactive install over VNC)"
@@ -92,7 +105,7 @@ def domain_xml(plan: VmPlan, xml_path: Path) -> str:
     if vm.network == "user" and vm.restrict:
         # libvirt's <interface type="user"> cannot say restrict=on; pass the netdev through as is.
         qemu_args += ["-netdev", "user,id=lfspassnet0,restrict=on",
-                      "-device", f"virtio-net-pci,netdev=lfspassnet0,mac={plan.mac}"]
+                      "-device", f"virtio-net-pci,netdev=lfspassnet0,mac={plan.mac},bus=pcie.0,addr={USER_NIC_ADDR}"]
     for flag in rest:
         qemu_args += ["-global", f"host-x86_64-cpu.{flag}"]
     qemu_args += plan.vm_args + (plan.device_args if plan.devices else []) + list(vm.extra_args)
@@ -106,7 +119,8 @@ def domain_xml(plan: VmPlan, xml_path: Path) -> str:
         hostdevs.append({"domain": dom, "bus": bus, "slot": slot, "function": fn, "label": label,
                          "iommufd": plan.libvirt_iommufd})
     context = {
-        "name": plan.name, "recipe": str(plan.recipe.path), "xml_path": str(xml_path),
+        "name": plan.name, "uuid": domain_uuid(plan.name), "recipe": str(plan.recipe.path), "xml_path": str(xml_path),
+        "libvirt": vm.libvirt, "dir": str(plan.dir), "serial_log": str(plan.dir / SERIAL_LOG),
         "domain_type": "kvm" if plan.accel == "kvm" else "qemu", "memory_mib": plan.memory_mib, "cpus": vm.cpus,
         "bios": fw.bios, "code": str(fw.code), "vars": str(fw.vars), "secure_boot": fw.secure_boot, "smm": fw.requires_smm,
         "phys_passthrough": phys, "cpu_features": features, "emulator": EMULATOR, "disk": str(plan.disk),

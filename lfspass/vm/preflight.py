@@ -8,6 +8,7 @@ from lfspass.errors import VmError
 from lfspass.vm.guest_disk import data_extents, parse_size, virtual_size, human
 from lfspass.vm.firmware import check_vars
 from lfspass.vm.install import REINSTALL_ENV, iso_path, marker_path, only_unfinished_install
+from lfspass.vm.libvirt_access import qemu_ids
 from lfspass.vm.plan import VmPlan
 
 
@@ -21,6 +22,8 @@ def install_pending(plan: VmPlan) -> bool:
 def preflight(plan: VmPlan) -> None:
     """Every refusal the VM's tasks would meet later (disk size, VARS, a disk holding data)."""
     iso_path(plan)  # an ISO URL without a sum is refused here, before any download
+    if plan.vm.libvirt:
+        qemu_ids(f"{plan.where}.libvirt")  # no libvirt QEMU user on this host: refused before any write
     fw = plan.firmware
     # QEMU writes the VARS file and the disk: a link below the root may not lead it out of the root.
     for path in (plan.disk, plan.dir) if fw.bios else (fw.vars, plan.disk, plan.dir):

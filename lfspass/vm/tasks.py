@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ from lfspass.fetch.item import Download
 from lfspass.vm.firmware import download_targets, prepare_vars
 from lfspass.vm.install import REINSTALL_ENV, interactive_boot, iso_path, marker_path, run_install
 from lfspass.vm.image.build import build_image
+from lfspass.vm.libvirt_access import grant
 from lfspass.vm.launcher import domain_xml, launcher_paths, script_text, write_launchers
 from lfspass.vm.qemu_argv import build_argv
 from lfspass.recipe import Recipe
@@ -94,6 +96,9 @@ def _build_image(recipe: Recipe, name: str) -> None:
 def _launchers(recipe: Recipe, name: str) -> None:
     plan = _plan(recipe, name)
     private_dir(plan.dir)
+    if plan.vm.libvirt:
+        for line in grant(plan.dir, f"{plan.where}.libvirt"):
+            print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout)
     boot = interactive_boot(plan) if plan.vm.installer.source in INSTALLERS else None
     for path in write_launchers(plan, boot):
         print(f"{'wrote' if path.exists() else 'removed (the recipe has no installer now)'} {path}")

@@ -18,6 +18,7 @@ PAYLOAD = os.urandom((2 << 20) + 4321)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 CUT = 300_000
 HUGE = 1 << 50  # announced, never sent
+LIAR_EXTRA = 64 << 10  # sent after the announced length
 
 
 class Hostile(ThreadingHTTPServer):
@@ -37,8 +38,10 @@ class Hostile(ThreadingHTTPServer):
 
 class HostileHandler(BaseHTTPRequestHandler):
     """cutnorange: 200 for the whole file, hang up after CUT bytes, every time.
-    bad206: 206 with no Content-Range, body from byte 0.  endless: 200, no length, never ends.
-    liar: says Content-Length N, and sends more on a keep-alive-less connection (read until close)."""
+    bad206: 206 with no Content-Range, body from byte 0.  huge: announces HUGE bytes, sends CUT.
+    endless: 200, no length, never ends.
+    liar: says Content-Length N (the payload's), and sends LIAR_EXTRA more bytes on a keep-alive-less
+    connection before it closes (a client that reads until close would keep them)."""
 
     protocol_version = "HTTP/1.1"
     server: Hostile
@@ -69,6 +72,17 @@ class HostileHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(HUGE))
             self.end_headers()
             self.wfile.write(PAYLOAD[:CUT])
+        elif mode == "liar":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.server.sent += len(PAYLOAD) + LIAR_EXTRA   # counted first: the client may hang up mid-write
+            try:
+                self.wfile.write(PAYLOAD + b"\xff" * LIAR_EXTRA)
+                self.wfile.flush()
+            except OSError:
+                pass  # the client stopped reading at Content-Length and hung up, as it should
         elif mode == "endless":
             self.protocol_version = "HTTP/1.0"
             self.send_response(200)
@@ -136,6 +150,19 @@ def test_endless_body_stops_at_the_ceiling_and_leaves_no_part(hostile, tmp_path)
                    env=_env(tmp_path, LFSPASS_MAX_SIZE="4M"))
     assert_one_error_line(proc, "more than 4194304 bytes")
     assert not dest.with_name("endless.iso.part").exists()
+
+
+def test_server_sending_past_its_content_length_gives_exactly_the_announced_bytes(hostile, tmp_path):
+    """The liar: the download stops at Content-Length, so the file verifies and holds nothing more,
+    even with a size cap of exactly that length."""
+    dest = tmp_path / "disk.img"
+    proc = run_cli("fetch", hostile.url("liar/disk.img"), "--sha256", SHA, "-o", str(dest),
+                   "--max-size", str(len(PAYLOAD)), env=_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert dest.read_bytes() == PAYLOAD   # not one of the extra bytes
+    assert len(hostile.requests) == 1 and hostile.sent == len(PAYLOAD) + LIAR_EXTRA   # one try, the lie told
+    assert (tmp_path / "cache/sha256" / SHA).read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "disk.img"]   # no .part, no lock
 
 
 def test_expected_size_from_the_caller_caps_the_body(hostile, tmp_path):

@@ -1,6 +1,7 @@
 """VM disks and image guests keep the free-space reserve: refused up front, a sparse disk warned about."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,7 @@ def test_sparse_disk_larger_than_the_filesystem_is_made_with_a_warning(small_roo
     disk = small_root / "var/lib/lfspass/vms/g/g.qcow2"
     warning = next(line for line in proc.stderr.splitlines() if line.startswith("warning:"))
     assert f"{disk}: a sparse 64G disk" in warning and "3.2 MiB kept as the reserve" in warning, warning
+    assert re.search(r"on a filesystem with 6\d\.\d MiB free", warning), warning   # the disk's size against what is free
     assert disk.stat().st_size < (1 << 20) and free_bytes(small_root) > 60 << 20  # sparse: nothing taken
 
 
@@ -60,6 +62,33 @@ def test_vars_copy_without_room_is_one_error_line(small_root, tmp_path):
     filler.unlink()
     assert run_doit("vm", f"recipe={path}", cwd=tmp_path).returncode == 0
     assert (folder / "OVMF_VARS.fd").stat().st_size > 0
+
+def test_vars_copy_hitting_enospc_is_one_error_line_and_nothing_half_written(tmp_path):
+    """Bytes to spare but no room for one more file: the copy itself meets ENOSPC (no free-space
+    check can see that coming).  One error line, no VARS, no temp file; then a rerun makes it."""
+    with small_fs(tmp_path / "root", 64, inodes=64) as root:
+        folder = root / "var/lib/lfspass/vms/g"
+        folder.mkdir(parents=True)
+        fillers = root / "fillers"
+        fillers.mkdir()
+        made = 0
+        while made < 64:   # the filesystem has 64 names at most
+            try:
+                (fillers / str(made)).touch()
+            except OSError:
+                break
+            made += 1
+        assert made < 64 and free_bytes(root) > 60 << 20
+        path = write_recipe(tmp_path, 'disk = { size = "16M" }\n')
+        proc = run_doit("vm", f"recipe={path}", cwd=tmp_path)
+        assert_one_error_line(proc, f"cannot make {folder}/OVMF_VARS.fd from", "No space left on device",
+                              "nothing was kept")
+        assert sorted(p.name for p in folder.iterdir()) == []
+        for filler in fillers.iterdir():
+            filler.unlink()
+        assert run_doit("vm", f"recipe={path}", cwd=tmp_path).returncode == 0
+        assert (folder / "OVMF_VARS.fd").stat().st_size > 0
+
 
 def test_image_build_refused_before_mmdebstrap(small_root, tmp_path):
     """No room for an image build: one error before any package is fetched, nothing left behind."""

@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,12 +46,19 @@ def write_recipe(folder: Path, vm: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab_image(tmp_path_factory):
+def lab_image():
     """`doit vm` on a copy of recipes/lab.toml (the acceptance run), from a clean folder, timed.
 
     The folder is this session's own (two sessions may run at once); the apt cache is shared.
+    It is not under pytest's temp root: every pytest run sets that back to 0700, which would
+    shut libvirt's QEMU user out in the middle of the libvirt test (last in this file).
     """
-    LAB_COPY = tmp_path_factory.mktemp("image-lab")
+    LAB_COPY = Path(tempfile.mkdtemp(prefix="lfspass-image-lab-", dir="/var/tmp"))   # 0700, ours alone
+    yield from _lab_image(LAB_COPY)
+    shutil.rmtree(LAB_COPY, ignore_errors=True)
+
+
+def _lab_image(LAB_COPY: Path):
     (LAB_COPY / "recipes").mkdir(parents=True)
     recipe = LAB_COPY / "recipes/lab.toml"
     recipe.write_text((REPO / "recipes/lab.toml").read_text())
@@ -59,8 +68,8 @@ def lab_image(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     folder = LAB_COPY / "build/lab/root/var/lib/lfspass/vms" / VM
     print(f"\nlab image guest: doit vm took {seconds:.0f} s")
-    return {"proc": proc, "seconds": seconds, "folder": folder, "disk": folder / f"{VM}.qcow2", "recipe": recipe,
-            "installed": json.loads((folder / "installed.json").read_text())}
+    yield {"proc": proc, "seconds": seconds, "folder": folder, "disk": folder / f"{VM}.qcow2", "recipe": recipe,
+           "installed": json.loads((folder / "installed.json").read_text()), "top": LAB_COPY}
 
 
 # --- fast: the parts that read the host and the recipe ------------------------------------------
@@ -249,3 +258,92 @@ def test_second_build_same_bytes_from_the_cache(lab_image, tmp_path, monkeypatch
     assert same_tree, "the two builds' file trees differ: diff the two image-tree.txt files"
     assert disk["raw_sha256"] == first["raw_sha256"]
     assert disk["image_sha256"] == first["image_sha256"]
+
+
+# --- slow, last (it boots the lab image's disk for real, after the tests above read it) ---------
+
+def _virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 or not check, f"virsh {' '.join(args)}: {proc.stdout}{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def libvirtd(tmp_path_factory):
+    """libvirt's system daemons: the running ones, else virtlogd and libvirtd started here by hand
+    (CI containers run no systemd) and stopped again at the end of the session."""
+    if _virsh("version", check=False).returncode == 0:
+        yield
+        return
+    missing = [tool for tool in ("libvirtd", "virtlogd") if not Path("/usr/sbin", tool).exists()]
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} in /usr/sbin: apt-get install libvirt-daemon-system (.ci/install does)")
+    run = tmp_path_factory.mktemp("libvirtd")
+    started = []
+    for tool in ("virtlogd", "libvirtd"):
+        pid = run / f"{tool}.pid"
+        proc = subprocess.run([f"/usr/sbin/{tool}", "--daemon", "--pid-file", str(pid)], capture_output=True,
+                              text=True, timeout=60)
+        if proc.returncode != 0:
+            pytest.skip(f"`{tool} --daemon` exited {proc.returncode}: {' '.join(proc.stderr.split())[:300]}")
+        started.append(pid)
+    for _ in range(100):   # libvirtd answers once its socket is up (bounded: 10 s)
+        if _virsh("version", check=False).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.skip(f"libvirtd started but `virsh -c qemu:///system version` says: "
+                    f"{' '.join(_virsh('version', check=False).stderr.split())[:300]}")
+    yield
+    for pid in reversed(started):
+        try:
+            os.kill(int(pid.read_text()), 15)
+        except (OSError, ValueError):
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.network("debian")
+def test_lab_image_guest_defined_twice_and_started_by_libvirt(lab_image, libvirtd):
+    """The XML lfspass wrote, as a user types it: define, define again, start, the marker on the
+    serial log, destroy, `virsh undefine --keep-nvram` (as the XML's description says): VARS stays."""
+    from lfspass.vm.image.root import MARKER
+    from lfspass.vm.launcher import SERIAL_LOG
+
+    folder = lab_image["folder"]
+    xml, serial, vars_file = folder / f"{VM}.xml", folder / SERIAL_LOG, folder / "OVMF_VARS.fd"
+    mode = folder.stat().st_mode & 0o7777
+    assert mode == 0o710 and folder.stat().st_gid == __import__("grp").getgrnam("libvirt-qemu").gr_gid, oct(mode)
+    assert (vars_file.stat().st_mode & 0o777) == 0o600 and (lab_image["disk"].stat().st_mode & 0o777) == 0o600
+    # The fixture's top folder is 0700 (mkdtemp): lfspass named it as the one libvirt-qemu cannot enter.
+    top, stderr = lab_image["top"], lab_image["proc"].stderr
+    assert f"libvirt's QEMU user libvirt-qemu cannot enter {top} (0700 root:root)" in stderr, stderr[-2000:]
+    assert f"setfacl -m u:libvirt-qemu:x {top}" in stderr
+    opened = []   # what the test itself opens for libvirt-qemu (above the recipe's root), put back after
+    for p in folder.parents:
+        if p.stat().st_mode & 0o001 == 0 and p.is_relative_to(top):
+            opened.append((p, p.stat().st_mode & 0o7777))
+            os.chmod(p, (p.stat().st_mode & 0o7777) | 0o001)
+    try:
+        _virsh("destroy", VM, check=False)   # a domain an earlier, killed run left behind
+        assert "defined from" in _virsh("define", str(xml)).stdout
+        assert "defined from" in _virsh("define", str(xml)).stdout   # the same <uuid>: an update, not a clash
+        _virsh("start", VM)
+        text = ""
+        for _ in range(15 * 60):   # the recipe's installer.timeout (15 min) bounds the wait
+            text = serial.read_text(errors="replace") if serial.exists() else ""
+            if MARKER in text or "running" not in _virsh("domstate", VM).stdout:
+                break
+            time.sleep(1)
+        assert MARKER in text, f"no {MARKER!r} in {serial} ({_virsh('domstate', VM).stdout.strip()}): {text[-2000:]}"
+        _virsh("destroy", VM)
+        refused = _virsh("undefine", VM, check=False)   # libvirt refuses: the domain has nvram
+        assert refused.returncode != 0 and "nvram" in refused.stderr, refused.stderr
+        _virsh("undefine", "--keep-nvram", VM)
+        assert vars_file.stat().st_size > 0 and vars_file.stat().st_uid == 0   # kept, and given back to root
+        assert _virsh("domstate", VM, check=False).returncode != 0
+    finally:
+        _virsh("destroy", VM, check=False)
+        _virsh("undefine", "--keep-nvram", VM, check=False)
+        for p, old in opened:
+            os.chmod(p, old)

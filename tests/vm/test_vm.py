@@ -16,7 +16,7 @@ from conftest import REPO, assert_one_error_line, run_doit
 from lfspass.errors import RecipeError
 from lfspass.vm.firmware import find_descriptor
 from lfspass.vm.install import extract_iso, kernel_initrd, marker_path, run_install, start_install
-from lfspass.vm.launcher import domain_xml, script_text
+from lfspass.vm.launcher import domain_uuid, domain_xml, script_text
 from lfspass.vm.qemu_argv import build_argv
 from lfspass.recipe import load_recipe
 from lfspass.vm.plan import build_vm_plan
@@ -60,7 +60,7 @@ CASES = {
     "p10-user": ('[[vms]]\nname = "p10"\nmemory = "32G"\ncpus = 8\naccel = "kvm"\ndir = "/srv/lfspass/p10"\n'
                  'devices = ["05:00.0"]\nvnc = { display = 1, password = true }\n', P10, "intel"),
     "nogpu-user": ('[[vms]]\nname = "plain"\nmemory = "2G"\naccel = "tcg"\ndir = "/srv/lfspass/plain"\n'
-                   'disk = { size = "20G" }\n', None, "intel"),
+                   'disk = { size = "20G" }\nlibvirt = true\n', None, "intel"),
     "amd-t10": ('[[vms]]\nname = "amd"\nmemory = "8G"\ncpus = 4\naccel = "kvm"\nrestrict = false\n'
                 'dir = "/srv/lfspass/amd"\nmac = "52:54:00:12:34:56"\ndevices = ["10de:1e37"]\n', T10, "amd"),
 }
@@ -95,6 +95,23 @@ def test_golden_argv_and_xml(case, tmp_path):
     # What the issue promises of every launcher, whatever the case:
     assert "-bios" not in argv and any("readonly=on" in a and "unit=0" in a for a in argv)
     assert argv[argv.index("-vnc") + 1].startswith("127.0.0.1:")
+    # libvirt: the same <uuid> for the same name on every run (a second `virsh define` updates), another
+    # for another name; the restricted user NIC, which libvirt does not see, on a slot libvirt never assigns.
+    import uuid as uuidlib
+    import xml.etree.ElementTree as ET
+
+    dom = ET.fromstring(xml)
+    assert dom.findtext("uuid") == str(uuidlib.uuid5(uuidlib.UUID("6c1f0e0a-8a57-5d2f-9f36-1f5a0d7c2e11"), plan.name))
+    assert domain_uuid(plan.name) == dom.findtext("uuid") != domain_uuid(plan.name + "-2")
+    args = [a.get("value") for a in dom.iter("{http://libvirt.org/schemas/domain/qemu/1.0}arg")]
+    nics = [a for a in args if a.startswith("virtio-net-pci,")]
+    if plan.vm.network == "user" and plan.vm.restrict:
+        assert nics == [f"virtio-net-pci,netdev=lfspassnet0,mac={plan.mac},bus=pcie.0,addr=0x1c"], nics
+        assert "user,id=lfspassnet0,restrict=on" in args
+    else:
+        assert nics == [] and dom.find("devices/interface") is not None
+    assert dom.find("devices/serial/log").get("file") == str(plan.dir / "libvirt-serial.log")
+    assert f"virsh undefine --keep-nvram {plan.name}" in dom.findtext("description")
 
 
 def test_passthrough_takes_the_whole_group_and_plugin_quirks(tmp_path):
