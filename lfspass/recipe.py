@@ -26,8 +26,7 @@ class HostSection:
 
 @dataclass
 class KernelSection:
-    source: str = path_field("", "kernel tree folder or release tarball; empty = lfspass does not build the "
-                                 "kernel and reads the one installed under the root (set version)")
+    source: str = path_field("", "kernel tree folder or release tarball; empty = lfspass does not build the kernel and reads the one installed under the root (set version)")
     version: str = field(default="", metadata={"doc": "kernel release; empty = read from the tree's Makefile"})
     lfs_version: str = field(default="12.2", metadata={"doc": "the -lfs-<ver> suffix of the installed vmlinuz"})
     base: str = field(default="tinyconfig", metadata={"doc": "tinyconfig | defconfig | current | path to a .config (.xz ok)"})
@@ -41,10 +40,8 @@ class KernelSection:
     ccache: bool = field(default=False, metadata={"doc": "compile through ccache when it is installed"})
     signing_key: str = path_field("", "PEM (private key + certificate) that signs modules when the config has MODULE_SIG; empty = one lfspass makes once in .lfspass/ beside the recipe")
     docs: bool = field(default=False, metadata={"doc": "also install Documentation to usr/share/doc/linux-<ver>"})
-    accept_upgrade: bool = field(default=False, metadata={"doc": "build even when the upgrade report lists changes "
-                                                                 "likely to break the host (every report, unread)"})
-    accept_report: str = field(default="", metadata={"doc": "the digest of the one upgrade report you read and accept "
-                                                            "(<build_dir>/upgrade-report.txt); another report stops again"})
+    accept_upgrade: bool = field(default=False, metadata={"doc": "build even when the upgrade report lists changes likely to break the host (every report, unread)"})
+    accept_report: str = field(default="", metadata={"doc": "the digest of the one upgrade report you read and accept (<build_dir>/upgrade-report.txt); another report stops again"})
 
 
 @dataclass
@@ -79,10 +76,8 @@ class FirmwareSpec:
     type: str = choice("ovmf", "bios", default="ovmf",
                        doc="ovmf (UEFI on two pflash drives) or bios (QEMU's own SeaBIOS, no UEFI variables: "
                            "the nested lab's inner guest, where OVMF under TCG inside TCG is too slow)")
-    code: str = path_field("", "OVMF CODE image (read-only pflash); empty = found through QEMU's firmware "
-                               "descriptors (Debian's ovmf) or downloaded from code_url")
-    vars: str = path_field("", "OVMF VARS template, copied once to VMDIR/OVMF_VARS.fd (never overwritten); "
-                               "empty = the descriptor's nvram-template or vars_url")
+    code: str = path_field("", "OVMF CODE image (read-only pflash); empty = found through QEMU's firmware descriptors (Debian's ovmf) or downloaded from code_url")
+    vars: str = path_field("", "OVMF VARS template, copied once to VMDIR/OVMF_VARS.fd (never overwritten); empty = the descriptor's nvram-template or vars_url")
     code_url: str = _doc("", "download CODE from here (needs code_sha256)")
     code_sha256: str = _doc("", "sha256 of code_url")
     code_max_size: str = _doc("64M", "the most bytes code_url may have: a larger announced size is refused, "

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from lfspass.kernel.kconfig.upgrade_report import UpgradeReport
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ class KconfigResult:
     skipped: list[Skipped] = field(default_factory=list)
     resolved: list[Resolved] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)  # upgrade notes: the report's short lines
-    report: UpgradeReport | None = None                # a carried config's upgrade report
+    report: Any = None   # a carried config's upgrade_report.UpgradeReport (not imported here: no cycle)
 
     def decisions_json(self) -> dict[str, list[list[str]]]:
         return decisions_json(self.skipped, self.resolved)
