@@ -76,8 +76,18 @@ def _firmware(recipe: Recipe, name: str) -> None:
     print(f"{fw.vars}: {'made from ' + str(fw.vars_template) if prepare_vars(fw) else 'kept (holds the UEFI variables)'}")
 
 
+def _outside_root(plan) -> None:
+    """Name the VM's folder and disk when they lie outside [host] root: only a path the recipe
+    spells out can (the defaults are below the root), and the run says where it writes."""
+    root = plan.recipe.root.resolve()
+    for key, path in ((f"{plan.where}.dir", plan.dir), (f"{plan.where}.disk.path", plan.disk)):
+        if not path.resolve().is_relative_to(root):
+            print(f"{path}: outside the install root {root}, as {key} says")
+
+
 def _disk(recipe: Recipe, name: str) -> None:
     plan = _plan(recipe, name)
+    _outside_root(plan)
     private_dir(plan.dir)
     made = ensure_disk(plan.disk, plan.vm.disk.size, f"{plan.where}.disk.size", plan.vm.disk.preallocation)
     print(f"{plan.disk}: {'created, ' + plan.vm.disk.size if made else 'kept as it is'}")

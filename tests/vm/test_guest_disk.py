@@ -111,3 +111,16 @@ def test_firmware_larger_than_its_recipe_cap_is_refused(tmp_path):
     assert_one_error_line(proc, f"{code.stat().st_size} bytes, more than the size cap",
                           f"{path}: vms[0].firmware.code_max_size = 1M", "nothing was copied")
     assert not list((tmp_path / "root/var/lib/lfspass/vms/g/firmware").glob("OVMF_CODE*"))
+
+
+def test_a_disk_outside_the_root_is_made_where_the_recipe_says_and_named(tmp_path):
+    """An absolute [[vms]] dir outside [host] root is allowed (the recipe names it) and listed in the output."""
+    elsewhere = tmp_path / "elsewhere"
+    path = write_recipe(tmp_path, f'dir = "{elsewhere}"\ndisk = {{ size = "16M" }}\n')
+    proc = run_doit("vm", f"recipe={path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    root = (tmp_path / "root").resolve()
+    for key, where in (("dir", elsewhere), ("disk.path", elsewhere / "g.qcow2")):
+        assert f"{where}: outside the install root {root}, as {path}: vms[0].{key} says" in proc.stdout, \
+            proc.stdout
+    assert (elsewhere / "g.qcow2").is_file() and not (root / "var/lib/lfspass/vms/g").exists()
