@@ -176,9 +176,14 @@ def plan(sym: _kc.Symbol, asked: str, arch: str) -> Plan:
     lines = list(search.lines.items())
     if len(lines) > _MAX_LINES:
         return Plan(why_not=f"it needs {len(lines)} other symbols set ({', '.join(n for n, _ in lines[:4])}, ...)")
-    # Checked, not assumed: with the lines set, kconfiglib must let the symbol take the value.
-    with applied(sym.kconfig, {**search.lines, sym.name: asked}):
-        holds = sym.tri_value >= want or (asked == "y" and sym.orig_type is _kc.BOOL and sym.tri_value == 2)
+    # Checked, not assumed: with the lines set, kconfiglib must let the symbol take the value
+    # (a number or string symbol: must be visible, so that its line is read).
+    if sym.orig_type in (_kc.BOOL, _kc.TRISTATE):
+        with applied(sym.kconfig, {**search.lines, sym.name: asked}):
+            holds = sym.tri_value >= want
+    else:
+        with applied(sym.kconfig, search.lines):
+            holds = sym.visibility > 0
     if not holds:
         return Plan(why_not="no set of switches found that lets it hold (" +
                     (", ".join(f"{n}={v}" for n, v in lines) or "nothing to switch") + " is not enough)")
