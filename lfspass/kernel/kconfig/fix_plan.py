@@ -129,10 +129,12 @@ class _Search:
         if op is _kc.NOT:
             return self._lower(expr[1], want, depth)
         if op in (_kc.EQUAL, _kc.UNEQUAL) and expr[2].is_constant and expr[2].name in _TRI:
-            target = expr[2].name if op is _kc.EQUAL else None
-            if target and target != "n":
-                return self.raise_sym(expr[1], _TRI[target], depth)
-            return self._lower(expr[1], want, depth)
+            name = expr[2].name
+            if op is _kc.EQUAL and name != "n":      # X = y, X = m
+                return self.raise_sym(expr[1], _TRI[name], depth)
+            if op is _kc.UNEQUAL and name == "n":    # X != n: X on
+                return self.raise_sym(expr[1], 1, depth)
+            return self._lower(expr[1], want, depth)  # X = n, X != y: X off
         return f"{_kc.expr_str(expr)} is a comparison this advice does not solve"
 
     def _lower(self, expr, want: int, depth: int) -> str:
