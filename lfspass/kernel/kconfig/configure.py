@@ -154,14 +154,13 @@ def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnin
 def _report(kc: KernelConf, src: Source, start: dict[str, str], got: dict[str, str], wanted: dict,
             warnings: str, out: str) -> UpgradeReport:
     """The upgrade report of a carried config (upgrade_report.py), reasons read with kconfiglib."""
-    def reasons(moves: list, carried: dict[str, str], names: list[str]) -> set[str]:
+    def reasons(moves: list, carried: dict[str, str]) -> None:
         try:
             from lfspass.kernel.kconfig.kconfiglib_adapter import upgrade_reasons
-            return upgrade_reasons(kc.tree, kconfig_env(kc.arch)["ARCH"], out, moves, carried, names)
+            upgrade_reasons(kc.tree, kconfig_env(kc.arch)["ARCH"], out, moves, carried)
         except KconfigError:
             for m in moves:
                 m.reason = m.reason or "kconfiglib cannot read this tree to say why"
-            return set(names)
 
     said = "\n".join(line for line in warnings.splitlines() if "override: reassigning" not in line)
     report = upgrade_report.build(kc.tree, makefile_version(kc.kernel), src, start, got, wanted, said, reasons)

@@ -28,7 +28,7 @@ def explain(src: symbols.Source, name: str, asked: str, got: str, source: str,
 
     if sym.type in ("bool", "tristate") and _TRI.get(got or "n", 0) > _TRI.get(asked, 0):
         sel = [(s, c, w) for s, c, w in sym.selected_by
-               if _TRI.get(values.get(s, "n"), 0) and (not c or _evaluate(c, values))]
+               if _TRI.get(values.get(s, "n"), 0) and (not c or evaluate(c, values))]
         if sel:
             return text.selected(first, [f"{s} [{s}={values.get(s)}]" + (f" if {c}" if c else "") for s, c, _w in sel],
                                  ", ".join(w for _s, _c, w in sel), list(dict.fromkeys(s for s, _c, _w in sel)))
@@ -38,7 +38,7 @@ def explain(src: symbols.Source, name: str, asked: str, got: str, source: str,
             return text.modules_off(first, sym.defs[0], hint)
         return text.default_wins(first, sym.defs[0])
     want = 1 if sym.type == "bool" or asked == "m" else 2
-    bad = [(e, w) for e, w in sym.depends if (_evaluate(e, values) or 0) < want]
+    bad = [(e, w) for e, w in sym.depends if (evaluate(e, values) or 0) < want]
     if bad:
         line = text.blocked(first, text.DEPENDS, [f"{shown(e)} ({w})" for e, w in bad], "")
         lines, why_not = _advice(src, sym, [e for e, _w in bad], want, values, arch)
@@ -74,7 +74,7 @@ def _advice(src: symbols.Source, sym: symbols.Sym, bad: list[str], want: int, va
 def _range_applies(rng: str, values: dict[str, str]) -> bool:
     """Whether ``lo hi [if cond]`` is in force (its condition holds or cannot be read)."""
     _bounds_part, sep, cond = rng.partition(" if ")
-    value = _evaluate(cond, values) if sep else 2
+    value = evaluate(cond, values) if sep else 2
     return value is None or value > 0
 
 
@@ -84,7 +84,7 @@ def _bounds(rng: str, values: dict[str, str]) -> str:
     return "..".join(values.get(w, w) for w in words[:2]) if len(words) >= 2 else rng
 
 
-def _evaluate(expr: str, values: dict[str, str]) -> int | None:
+def evaluate(expr: str, values: dict[str, str]) -> int | None:
     """Kconfig tristate value (0/1/2) of ``expr`` over ``values``; None when it cannot be read."""
     toks = re.findall(r"\"[^\"]*\"|'[^']*'|&&|\|\||!=|<=|>=|[!()=<>]|[A-Za-z0-9_$.-]+", expr)
     pos = [0]

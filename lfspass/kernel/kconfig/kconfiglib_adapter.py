@@ -181,22 +181,11 @@ def explain_all(tree: Path, arch: str, result: str, refused: list, hint: str | N
     return out
 
 
-def upgrade_reasons(tree: Path, arch: str, result: str, moves: list, start: dict[str, str],
-                    names: list[str]) -> set[str]:
-    """Fill each move's ``reason`` (upgrade_report.Move) from the new tree, read on the result config;
-    return those of ``names`` a user can turn on here (visible, or behind a prompt whose own
-    dependencies fix_plan can meet)."""
-    from lfspass.kernel.kconfig.fix_plan import plan
-
+def upgrade_reasons(tree: Path, arch: str, result: str, moves: list, start: dict[str, str]) -> None:
+    """Fill each move's ``reason`` (upgrade_report.Move) from the new tree, read on the result config."""
     kconf, _ = _parse(tree, arch)
     _load_text(kconf, result)
     for m in moves:
         sym = kconf.syms.get(m.symbol)
         if sym is not None and sym.nodes:
             m.reason = upgrade_reason(sym, m.old, m.new, start)
-    settable = set()
-    for name in names:
-        sym = kconf.syms.get(name)
-        if sym is not None and sym.nodes and (sym.visibility or plan(sym, "y", arch).possible):
-            settable.add(name)
-    return settable

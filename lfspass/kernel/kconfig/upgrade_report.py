@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lfspass.kernel.kconfig import symbols
+from lfspass.kernel.kconfig.explain_lines import evaluate
 
 ON = ("y", "m")
 # Families a user of this tool cares about, by the folder of the symbol's Kconfig file.
@@ -107,7 +108,7 @@ class UpgradeReport:
                        + _names([f"{m.symbol} {m.old} -> {m.new}" for m in self.changed]))
         fam = [m.symbol for m in self.new_off if m.category]
         if fam:
-            out.append(f"new and left off: {_names(fam)}")
+            out.append(f"new, off, and settable now: {_names(fam)}")
         if self.requests_moved:
             out.append("requests that changed a starting value: " + ", ".join(self.requests_moved))
         if self.warnings:
@@ -132,7 +133,7 @@ class UpgradeReport:
         section("on -> off", self.off)
         section("off -> on", self.on)
         section("changed values", self.changed)
-        section("new symbols left off (IOMMU, VFIO, KVM first)", self.new_off,
+        section("new symbols left off that can be set now (IOMMU, VFIO, KVM)", self.new_off,
                 f" of {self.new_off_total}" if self.new_off_total > len(self.new_off) else "")
         lines.append(f"## requests that changed a starting value ({len(self.requests_moved)})")
         lines.extend(self.requests_moved)
@@ -171,9 +172,8 @@ def _category(path: str) -> str:
 
 def build(tree: Path, version: str, src: symbols.Source, start: dict[str, str], got: dict[str, str],
           wanted: dict, warnings: str, reasons) -> UpgradeReport:
-    """The report for ``start`` carried into ``tree`` with result ``got``.  ``reasons(moves, start,
-    names)`` (kconfiglib_adapter.upgrade_reasons) fills each move's reason from the new tree and
-    returns which of ``names`` have a prompt a user can reach on this arch."""
+    """The report for ``start`` carried into ``tree`` with result ``got``; ``reasons(moves, start)``
+    (kconfiglib_adapter.upgrade_reasons) fills each move's reason from the new tree."""
     rep = UpgradeReport(str(tree), version)
     for name in sorted(start.keys() | got.keys()):
         old, new = start.get(name, ""), got.get(name, "")
@@ -191,17 +191,17 @@ def build(tree: Path, version: str, src: symbols.Source, start: dict[str, str], 
         elif name in start and not (name in src.syms and not src.syms[name].prompt
                                     and src.syms[name].type not in ("bool", "tristate")):
             rep.changed.append(move)   # not the compiler's own strings (CC_VERSION_TEXT, GCC_VERSION)
+    # New to this config and settable now: a prompt whose dependencies hold in the result (a
+    # symbol the old tree had, hidden then and now, is in neither config and not new).
     new_off = [n for n, s in src.syms.items() if n not in start and got.get(n, "n") == "n" and s.prompt
-               and s.type in ("bool", "tristate")]
+               and s.type in ("bool", "tristate") and all((evaluate(e, got) or 0) > 0 for e, _w in s.depends)]
     fam = sorted((n for n in new_off if _family(_folder(src, n))), key=lambda n: (_family(_folder(src, n)), n))
     rep.new_off = [Move(n, "", got.get(n, ""), where=src.syms[n].defs[0], category=_family(_folder(src, n)))
                    for n in fam]
     rep.warnings = [re.sub(r"^\S+:\d+:", "", line).strip() for line in warnings.splitlines() if line.strip()]
     moved = [m for m in rep.off + rep.on + rep.changed if m.symbol in src.syms]
-    if moved or rep.new_off:
-        # kconfiglib fills the reasons and says which new symbols a user could turn on here.
-        settable = reasons(moved, start, [m.symbol for m in rep.new_off])
-        rep.new_off = [m for m in rep.new_off if m.symbol in settable]
+    if moved:
+        reasons(moved, start)   # kconfiglib reads the new tree only when something moved
     rep.new_off_total = len(new_off)
     return rep
 
