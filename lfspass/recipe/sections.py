@@ -1,18 +1,11 @@
-"""The recipe: one TOML file describing one host, its kernel, boot, devices and VMs."""
+"""The recipe's sections: one dataclass per TOML table, each key with its default and its doc line."""
 from __future__ import annotations
 
-import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from lfspass.errors import RecipeError
-from lfspass.pci import parse_pci_address, parse_pci_id
-from lfspass.schema import Rule, choice, load_table, path_field
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_RECIPE = REPO / "recipes" / "lab.toml"
+from lfspass.schema import Rule, choice, path_field
 
 
 @dataclass
@@ -197,123 +190,3 @@ class Recipe:
     @property
     def root(self) -> Path:
         return Path(self.host.root)
-
-
-SIZE = Rule(r"[1-9][0-9]{0,12}[KMGTkmgt]?(i?B)?", "a size such as 512M, 4G or 1T")
-SHA256 = Rule(r"([0-9a-fA-F]{64})?", "empty or 64 hex digits")
-URL = Rule(r"((https?|file)://\S+|/\S*)?", "empty, an http(s):// or file:// URL, or an absolute path")
-GRUB_PATH = Rule(r"(/[A-Za-z0-9_.+@%=:,-][A-Za-z0-9_.+@%=:,/-]*)?", "empty or an absolute path as GRUB sees it, without spaces or quotes")
-HOSTNAME = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-# The valid form of keys whose type alone says too little; schema.py enforces these on load and
-# prints them in the recipe reference, docs/reference/recipe.md (python -m lfspass.recipe).
-RULES: dict[str, Rule] = {
-    "kernel.version": Rule(r"([0-9]+\.[0-9]+[0-9A-Za-z.+_-]*)?", "empty or a release such as 6.10.5"),
-    "kernel.lfs_version": Rule(r"[0-9A-Za-z.+_-]{1,32}", "letters, digits, '.', '+', '_', '-'"),
-    "kernel.jobs": Rule(range=(0, 4096)),
-    "boot.fs_uuid": Rule(r"([0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}|[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12})?",
-                         "empty or a filesystem UUID as blkid prints it (or a FAT serial such as 1A2B-3C4D)"),
-    "boot.microcode": GRUB_PATH,
-    "boot.initrd": GRUB_PATH,
-    "boot.tries": Rule(range=(1, 9)),
-    "boot.grub_cfg": Rule(r"(?!/)(?!(.*/)?\.\.(/|$))[^\s]+", "a relative path below the install root, without '..'"),
-    "devices.address": Rule(r"([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|",
-                            "empty or a PCI address such as 82:00.0 or 0000:82:00.0", explain=parse_pci_address),
-    "devices.id": Rule(r"([0-9a-fA-F]{4}:[0-9a-fA-F]{4})?", "empty or vendor:device such as 10de:1e37",
-                       explain=parse_pci_id),
-    "vms.name": Rule(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}", "1-64 letters, digits, '-', '_', '.' (not first)"),
-    "vms.memory": SIZE,
-    "vms.cpus": Rule(range=(1, 1024)),
-    "vms.devices": Rule(r"([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]|[0-9a-fA-F]{4}:[0-9a-fA-F]{4}",
-                        "each a PCI address or a vendor:device id from [[devices]]"),
-    "vms.bridge": Rule(r"[A-Za-z0-9_.-]{1,15}", "an interface name (1-15 letters, digits, '_', '.', '-')"),
-    "vms.mac": Rule(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}|", "empty or a MAC such as 52:54:00:12:34:56"),
-    "vms.firmware.code": Rule(exists="file"),
-    "vms.firmware.vars": Rule(exists="file"),
-    "vms.firmware.code_url": URL,
-    "vms.firmware.code_sha256": SHA256,
-    "vms.firmware.vars_url": URL,
-    "vms.firmware.vars_sha256": SHA256,
-    "vms.firmware.code_max_size": SIZE,
-    "vms.firmware.vars_max_size": SIZE,
-    "vms.disk.size": SIZE,
-    "vms.vnc.listen": Rule(rf"{HOSTNAME}|[0-9A-Fa-f:.]{{2,45}}", "an IPv4 or IPv6 address or a host name"),
-    "vms.vnc.display": Rule(range=(0, 99)),
-    "vms.vnc.password_file": Rule(exists="file"),
-    "vms.installer.iso": Rule(exists="file"),
-    "vms.installer.iso_url": URL,
-    "vms.installer.iso_sha256": SHA256,
-    "vms.installer.iso_max_size": SIZE,
-    "vms.installer.sums_url": URL,
-    "vms.installer.signature_url": URL,
-    "vms.installer.keyring": Rule(exists="file"),
-    "vms.installer.preseed": Rule(exists="file"),
-    "vms.installer.mirror": Rule(rf"({HOSTNAME}|https?://[^\s'\\]+)?",
-                                 "empty, a host name, or (source = \"image\") an archive URI such as http://HOST/debian"),
-    "vms.installer.suite": Rule(r"[a-z][a-z0-9-]{0,31}|", "empty or a Debian release name such as bookworm"),
-    "vms.installer.packages": Rule(r"[a-z0-9][a-z0-9+.-]{1,99}", "each a Debian package name such as less"),
-    "vms.installer.user": Rule(r"[a-z_][a-z0-9_-]{0,31}", "a lower-case login such as debian"),
-    "vms.installer.password_hash": Rule(r"(\$[0-9a-z]{1,2}\$[./A-Za-z0-9$=,]{2,}|!|\*)?",
-                                        "empty or a crypt(3) hash such as $6$salt$hash (mkpasswd -m sha-512)"),
-    "vms.installer.ssh_key": Rule(r"((ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/=]+( [^'\\]*)?)?",
-                                  "empty or one public key line: TYPE BASE64 [comment], no quotes or backslashes"),
-    "vms.installer.timeout": Rule(range=(1, 10080)),
-    "vms.installer.silence": Rule(range=(0, 86400)),
-    "lab.timeout": Rule(range=(1, 86400)),
-    "lab.memory": SIZE,
-}
-Recipe.rules = RULES  # read by schema.load_table and schema.describe
-
-
-def recipe_path(explicit: str | os.PathLike | None = None) -> Path:
-    """The recipe to use: explicit path, else $LFSPASS_RECIPE, else recipes/lab.toml."""
-    chosen = explicit or os.environ.get("LFSPASS_RECIPE") or DEFAULT_RECIPE
-    return Path(chosen)
-
-
-def _validate(recipe: Recipe, file: Path) -> None:
-    """Checks that cross keys or need parsing beyond a type."""
-    for i, dev in enumerate(recipe.devices):
-        where = f"{file}: devices[{i}]"
-        if not dev.address and not dev.id:
-            raise RecipeError(f"{where} needs 'address' (e.g. 82:00.0) or 'id' (e.g. 10de:1e37)")
-        if dev.id:
-            dev.id = parse_pci_id(dev.id, f"{where}.id")
-        if dev.address:
-            dev.address = parse_pci_address(dev.address, f"{where}.address")
-    keys = [d.address or d.id for d in recipe.devices]
-    for i, key in enumerate(keys):
-        if key in keys[:i]:
-            raise RecipeError(f"{file}: devices[{i}] repeats devices[{keys.index(key)}] ({key}); list each device once")
-    names = set()
-    for i, vm in enumerate(recipe.vms):
-        if vm.name in names:   # its form is RULES["vms.name"]
-            raise RecipeError(f"{file}: vms[{i}].name = {vm.name!r}: two VMs share this name; names must be unique")
-        names.add(vm.name)
-    for key in recipe.kernel.config:
-        if not key.isupper() or key.startswith("CONFIG_"):
-            raise RecipeError(f"{file}: kernel.config.{key}: write Kconfig symbols in upper case without CONFIG_, e.g. VFIO_PCI = \"m\"")
-
-
-def load_recipe(path: str | os.PathLike | None = None) -> Recipe:
-    """Read and check a recipe; relative paths resolve against the recipe's folder."""
-    file = recipe_path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise RecipeError(f"{file}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
-    except FileNotFoundError:
-        raise RecipeError(f"{file}: no such recipe; pass recipe=PATH (doit) or --recipe PATH, or set LFSPASS_RECIPE") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{file}: not valid TOML ({exc}); fix the line it names") from None
-    except OSError as exc:
-        raise RecipeError(f"{file}: cannot read ({exc.strerror}); give a recipe file") from None
-    base = file.resolve().parent
-    recipe = load_table(Recipe, data, file, "", base)
-    recipe.path = file
-    _validate(recipe, file)
-    return recipe
-
-
-if __name__ == "__main__":  # python -m lfspass.recipe: regenerate the table in docs/reference/recipe.md
-    from lfspass.schema import reference_main
-    raise SystemExit(reference_main(REPO / "docs" / "reference" / "recipe.md", Recipe))
