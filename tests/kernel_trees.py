@@ -119,9 +119,15 @@ if __name__ == "__main__":  # prefetch: python tests/kernel_trees.py
 # --- the kernel's own result, for parity: what `make olddefconfig` makes of the same input -------
 
 def request_lines(requests) -> str:
-    """Requests as .config lines, written here (not by lfspass): ``CONFIG_X=v``, n as "is not set"."""
-    return "".join(f"# CONFIG_{r.symbol} is not set\n" if r.value == "n" else f"CONFIG_{r.symbol}={r.value}\n"
-                   for r in requests)
+    """Requests as .config lines, written here (not by lfspass): ``CONFIG_X=v``, n as "is not set",
+    a value that is no switch and no number in quotes (a string symbol's)."""
+    def line(r) -> str:
+        if r.value == "n":
+            return f"# CONFIG_{r.symbol} is not set\n"
+        if r.value in ("y", "m") or re.fullmatch(r"-?[0-9]+|0x[0-9a-fA-F]+", r.value):
+            return f"CONFIG_{r.symbol}={r.value}\n"
+        return f'CONFIG_{r.symbol}="{r.value}"\n'
+    return "".join(line(r) for r in requests)
 
 
 def named_base_config(tree: Path, target: str, obj: Path) -> str:

@@ -35,11 +35,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {' '.join(message.split())}; see {self.prog} --help\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``only`` the one command's (the others' modules are not imported)."""
     parser = Parser(prog="lfspass", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lfspass {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (modname, help_) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as exc:
@@ -53,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    named = words[0] if words and words[0] in COMMANDS else None   # `lfspass kconfig ...` imports one module
+    args = build_parser(named).parse_args(argv)
     run: Callable[[argparse.Namespace], int] | None = getattr(args, "_run", None)
     if run is None:
         print(f"error: no command given; one of: {', '.join(COMMANDS)} (see lfspass --help)", file=sys.stderr)

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from lfspass.errors import BuildError, CheckFailed
-from lfspass.kernel.kconfig.upgrade_report import digest_of
+from lfspass.kernel.kconfig.upgrade_report import ON, by_category, digest_of
 from lfspass.model import config_values
 from lfspass.kernel.kconfig.configure import verify
 from lfspass.kernel.preflight import KBUILD_KEY, fingerprint
@@ -53,15 +53,11 @@ def check_upgrade(build_dir: Path, config: Path, accept_upgrade: bool, accept_re
     except (OSError, ValueError):
         return
     now = config_values(config.read_text(errors="replace")) if config.exists() else {}
-    left = [m for m in data.get("likely_to_break_the_host") or [] if now.get(m["symbol"], "") not in ("y", "m")]
+    left = [m for m in data.get("likely_to_break_the_host") or [] if now.get(m["symbol"], "") not in ON]
     digest = digest_of(data.get("version", ""), [[m["symbol"], m["old"], m["new"]] for m in left])
     if not left or accept_upgrade or accept_report == digest:
         return
-    by_cat: dict[str, list[str]] = {}
-    for m in left:
-        by_cat.setdefault(m["category"], []).append(m["symbol"])
-    names = "; ".join(f"{cat}: {', '.join(syms[:4])}" + (f" and {len(syms) - 4} more" if len(syms) > 4 else "")
-                      for cat, syms in by_cat.items())
+    names = by_category([(m["category"], m["symbol"]) for m in left], limit=4)
     raise CheckFailed(f"the upgrade to Linux {data.get('version', '?')} turns off {len(left)} thing(s) the host may "
                       f"need ({names}); read {build_dir / 'upgrade-report.txt'}, then turn them on in [kernel.config] "
                       f"or accept with accept_report = \"{digest}\" under [kernel] in {recipe}")

@@ -195,7 +195,7 @@ class KernelJob:
 
     def _report(self, tree: Path, report) -> None:
         """Classify the upgrade report against the host's loaded modules, write it, print it short."""
-        from lfspass.kernel.kconfig.symbols import scan_cached
+        from lfspass.kernel.kconfig.scan_cache import scan_cached
 
         if not report.moved and (self.layout.build_dir / config_guard.REPORT).exists():
             return   # a rerun on the config the upgrade made: the upgrade's report stands

@@ -18,11 +18,13 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from lfspass.errors import KconfigError
 from lfspass.fsutil import require_tool
+from lfspass.kernel.kconfig import conf_direct
 from lfspass.kernel.kconfig.conf_source import ENV, cache_root, conf_kernel, is_kernel_tree
 from lfspass.kernel.release import makefile_version
 
@@ -112,21 +114,62 @@ def _fail(what: str, proc: subprocess.CompletedProcess) -> KconfigError:
     return KconfigError(f"{what} failed (exit {proc.returncode}): {last}")
 
 
+def _run(argv: list[str], env: dict[str, str], cwd: str | None = None,
+         meanwhile: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
+    """Run ``argv``; ``meanwhile`` runs in this process once it has started (not before: a
+    thread holding the GIL would hold up the start)."""
+    with subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, errors="replace") as proc:
+        if meanwhile is not None:
+            meanwhile()
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def run_make(kc: KernelConf, target: str, config: Path | None, env: dict[str, str] | None = None,
-             arch: bool = False, variables: tuple[str, ...] = ()) -> str:
+             arch: bool = False, variables: tuple[str, ...] = (), jobs: int = 1,
+             meanwhile: Callable[[], None] | None = None) -> str:
     """``make <target>`` on ``config`` (read and rewritten in place; None: O=/.config); returns conf's warnings."""
     require_tool("make", "build-essential")
     kc.obj.mkdir(parents=True, exist_ok=True)
     where = [f"KCONFIG_CONFIG={config.resolve()}"] if config is not None else []
-    cmd = ["make", "-s", "-C", str(kc.kernel), f"O={kc.obj}", *where,
+    cmd = ["make", "-s", *([f"-j{jobs}"] if jobs > 1 else []), "-C", str(kc.kernel), f"O={kc.obj}", *where,
            *([f"ARCH={kc.arch}"] if arch else kc.make_vars()), *variables, target]
     # One make at a time per O= folder: two runs building conf there at once would clash.
     with open(kc.obj / ".lfspass-kconfig.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        proc = subprocess.run(cmd, env=controlled_env(env), capture_output=True, text=True, errors="replace")
+        proc = _run(cmd, controlled_env(env), meanwhile=meanwhile)
     if proc.returncode != 0:
         raise _fail(f"`make {target}` in {kc.kernel}", proc)
     return proc.stderr
+
+
+def _olddefconfig(kc: KernelConf, config: Path, env: dict[str, str] | None,
+                  meanwhile: Callable[[], None] | None) -> str:
+    """``make olddefconfig`` of a kernel tree; from the second run on, its conf started directly
+    as make starts it (conf_direct.py), which spares make's reading of the top Makefile."""
+    extra, base = dict(env or {}), controlled_env()
+    kc.obj.mkdir(parents=True, exist_ok=True)
+    with open(kc.obj / ".lfspass-kconfig.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rec = conf_direct.recorded(kc.kernel, kc.obj, kc.srcarch, kc.make_vars(), base)
+        if rec is None and not (kc.obj / "scripts" / "kconfig" / "conf").is_file():
+            fcntl.flock(lock, fcntl.LOCK_UN)   # build_conf's make takes it
+            build_conf(kc)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            rec = conf_direct.recorded(kc.kernel, kc.obj, kc.srcarch, kc.make_vars(), base)
+        if rec is not None:
+            proc = _run(*conf_direct.command(rec, base, config, extra), meanwhile=meanwhile)
+            if proc.returncode != 0:
+                raise _fail(f"the kernel's conf ({' '.join(rec['argv'])}) in {kc.obj}", proc)
+            return proc.stderr
+    args, add, tmp = conf_direct.recorder(kc.obj)
+    try:
+        said = run_make(kc, "olddefconfig", config, {**extra, **add}, variables=tuple(args), meanwhile=meanwhile)
+        conf_direct.keep(kc.kernel, kc.obj, kc.srcarch, kc.make_vars(), base, tmp, extra)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return said
 
 
 def build_conf(kc: KernelConf) -> Path:
@@ -143,20 +186,44 @@ def build_conf(kc: KernelConf) -> Path:
         (Path(tmp) / "Kconfig").write_text("")
         (Path(tmp) / "config").write_text("")
         host = KernelConf(kc.kernel, kc.kernel, kc.obj, _HOST_ARCH)  # conf is a host program
-        run_make(host, "olddefconfig", Path(tmp) / "config", variables=(f"KBUILD_KCONFIG={tmp}/Kconfig",))
+        # The run also records how make starts conf, so the next run needs no make (conf_direct.py).
+        args, add, record = conf_direct.recorder(kc.obj)
+        base = controlled_env()
+        try:
+            run_make(host, "olddefconfig", Path(tmp) / "config", add, variables=(f"KBUILD_KCONFIG={tmp}/Kconfig", *args),
+                     jobs=os.cpu_count() or 1)
+            conf_direct.keep(kc.kernel, kc.obj, kc.srcarch, host.make_vars(), base, record, {}, f"{tmp}/Kconfig")
+        finally:
+            shutil.rmtree(record, ignore_errors=True)
     return conf
 
 
-def run_conf(kc: KernelConf, mode: str, config: Path, env: dict[str, str] | None = None) -> str:
-    """Run conf ``--<mode>`` on ``config``; returns conf's warnings (stderr)."""
+def prepare(kc: KernelConf):
+    """Start building a kernel tree's conf in a thread when its O= folder has none (the caller
+    reads the tree's Kconfig files meanwhile); returns what to call to wait for it."""
+    if kc.direct or (kc.obj / "scripts" / "kconfig" / "conf").is_file():
+        return lambda: None
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="lfspass-conf-build")
+    job = pool.submit(build_conf, kc)
+    pool.shutdown(wait=False)
+    return job.result
+
+
+def run_conf(kc: KernelConf, mode: str, config: Path, env: dict[str, str] | None = None,
+             meanwhile: Callable[[], None] | None = None) -> str:
+    """Run conf ``--<mode>`` on ``config``; returns conf's warnings (stderr).  ``meanwhile`` is
+    called once conf (or make) has started, to work while it runs."""
     if not kc.direct:
-        return run_make(kc, mode, config, env)
+        if mode == "olddefconfig":
+            return _olddefconfig(kc, config, env, meanwhile)
+        return run_make(kc, mode, config, env, meanwhile=meanwhile)
     conf = build_conf(kc)
     with tempfile.TemporaryDirectory(prefix="lfspass-conf-") as tmp:
         extra = {**kc.kconfig_env(), "srctree": str(kc.tree), "KCONFIG_CONFIG": str(config.resolve()),
                  "KCONFIG_DEFCONFIG_LIST": "", **(env or {})}
-        proc = subprocess.run([str(conf), "-s", f"--{mode}", "Kconfig"], cwd=tmp, env=controlled_env(extra),
-                              capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
+        proc = _run([str(conf), "-s", f"--{mode}", "Kconfig"], controlled_env(extra), tmp, meanwhile)
     if proc.returncode != 0:
         raise _unreadable(kc, proc)
     return proc.stderr

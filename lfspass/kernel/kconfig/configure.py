@@ -13,15 +13,17 @@ from __future__ import annotations
 import lzma
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from lfspass.errors import KconfigError
 from lfspass.fsutil import write_atomic
-from lfspass.kernel.kconfig import conf_runner, explain_lines, input_stamp, upgrade_report
+from lfspass.kernel.kconfig import conf_runner, explain_lines, input_stamp, scan_cache, upgrade_report
 from lfspass.kernel.kconfig import refusal_text as text
 from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, kconfig_env
 from lfspass.kernel.kconfig.request_check import check_requests, holds, request_line
 from lfspass.kernel.kconfig.result import Change, KconfigResult, Resolved, Skipped
-from lfspass.kernel.kconfig.symbols import Source, scan_cached
+from lfspass.kernel.kconfig.scan_cache import scan_cached
+from lfspass.kernel.kconfig.symbols import Source
 from lfspass.kernel.kconfig.upgrade_report import UpgradeReport
 from lfspass.kernel.release import makefile_version
 from lfspass.model import Request, config_values
@@ -86,44 +88,64 @@ def configure(tree: Path, config: Path, requests: list[Request], *,
         hit = input_stamp.hit(config, key, tree, old_bytes)
         if hit:
             return KconfigResult(False, [], *hit)
-    new_bytes, skipped, resolved, files, report = _configure(kc, config, requests, base, resolve, resolve_hint)
-    changed = write_atomic(config, new_bytes)
-    old = config_values(old_bytes.decode(errors="replace")) if old_bytes is not None else {}
-    new = config_values(new_bytes.decode(errors="replace"))
+    made = _configure(kc, config, requests, base, resolve, resolve_hint)
+    changed = write_atomic(config, made.out)
+    old = made.start if base is None else config_values(old_bytes.decode(errors="replace")) if old_bytes else {}
+    new = made.got
     changes = [Change(s, old.get(s, ""), new.get(s, "")) for s in sorted(old.keys() | new.keys())
                if old.get(s, "") != new.get(s, "")]
-    input_stamp.record(config, key, new_bytes, files, input_stamp.files_key(tree, files), skipped, resolved)
-    return KconfigResult(changed, changes, skipped, resolved, report.short() if report else [], report)
+    input_stamp.record(config, key, made.out, made.files, made.files_key, made.skipped, made.resolved)
+    report = made.report
+    return KconfigResult(changed, changes, made.skipped, made.resolved, report.short() if report else [], report)
+
+
+class _Made(NamedTuple):
+    """What one run of the kernel's conf made, and what configure() records of it."""
+
+    out: bytes
+    start: dict[str, str]     # the starting config's values
+    got: dict[str, str]       # the result's values
+    skipped: list[Skipped]
+    resolved: list[Resolved]
+    files: list[str]          # the Kconfig files read, and their stat key (the no-change stamp)
+    files_key: list
+    report: UpgradeReport | None
 
 
 def _configure(kc: KernelConf, config: Path, requests: list[Request], base: str | Path | None, resolve: bool,
-               hint: str) -> tuple[bytes, list[Skipped], list[Resolved], list[str], UpgradeReport | None]:
-    src = scan_cached(kc.tree, kc.arch)
-    wanted, skipped = check_requests(src, requests)
+               hint: str) -> _Made:
+    conf_ready = conf_runner.prepare(kc)   # a new build folder: conf is built while the tree is read
+    scanned = scan_cache.cached(kc.tree, kc.arch)
+    kinds = scanned.kinds
+    wanted, skipped = check_requests(kinds, requests)
     resolved: list[Resolved] = []
     with tempfile.TemporaryDirectory(prefix="lfspass-kconfig-") as tmp_name:
         tmp = Path(tmp_name)
+        conf_ready()
         start = _start(kc, base, config, tmp)
         if resolve:
             from lfspass.kernel.kconfig.kconfiglib_adapter import resolve_extra
             resolved = resolve_extra(kc.tree, kc.kconfig_env()["ARCH"], start, wanted)
             for r in resolved:
                 wanted.setdefault(r.symbol, (r.value, f"resolve, {r.why}"))
-        lines = [request_line(src.syms[n], v) for n, (v, _s) in wanted.items()]
+        lines = [request_line(n, kinds[n].type, v) for n, (v, _s) in wanted.items()]
         work = tmp / "config"
         work.write_text(start.rstrip("\n") + "\n" + "".join(l + "\n" for l in lines))
         # KCONFIG_WARN_CHANGED_INPUT (6.13+) makes conf name the inputs it changed.
-        warnings = conf_runner.run_conf(kc, "olddefconfig", work, {"KCONFIG_WARN_CHANGED_INPUT": "1"})
+        # The full view of the tree is read while the kernel's conf runs.
+        warnings = conf_runner.run_conf(kc, "olddefconfig", work, {"KCONFIG_WARN_CHANGED_INPUT": "1"},
+                                        meanwhile=scanned.prefetch)
         out = work.read_text()
     got = config_values(out)
-    refused = [(n, v, got.get(n, ""), s) for n, (v, s) in wanted.items() if not holds(src.syms[n].type, v, got.get(n))]
+    refused = [(n, v, got.get(n, ""), s) for n, (v, s) in wanted.items() if not holds(kinds[n].type, v, got.get(n))]
+    src = scanned.source()
     if refused:
         why = "; ".join(_explain(kc.tree, kc.arch, src, out, refused, warnings, None if resolve else hint))
         raise KconfigError(why + (text.RESOLVE_FOUND_NOTHING if resolve else ""))
     # The report is about a config carried from elsewhere; a named base is made from this tree.
-    carried = config_values(start) if base not in NAMED else {}
-    report = _report(kc, src, carried, got, wanted, warnings, out) if carried else None
-    return out.encode(), skipped, resolved, src.files, report
+    begun = config_values(start)
+    report = _report(kc, src, begun, got, wanted, warnings) if begun and base not in NAMED else None
+    return _Made(out.encode(), begun, got, skipped, resolved, src.files, scanned.key, report)
 
 
 def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnings: str,
@@ -152,21 +174,10 @@ def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnin
 
 
 def _report(kc: KernelConf, src: Source, start: dict[str, str], got: dict[str, str], wanted: dict,
-            warnings: str, out: str) -> UpgradeReport:
-    """The upgrade report of a carried config (upgrade_report.py), reasons read with kconfiglib."""
-    def reasons(moves: list, carried: dict[str, str]) -> None:
-        try:
-            from lfspass.kernel.kconfig.kconfiglib_adapter import upgrade_reasons
-            upgrade_reasons(kc.tree, kconfig_env(kc.arch)["ARCH"], out, moves, carried)
-        except KconfigError:
-            for m in moves:
-                m.reason = m.reason or "kconfiglib cannot read this tree to say why"
-
+            warnings: str) -> UpgradeReport:
+    """The upgrade report of a carried config (upgrade_report.py)."""
     said = "\n".join(line for line in warnings.splitlines() if "override: reassigning" not in line)
-    report = upgrade_report.build(kc.tree, makefile_version(kc.kernel), src, start, got, wanted, said, reasons)
-    report.requests_moved = sorted(f"{s}: {start[s]} -> {v}" for s, (v, _src) in wanted.items()
-                                   if start.get(s, v) != v)
-    return report
+    return upgrade_report.build(kc.tree, makefile_version(kc.kernel), src, start, got, wanted, said)
 
 
 def verify(tree: Path, config: Path, requests: list[Request], arch: str = "x86_64") -> list[str]:

@@ -156,34 +156,3 @@ def fixes(sym: _kc.Symbol, asked: str) -> list | None:
             return None
         out += got
     return out if len(out) <= _MAX_FIXES else None
-
-
-def upgrade_reason(sym: _kc.Symbol, old: str, new: str, start: dict[str, str]) -> str:
-    """Why a carried ``old`` became ``new`` in this tree (kconfiglib loaded with the result).
-
-    Symbols new to the carried config are named as such: a new dependency that defaults to n
-    is the usual way an upgrade turns something off (NETFILTER_XTABLES_LEGACY in 7.x).
-    """
-    def terms(bad: list) -> str:
-        shown = [_term_str(t) for t in bad]
-        fresh = sorted({s.name for t in bad for s in _kc.expr_items(t)
-                        if s.__class__ is _kc.Symbol and not s.is_constant and s.nodes and s.name not in start})
-        return " && ".join(shown) + (f"; new in this tree: {', '.join(fresh)}" if fresh else "")
-
-    boolish = sym.orig_type in (_kc.BOOL, _kc.TRISTATE)
-    if not boolish:
-        return "its default in this tree" if not sym.visibility else "kept within its range or default"
-    was, now = _TRI.get(old, 0), _TRI.get(new or "n", 0)
-    if now < was:
-        if sym.orig_type is _kc.BOOL and old == "m":
-            return "a bool in this tree: m is not a value it takes"
-        reason, bad = _blockers(sym, was)
-        if reason == text.NO_PROMPT:
-            return "no prompt, and nothing selects it now" if not _selectors(sym) else "its default is lower now"
-        return f"{reason} {terms(bad)}".strip() if bad else reason
-    sel = _selectors(sym)
-    if sel:
-        return f"selected by {' || '.join(_term_str(t) for t in sel)}"
-    if sym.name not in start:
-        return f"new in this tree, default {sym.str_value}"
-    return "its default in this tree" if not any(n.prompt for n in sym.nodes) else "implied or defaulted on"

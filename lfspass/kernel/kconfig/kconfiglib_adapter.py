@@ -23,7 +23,7 @@ from lfspass.kernel.kconfig.conf_runner import SRCARCH
 from lfspass.kernel.kconfig.request_check import holds
 from lfspass.kernel.kconfig.result import Resolved
 from lfspass.kernel.release import makefile_version
-from lfspass.kernel.kconfig.explain_kconfiglib import explain, fixes, tri, upgrade_reason
+from lfspass.kernel.kconfig.explain_kconfiglib import explain, fixes, tri
 
 # Kconfiglib 14.1.0 (2020) predates syntax newer kernels use.  We rewrite those lines
 # while reading, so the installed library stays untouched:
@@ -179,13 +179,3 @@ def explain_all(tree: Path, arch: str, result: str, refused: list, hint: str | N
         sym = kconf.syms.get(name)
         out.append(explain(sym, asked, got, src, hint, target or arch) if sym is not None and sym.nodes else "")
     return out
-
-
-def upgrade_reasons(tree: Path, arch: str, result: str, moves: list, start: dict[str, str]) -> None:
-    """Fill each move's ``reason`` (upgrade_report.Move) from the new tree, read on the result config."""
-    kconf, _ = _parse(tree, arch)
-    _load_text(kconf, result)
-    for m in moves:
-        sym = kconf.syms.get(m.symbol)
-        if sym is not None and sym.nodes:
-            m.reason = upgrade_reason(sym, m.old, m.new, start)

@@ -1,11 +1,12 @@
 """Requests against a tree's symbols: known symbol, a value conf can be asked, the .config line, held in the result.
 
-Everything here reads symbols.py's view of the tree (no kconfiglib), so it works on kernels
+Everything here reads symbols.py's index of the tree (no kconfiglib), so it works on kernels
 whose syntax kconfiglib does not know.  ``holds`` is the one value check, kconfiglib's side included.
 """
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 
 from lfspass.errors import KconfigError
 from lfspass.kernel.kconfig import symbols
@@ -30,22 +31,23 @@ def unwritable(kind: str, value: str) -> str | None:
     return None
 
 
-def check_requests(src: symbols.Source, requests: list[Request]) -> tuple[dict[str, tuple[str, str]], list[Skipped]]:
+def check_requests(kinds: Mapping[str, symbols.Kind],
+                   requests: list[Request]) -> tuple[dict[str, tuple[str, str]], list[Skipped]]:
     """(symbol -> (value, source), skipped optional ones); raises on unknown symbols, bad values, conflicts."""
     wanted: dict[str, tuple[str, str]] = {}
     skipped: list[Skipped] = []
     problems: list[str] = []
     for req in requests:
-        sym = src.syms.get(req.symbol)
+        sym = kinds.get(req.symbol)
         if sym is None or sym.transitional:
             if req.optional:
                 skipped.append(Skipped(req.symbol, f"not in this kernel tree (optional, from {req.source})"))
                 continue
             if sym is not None:
                 problems.append(f"{req.symbol} (from {req.source}): an old name this tree keeps only to read old "
-                                f"configs (transitional, {sym.defs[0]}); request the symbol that replaced it")
+                                f"configs (transitional, {sym.where}); request the symbol that replaced it")
                 continue
-            close = difflib.get_close_matches(req.symbol, list(src.syms), n=3, cutoff=0.75)
+            close = difflib.get_close_matches(req.symbol, list(kinds), n=3, cutoff=0.75)
             hint = f"did you mean {' or '.join(close)}?" if close else "check the name (no CONFIG_ prefix)"
             problems.append(f"{req.symbol} (from {req.source}): no such symbol in this kernel tree; {hint}")
             continue
@@ -67,14 +69,14 @@ def agree(wanted: dict[str, tuple[str, str]], req: Request) -> str:
     return ""
 
 
-def request_line(sym: symbols.Sym, value: str) -> str:
-    """The .config line that asks conf for ``value``."""
-    if sym.type in ("bool", "tristate") and value == "n":
-        return f"# CONFIG_{sym.name} is not set"
-    if sym.type == "string":
+def request_line(name: str, kind: str, value: str) -> str:
+    """The .config line that asks conf for ``value`` of ``name``, a ``kind`` (bool, string...) symbol."""
+    if kind in ("bool", "tristate") and value == "n":
+        return f"# CONFIG_{name} is not set"
+    if kind == "string":
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'CONFIG_{sym.name}="{escaped}"'
-    return f"CONFIG_{sym.name}={value}"
+        return f'CONFIG_{name}="{escaped}"'
+    return f"CONFIG_{name}={value}"
 
 
 def holds(kind: str, asked: str, got: str | None) -> bool:

@@ -9,20 +9,12 @@ tree whose syntax is newer than kconfiglib knows.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from lfspass.errors import LfspassError
-from lfspass.fsutil import write_atomic
-from lfspass.kernel.kconfig import input_stamp
-from lfspass.kernel.kconfig.conf_runner import kconfig_env
-from lfspass.kernel.kconfig.conf_source import cache_root
 
 _VAR = re.compile(r"\$\((\w+)\)")
-_FORMAT = 2   # of the on-disk scan cache: 2 added prompt_text
 _KW = re.compile(r"^(\S+)\s*(.*)$")
 _TYPES = {"bool", "tristate", "int", "hex", "string", "def_bool", "def_tristate"}
 
@@ -185,32 +177,10 @@ def names_in(expr: str) -> list[str]:
                               if n not in ("y", "m", "n") and not n.isdigit()))
 
 
-_MEM: dict[str, tuple[Source, list]] = {}
+@dataclass(frozen=True)
+class Kind:
+    """What a request needs to know of a symbol before conf runs (the scan's index)."""
 
-
-def scan_cached(tree: Path, arch: str) -> Source:
-    """``scan()`` of the tree, kept in process and on disk until a Kconfig file changes."""
-    env = kconfig_env(arch)
-    ident = hashlib.sha256(json.dumps([str(tree), env, _FORMAT], sort_keys=True).encode()).hexdigest()[:16]
-    cache = cache_root() / f"kconfig-scan-{ident}.json"
-    hit = _MEM.get(ident)
-    if hit is not None and input_stamp.files_key(tree, hit[0].files) == hit[1]:
-        return hit[0]
-    src = None
-    try:
-        data = json.loads(cache.read_text())
-        key = input_stamp.files_key(tree, data["files"])
-        if [list(x) for x in key] == data["key"]:
-            src = Source({n: Sym(**s) for n, s in data["syms"].items()}, data["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        src = None
-    if src is None:
-        src = scan(tree, env)
-        key = input_stamp.files_key(tree, src.files)
-        try:
-            write_atomic(cache, json.dumps({"files": src.files, "key": key,
-                                            "syms": {n: asdict(s) for n, s in src.syms.items()}}))
-        except (OSError, LfspassError):
-            pass  # only speed is lost
-    _MEM[ident] = (src, key)
-    return src
+    type: str
+    transitional: bool = False
+    where: str = ""   # file:line of its first definition (kept for a transitional one, which is named)

@@ -2,7 +2,7 @@
 
 Built by configure() when a config is carried (``base = "current"`` or a config file): every
 symbol on -> off and off -> on, every other changed value, each with the reason the new tree
-gives (read with kconfiglib on the result), the new symbols left off in the families this tool
+gives (upgrade_reason.py, from its Kconfig lines), the new symbols left off in the families this tool
 is about (IOMMU, VFIO, KVM), and the kernel's own warnings.  ``classify()`` then adds the
 "likely to break the host" section from the host's loaded modules, ordered by harm.  The
 report is the one model the short lines, ``upgrade-report.txt`` and ``upgrade-report.json``
@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lfspass.kernel.kconfig import symbols
+from lfspass.kernel.kconfig import symbols, upgrade_reason
 from lfspass.kernel.kconfig.explain_lines import evaluate
 
 ON = ("y", "m")
@@ -92,11 +92,8 @@ class UpgradeReport:
         """The lines printed after configure (the whole report is in the files)."""
         out = []
         if self.breaks:
-            by_cat: dict[str, list[str]] = {}
-            for m in self.breaks:
-                by_cat.setdefault(m.category, []).append(m.symbol)
-            out.append(f"{len(self.breaks)} change(s) likely to break the host: " + "; ".join(
-                f"{cat}: {_names(names)}" for cat, names in by_cat.items()))
+            out.append(f"{len(self.breaks)} change(s) likely to break the host: "
+                       + by_category([(m.category, m.symbol) for m in self.breaks]))
         if self.off:
             gone = [m for m in self.off if not m.where]
             out.append(f"{len(self.off)} symbol(s) on -> off" + (f" ({len(gone)} not in this tree)" if gone else "")
@@ -153,8 +150,16 @@ def _first_visible(moves: list[Move]) -> list[str]:
     return [m.symbol for m in sorted(moves, key=lambda m: (not m.category, not m.where, m.symbol))]
 
 
-def _names(names: list[str]) -> str:
-    return ", ".join(names[:_SHORT]) + (f" and {len(names) - _SHORT} more" if len(names) > _SHORT else "")
+def _names(names: list[str], limit: int = _SHORT) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def by_category(rows: list[tuple[str, str]], limit: int = _SHORT) -> str:
+    """``cat: A, B and N more; cat2: ...`` of (category, symbol) rows, in their order."""
+    by_cat: dict[str, list[str]] = {}
+    for cat, name in rows:
+        by_cat.setdefault(cat, []).append(name)
+    return "; ".join(f"{cat}: {_names(names, limit)}" for cat, names in by_cat.items())
 
 
 def _folder(src: symbols.Source, name: str) -> str:
@@ -171,10 +176,11 @@ def _category(path: str) -> str:
 
 
 def build(tree: Path, version: str, src: symbols.Source, start: dict[str, str], got: dict[str, str],
-          wanted: dict, warnings: str, reasons) -> UpgradeReport:
-    """The report for ``start`` carried into ``tree`` with result ``got``; ``reasons(moves, start)``
-    (kconfiglib_adapter.upgrade_reasons) fills each move's reason from the new tree."""
+          wanted: dict[str, tuple[str, str]], warnings: str) -> UpgradeReport:
+    """The report for ``start`` carried into ``tree`` with result ``got``; ``wanted`` maps each
+    request to (value, source); ``warnings`` is what the kernel's conf printed."""
     rep = UpgradeReport(str(tree), version)
+    rep.requests_moved = sorted(f"{s}: {start[s]} -> {v}" for s, (v, _src) in wanted.items() if start.get(s, v) != v)
     for name in sorted(start.keys() | got.keys()):
         old, new = start.get(name, ""), got.get(name, "")
         if old == new or (old in ("", "n") and new in ("", "n")) or name in wanted:
@@ -182,8 +188,7 @@ def build(tree: Path, version: str, src: symbols.Source, start: dict[str, str], 
         path = _folder(src, name)
         move = Move(name, old, new, where=(src.syms[name].defs[0] if name in src.syms and src.syms[name].defs else ""),
                     category=_category(path))
-        if name not in src.syms:
-            move.reason = "not in this tree (removed or renamed)"
+        move.reason = upgrade_reason.reason(src, name, old, new, start, got)
         if old in ON and new not in ON:
             rep.off.append(move)
         elif old not in ON and new in ON:
@@ -193,15 +198,19 @@ def build(tree: Path, version: str, src: symbols.Source, start: dict[str, str], 
             rep.changed.append(move)   # not the compiler's own strings (CC_VERSION_TEXT, GCC_VERSION)
     # New to this config and settable now: a prompt whose dependencies hold in the result (a
     # symbol the old tree had, hidden then and now, is in neither config and not new).
-    new_off = [n for n, s in src.syms.items() if n not in start and got.get(n, "n") == "n" and s.prompt
-               and s.type in ("bool", "tristate") and all((evaluate(e, got) or 0) > 0 for e, _w in s.depends)]
+    held: dict[tuple[str, ...], bool] = {}   # the enclosing if/menu lines are shared by hundreds of symbols
+
+    def settable(sym: symbols.Sym) -> bool:
+        exprs = tuple(e for e, _w in sym.depends)
+        if exprs not in held:
+            held[exprs] = all((evaluate(e, got) or 0) > 0 for e in exprs)
+        return held[exprs]
+    new_off = [n for n, s in src.syms.items() if n not in start and s.prompt and s.type in ("bool", "tristate")
+               and got.get(n, "n") == "n" and settable(s)]
     fam = sorted((n for n in new_off if _family(_folder(src, n))), key=lambda n: (_family(_folder(src, n)), n))
     rep.new_off = [Move(n, "", got.get(n, ""), where=src.syms[n].defs[0], category=_family(_folder(src, n)))
                    for n in fam]
     rep.warnings = [re.sub(r"^\S+:\d+:", "", line).strip() for line in warnings.splitlines() if line.strip()]
-    moved = [m for m in rep.off + rep.on + rep.changed if m.symbol in src.syms]
-    if moved:
-        reasons(moved, start)   # kconfiglib reads the new tree only when something moved
     rep.new_off_total = len(new_off)
     return rep
 

@@ -100,3 +100,28 @@ def test_loaded_modules_decide_what_breaks(tmp_path: Path) -> None:
     assert [m.symbol for m in known.breaks] == ["IGB", "IP_NF_FILTER"] and known.breaks[0].modules == ["igb"]
     assert [m.symbol for m in unknown.breaks] == ["IGB", "IXGB", "IP_NF_FILTER"]
     assert known.digest != unknown.digest and known.host and not unknown.host
+
+
+def test_each_move_gets_the_reason_its_kconfig_lines_give() -> None:
+    """The reasons come from the new tree's lines (upgrade_reason.py), one per kind of move."""
+    from lfspass.kernel.kconfig.upgrade_report import build
+
+    def sym(name: str, kind: str = "tristate", **kw) -> Sym:
+        return Sym(name, kind, [f"net/netfilter/Kconfig:{len(name)}"], prompt=kw.pop("prompt", True), **kw)
+    syms = [sym("XT_LEGACY", "bool"),
+            sym("IPT_LEGACY", depends=[("XT_LEGACY", "net/ipv4/netfilter/Kconfig:16")]),
+            sym("HV", "bool"),                                   # was tristate: m is gone
+            sym("VIRQFD", prompt=False, selected_by=[("VFIO", "", "drivers/vfio/Kconfig:3 (select)")]),
+            sym("VFIO"), sym("FRESH"), sym("PANIC_T", "int")]
+    src = Source({s.name: s for s in syms}, [])
+    start = {"IPT_LEGACY": "m", "HV": "m", "VIRQFD": "m", "VFIO": "y", "PANIC_T": "n", "GONE": "y"}
+    got = {"XT_LEGACY": "n", "HV": "n", "VIRQFD": "y", "VFIO": "y", "FRESH": "m", "PANIC_T": "0"}
+    rep = build(Path("t"), "7.2", src, start, got, {}, "")
+    why = {m.symbol: m.reason for m in rep.off + rep.on + rep.changed}
+    assert why["IPT_LEGACY"] == ("depends on XT_LEGACY (net/ipv4/netfilter/Kconfig:16) [XT_LEGACY=n]; "
+                                 "new in this tree: XT_LEGACY")
+    assert why["HV"] == "a bool in this tree: m is not a value it takes"
+    assert why["VIRQFD"] == "selected by VFIO" and why["FRESH"] == "new in this tree, default m"
+    assert why["GONE"] == "not in this tree (removed or renamed)"
+    assert why["PANIC_T"] == "an int in this tree (it was a switch): its default 0"
+    assert [m.symbol for m in rep.changed] == ["PANIC_T", "VIRQFD"]
