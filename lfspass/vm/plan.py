@@ -278,8 +278,8 @@ def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> Vm
     card = compute_card(host, [d.address for d in plan.devices if not d.companion_of])
     plan.display = vm.vnc.enabled if vm.vnc.enabled is not None else not card
     if card and vm.vnc.enabled is None:
-        plan.notes.append(f"{card} is a compute card (PCI class 0302, no display outputs): no emulated VGA and "
-                          "no VNC, the serial console only; set vnc.enabled = true for them")
+        plan.notes.append(f"{card} is a compute card (PCI class 0302, no display outputs): runs with it get no "
+                          "emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them")
     pm = get_plugin_manager()
     flags = call_host(pm, "lfspass_cpu_flags", vm=vm)
     device_args: list[str] = []

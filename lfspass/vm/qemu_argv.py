@@ -95,11 +95,10 @@ def build_argv(plan: VmPlan, boot: Boot | None = None) -> list[str]:
     """The full argv, program first (``taskset`` when the VM is pinned, which execs QEMU)."""
     boot = boot or Boot()
     fw = plan.firmware
-    # [vms.tuning] applies to runs with the cards: their node is where the vCPUs and memory belong.
-    tuned = boot.passthrough
-    backend = backend_args(plan.placement, plan.memory_mib) if tuned else []
+    # [vms.tuning] holds for every boot, installs too: the pages and the node are the VM's either way.
+    backend = backend_args(plan.placement, plan.memory_mib)
     machine = "q35" + (",smm=on" if fw.requires_smm else "") + (f",memory-backend={BACKEND_ID}" if backend else "")
-    argv = [*(launch_prefix(plan.placement) if tuned else []), QEMU, "-name", plan.name, "-nodefaults", "-machine", machine, "-accel", plan.accel,
+    argv = [*launch_prefix(plan.placement), QEMU, "-name", plan.name, "-nodefaults", "-machine", machine, "-accel", plan.accel,
             "-cpu", _cpu(plan), "-m", str(plan.memory_mib), "-smp", str(plan.vm.cpus), *backend]
     if not fw.bios:  # firmware.type = "bios": QEMU's default SeaBIOS, nothing to say
         # Two pflash drives: CODE read-only, VARS the VM's own (never -bios: variables would not persist).

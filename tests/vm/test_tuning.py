@@ -22,7 +22,7 @@ from lfspass.plan import build_plan
 from lfspass.recipe import load_recipe
 from lfspass.vm.launcher import domain_xml, script_text
 from lfspass.vm.plan import build_vm_plan
-from lfspass.vm.qemu_argv import build_argv
+from lfspass.vm.qemu_argv import Boot, build_argv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from make_fixtures import build
@@ -105,6 +105,10 @@ def test_t10_vm_runs_on_the_t10s_node(tmp_path, two_node):
     assert dom.find("devices/graphics") is None and dom.find("devices/video/model").get("type") == "none"
     assert argv[argv.index("-serial") + 1] == "mon:stdio" and dom.find("devices/serial") is not None
     assert "compute card" in script and "vnc.enabled = true" in script
+    # An install boots without the card: the same node and pages, and its VNC screen.
+    install = build_argv(plan, Boot(passthrough=False))
+    assert install[:3] == argv[:3] and backend in install and install[install.index("-vnc") + 1] == "127.0.0.1:0"
+    assert not any(a.startswith("vfio-pci") for a in install)
 
 
 def test_asked_vnc_and_explicit_cpus(tmp_path, two_node):
