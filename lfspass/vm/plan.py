@@ -224,6 +224,16 @@ def _dedupe_options(args: list[str]) -> list[str]:
     return out
 
 
+def _compute_card(pm, plan: VmPlan, host: Host | None) -> str:
+    """The first card of the VM without display outputs: as plugins say (a "display" answer wins), else by
+    PCI class 0302."""
+    for dev in (d for d in plan.devices if not d.companion_of):
+        kinds = call_device(pm, "lfspass_device_kind", dev, vm=plan.vm)
+        if "display" not in kinds and ("compute" in kinds or compute_card(host, [dev.address])):
+            return dev.address
+    return ""
+
+
 def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> VmPlan:
     """Resolve one VM; ``accel`` overrides ``auto`` detection (golden tests pin it)."""
     index = recipe.vms.index(vm)
@@ -275,12 +285,12 @@ def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> Vm
             choose(plan)
     plan.placement = place(recipe, vm, plan.memory_mib, host)
     plan.notes += plan.placement.notes
-    card = compute_card(host, [d.address for d in plan.devices if not d.companion_of])
+    pm = get_plugin_manager()
+    card = _compute_card(pm, plan, host)
     plan.display = vm.vnc.enabled if vm.vnc.enabled is not None else not card
     if card and vm.vnc.enabled is None:
-        plan.notes.append(f"{card} is a compute card (PCI class 0302, no display outputs): runs with it get no "
+        plan.notes.append(f"{card} is a compute card (no display outputs): runs with it get no "
                           "emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them")
-    pm = get_plugin_manager()
     flags = call_host(pm, "lfspass_cpu_flags", vm=vm)
     device_args: list[str] = []
     for dev in plan.devices:

@@ -227,3 +227,37 @@ def test_doctor_flags_a_vm_placed_on_the_other_node(tmp_path, two_node):
     proc = run_cli("doctor", "--host-root", str(enough), "--recipe", str(path), "--json")
     checks = {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
     assert checks["hugepages[1G]"]["status"] == "pass", checks["hugepages[1G]"]
+
+
+def test_plugins_say_what_kind_of_card_it_is(tmp_path, two_node, monkeypatch):
+    """lfspass_device_kind: the T10 plugin says compute; a plugin's "display" brings VGA and VNC back;
+    without the T10 plugin the PCI class (0302) still decides."""
+    from lfspass import hookimpl
+    from lfspass.plugins import call_device, get_plugin_manager
+
+    class Outputs:
+        @hookimpl
+        def lfspass_pci_ids(self):
+            return []
+
+        @hookimpl
+        def lfspass_device_kind(self, vm, device):
+            return ["display"] if device.id == "10de:1e37" else None
+
+    pm = get_plugin_manager()
+    plan = _plan(tmp_path / "own", two_node, "t10-node1-1g")
+    assert call_device(pm, "lfspass_device_kind", plan.devices[0], vm=plan.vm) == ["compute"]
+    pm.register(Outputs(), name="test-outputs")
+    try:
+        shown = _plan(tmp_path / "shown", two_node, "t10-node1-1g")
+    finally:
+        pm.unregister(name="test-outputs")
+    assert shown.display and "-vnc" in build_argv(shown) and "compute card" not in script_text(shown, build_argv(shown))
+    monkeypatch.setenv("LFSPASS_DISABLE_PLUGINS", "tesla_t10")
+    get_plugin_manager.cache_clear()   # a manager made without the T10 plugin, then the usual one again
+    try:
+        by_class = _plan(tmp_path / "class", two_node, "t10-node1-1g")
+    finally:
+        monkeypatch.delenv("LFSPASS_DISABLE_PLUGINS")
+        get_plugin_manager.cache_clear()
+    assert by_class.devices[0].plugin == "generic" and not by_class.display and "-vnc" not in build_argv(by_class)

@@ -3,7 +3,7 @@
 # The serial console and QEMU monitor share this terminal: Ctrl-A c switches, Ctrl-A x quits.
 # Note: vfio_backend = iommufd: @TMP@/t10-iommufd-libvirt9/bin/qemu-system-x86_64 lists the iommufd object, so the devices use -object iommufd,id=iommufd0 (/dev/iommu, /dev/vfio/devices/vfioN)
 # Note: the libvirt XML keeps the group path: <driver iommufd="yes"/> needs libvirt 12.1.0 (libvirt 9.0.0)
-# Note: 0000:82:00.0 is a compute card (PCI class 0302, no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
+# Note: 0000:82:00.0 is a compute card (no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
 exec qemu-system-x86_64 \
     -name d2l \
     -nodefaults \

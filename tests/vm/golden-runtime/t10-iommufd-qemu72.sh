@@ -2,7 +2,7 @@
 # VM d2l: written by lfspass from @TMP@/t10-iommufd-qemu72/r.toml; edit the recipe, not this file.
 # The serial console and QEMU monitor share this terminal: Ctrl-A c switches, Ctrl-A x quits.
 # Note: vfio_backend = iommufd, but /usr/bin/qemu-system-x86_64 lists no iommufd object (-object help); QEMU 9.0 and later have it: the group path (/dev/vfio/N) is used
-# Note: 0000:82:00.0 is a compute card (PCI class 0302, no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
+# Note: 0000:82:00.0 is a compute card (no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
 exec qemu-system-x86_64 \
     -name d2l \
     -nodefaults \

@@ -1,7 +1,7 @@
 #!/bin/sh
 # VM d2l: written by lfspass from @TMP@/t10-runtime/r.toml; edit the recipe, not this file.
 # The serial console and QEMU monitor share this terminal: Ctrl-A c switches, Ctrl-A x quits.
-# Note: 0000:82:00.0 is a compute card (PCI class 0302, no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
+# Note: 0000:82:00.0 is a compute card (no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
 # bind = "runtime": `lfspass bind` hands 0000:82:00.0 (and the rest of their IOMMU groups) to vfio-pci before QEMU starts; when QEMU exits (also on Ctrl-C, HUP, TERM) `lfspass release` gives them back to the drivers recorded at bind.
 # If this script is killed (SIGKILL), give them back by hand: lfspass release --recipe @TMP@/t10-runtime/r.toml 0000:82:00.0
 set -u

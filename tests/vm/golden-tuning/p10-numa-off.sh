@@ -1,7 +1,7 @@
 #!/bin/sh
 # VM p10-numa-off: written by lfspass from @TMP@/p10-numa-off/r.toml; edit the recipe, not this file.
 # The serial console and QEMU monitor share this terminal: Ctrl-A c switches, Ctrl-A x quits.
-# Note: 0000:05:00.0 is a compute card (PCI class 0302, no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
+# Note: 0000:05:00.0 is a compute card (no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
 exec qemu-system-x86_64 \
     -name p10-numa-off \
     -nodefaults \

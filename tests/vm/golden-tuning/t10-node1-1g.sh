@@ -3,7 +3,7 @@
 # The serial console and QEMU monitor share this terminal: Ctrl-A c switches, Ctrl-A x quits.
 # Note: vCPUs and memory on NUMA node 1, the node of 0000:82:00.0 (host CPUs 14-27,42-55)
 # Note: guest memory from 1G huge pages (16 reserved at boot by the GRUB entry)
-# Note: 0000:82:00.0 is a compute card (PCI class 0302, no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
+# Note: 0000:82:00.0 is a compute card (no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
 exec taskset -c 14-27,42-55 qemu-system-x86_64 \
     -name t10-node1-1g \
     -nodefaults \
