@@ -103,6 +103,19 @@ def lfspass_cpu_flags(vm, device) -> list[str] | None:
 
 
 @hookspec
+def lfspass_device_kind(vm, device) -> list[str] | None:
+    """What a passed-through card is to the VM's screen.
+
+    :param vm: the :class:`lfspass.recipe.VmSpec` the device goes to.
+    :param device: the device (never ``None`` here).
+    :return: ``["compute"]`` for a card without display outputs (its VMs get no emulated VGA and
+        no VNC unless the recipe sets ``vnc.enabled = true``), ``["display"]`` for one with
+        outputs whatever its class says (one ``"display"`` answer wins), ``None`` to let the PCI class
+        decide (0302 = compute).
+    """
+
+
+@hookspec
 def lfspass_doctor_checks(host, recipe, device) -> list | None:
     """Extra diagnosis for ``lfspass doctor``.
 

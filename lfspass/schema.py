@@ -84,6 +84,8 @@ def _apply(rule: Rule | None, value: Any, where: str) -> None:
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _type_name(next(a for a in typing.get_args(tp) if a is not type(None)))
     if tp is str:
         return "a string"
     if tp is bool:
@@ -212,7 +214,7 @@ def describe(cls: type, prefix: str = "", rules: dict | None = None) -> list[tup
         rule = rules.get(_rule_key(key))
         if rule is not None and rule.said():
             kind += ": " + rule.said().replace("|", "\\|")
-        shown = default if isinstance(default, str) else str(default).lower() if isinstance(default, bool) else repr(default)
+        shown = f.metadata["shown"] if "shown" in f.metadata else default if isinstance(default, str) else str(default).lower() if isinstance(default, bool) else repr(default)
         doc = f.metadata.get("doc", "").replace("|", "\\|")
         rows.append((key, kind, f"`{shown}`" if shown else "", doc))
     return rows

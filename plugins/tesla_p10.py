@@ -15,6 +15,12 @@ def lfspass_pci_ids() -> list[str]:
 
 
 @hookimpl
+def lfspass_device_kind(vm, device):
+    # A Tesla P10 has no display outputs: its guest is reached over the serial console and ssh.
+    return ["compute"]
+
+
+@hookimpl
 def lfspass_modprobe(recipe, device):
     return softdeps(device) if device is not None else None
 

@@ -12,6 +12,12 @@ def lfspass_pci_ids() -> list[str]:
 
 
 @hookimpl
+def lfspass_device_kind(vm, device):
+    # A Tesla T10 has no display outputs: its guest is reached over the serial console and ssh.
+    return ["compute"]
+
+
+@hookimpl
 def lfspass_modprobe(recipe, device):
     # Either NVIDIA driver would bind the card at boot if it loaded before vfio-pci.
     return softdeps(device) if device is not None else None

@@ -153,7 +153,23 @@ def shared_group() -> dict:
             "dmesg": log, "release": release, "config": debian_config(), "modules_dep": SEED_MODULES_DEP, "modules_builtin": ""}
 
 
+# The DL380 Gen9's two sockets as Linux numbers two 14-core E5-2680 v4 with Hyper-Threading: node 0
+# the first socket's cores and their siblings, node 1 the second's (the T10 behind root port 80:02.0
+# hangs off socket 1: numa_node 1).  The CPU numbering is the kernel's usual one for this board;
+# memory per node and the huge page pools are illustrative: 16 free 1G pages spread 8 + 8, as a
+# plain hugepages=16 reserves them.
+DL380_NODES = {0: "0-13,28-41", 1: "14-27,42-55"}
+
+
+def dl380_two_node(pages_1g: tuple[int, int] = (8, 8)) -> dict:
+    host = dl380()
+    host["cpuinfo"] = cpuinfo("Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz", XEON_FLAGS, 56)
+    return {**host, "numa": DL380_NODES, "node_kib": 128 << 20,
+            "hugepages": {n: {1048576: (free, free)} for n, free in enumerate(pages_1g)}}
+
+
 FIXTURES = {
+    "dl380-two-node": dl380_two_node,
     "dl380": dl380,
     "dl380-p10-unassigned": lambda: dl380(unassigned=True),
     "dl380-iommu-off": lambda: dl380(iommu=False),

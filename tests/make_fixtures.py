@@ -79,8 +79,13 @@ def _rel(frm: Path, to: Path) -> str:
 
 def write_root(dest: Path, devs: list[Dev], *, cmdline: str, cpuinfo: str, dmesg: str | None,
                release: str, config: str | None, modules_dep: str, modules_builtin: str,
-               iommu: bool = True) -> Path:
-    """Lay ``devs`` and the text files out under ``dest`` (created; must not exist)."""
+               iommu: bool = True, numa: dict[int, str] | None = None,
+               hugepages: dict[int, dict[int, tuple[int, int]]] | None = None, node_kib: int = 64 << 20) -> Path:
+    """Lay ``devs`` and the text files out under ``dest`` (created; must not exist).
+
+    ``numa`` (node -> CPU list) adds ``sys/devices/system/node``, each device's ``local_cpulist``
+    and ``proc/meminfo``; ``hugepages`` (node -> {size in kB: (reserved, free)}) the huge page pools.
+    """
     dest.mkdir(parents=True)
     sysd = dest / "sys"
     by_addr = {d.addr: d for d in devs}
@@ -116,6 +121,8 @@ def write_root(dest: Path, devs: list[Dev], *, cmdline: str, cpuinfo: str, dmesg
                  "modalias": f"pci:v0000{v.upper()}d0000{dv.upper()}sv0000{sv.upper()}sd0000{sd.upper()}"
                              f"bc{d.cls >> 16:02X}sc{d.cls >> 8 & 0xff:02X}i{d.cls & 0xff:02X}",
                  "resource": "".join(f"0x{a:016x} 0x{b:016x} 0x{c:016x}\n" for a, b, c in lines)}
+        if numa:   # the kernel prints every CPU for a device on no node
+            attrs["local_cpulist"] = numa.get(d.numa) or ",".join(numa.values())
         for name, text in attrs.items():
             (path / name).write_text(text if name == "resource" else text + "\n")
         multi = any(o.addr[:-1] == d.addr[:-1] and o is not d for o in devs) and d.addr.endswith(".0")
@@ -145,10 +152,39 @@ def write_root(dest: Path, devs: list[Dev], *, cmdline: str, cpuinfo: str, dmesg
         texts["dmesg.txt"] = dmesg
     if config is not None:
         texts[f"boot/config-{release}"] = config
+    if numa:
+        texts.update(_numa_texts(numa, hugepages or {}, node_kib))
     for rel, text in texts.items():
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / rel).write_text(text)
     return dest
+
+
+def _numa_texts(numa: dict[int, str], hugepages: dict[int, dict[int, tuple[int, int]]], node_kib: int) -> dict[str, str]:
+    """sys/devices/system/node, sys/kernel/mm/hugepages and proc/meminfo as Linux 6.x prints them."""
+    node = "sys/devices/system/node"
+    span = f"{min(numa)}-{max(numa)}" if len(numa) > 1 else str(min(numa))
+    out = {f"{node}/online": span + "\n", f"{node}/possible": span + "\n"}
+    sizes = sorted({kib for pools in hugepages.values() for kib in pools} | {2048, 1048576})
+    total: dict[int, list[int]] = {kib: [0, 0] for kib in sizes}
+    for n, cpus in numa.items():
+        out[f"{node}/node{n}/cpulist"] = cpus + "\n"
+        for kib in sizes:
+            nr, free = hugepages.get(n, {}).get(kib, (0, 0))
+            total[kib][0] += nr
+            total[kib][1] += free
+            out[f"{node}/node{n}/hugepages/hugepages-{kib}kB/nr_hugepages"] = f"{nr}\n"
+            out[f"{node}/node{n}/hugepages/hugepages-{kib}kB/free_hugepages"] = f"{free}\n"
+    for kib, (nr, free) in total.items():
+        out[f"sys/kernel/mm/hugepages/hugepages-{kib}kB/nr_hugepages"] = f"{nr}\n"
+        out[f"sys/kernel/mm/hugepages/hugepages-{kib}kB/free_hugepages"] = f"{free}\n"
+    mem = node_kib * len(numa)
+    used = sum(nr * kib for kib, (nr, _) in total.items())
+    out["proc/meminfo"] = "".join(f"{k + ':':<16}{v:>8}{' kB' if k.startswith(('Mem', 'Huge', 'Hugetlb')) and not k.startswith('HugePages_') else ''}\n" for k, v in [
+        ("MemTotal", mem), ("MemFree", mem - used - (2 << 20)), ("MemAvailable", mem - used - (1 << 20)),
+        ("HugePages_Total", total[2048][0]), ("HugePages_Free", total[2048][1]), ("HugePages_Rsvd", 0),
+        ("HugePages_Surp", 0), ("Hugepagesize", 2048), ("Hugetlb", used)])
+    return out
 
 
 def build(name: str, dest: str | os.PathLike) -> Path:

@@ -1,8 +1,8 @@
-"""Rewrite the golden files the tests compare with: ``python tests/regen_golden.py [boot] [vm] [runtime]``.
+"""Rewrite the golden files the tests compare with: ``python tests/regen_golden.py [boot] [vm] [runtime] [tuning]``.
 
 The golden tests only compare (tests/boot/test_boot_golden.py: what `doit grub vfio` writes;
 tests/vm/test_vm.py: QEMU argv and libvirt XML; tests/vm/test_runtime_bind.py: bind = "runtime"
-and iommufd launchers).  After a change that is meant to alter
+and iommufd launchers; tests/vm/test_tuning.py: [vms.tuning] on the two-node DL380).  After a change that is meant to alter
 their output, run this, review ``git diff tests/boot/golden tests/vm/golden`` and commit it.
 Nothing under pytest imports this file.
 """
@@ -66,8 +66,25 @@ def regen_runtime(tmp: Path) -> list[Path]:
     return [rt.GOLDEN / name for name in sorted(texts)]
 
 
+def regen_tuning(tmp: Path) -> list[Path]:
+    import test_tuning as tu
+    from make_fixtures import build
+
+    sysroot = build("dl380-two-node", tmp / "dl380-two-node")
+    texts: dict[str, str] = {}
+    for case in sorted(tu.CASES):
+        texts.update(tu.golden_texts(case, tmp / "cases", sysroot))
+    tu.GOLDEN.mkdir(parents=True, exist_ok=True)
+    for stale in tu.GOLDEN.iterdir():
+        if stale.name not in texts:
+            stale.unlink()
+    for name, text in sorted(texts.items()):
+        (tu.GOLDEN / name).write_text(text)
+    return [tu.GOLDEN / name for name in sorted(texts)]
+
+
 def main(argv: list[str]) -> int:
-    kinds = {"boot": regen_boot, "vm": regen_vm, "runtime": regen_runtime}
+    kinds = {"boot": regen_boot, "vm": regen_vm, "runtime": regen_runtime, "tuning": regen_tuning}
     wanted = argv or list(kinds)
     unknown = [k for k in wanted if k not in kinds]
     if unknown:
@@ -77,7 +94,7 @@ def main(argv: list[str]) -> int:
         for kind in wanted:
             for path in kinds[kind](Path(tmp) / kind):
                 print(f"wrote {path.relative_to(TESTS.parent)}")
-    print("review: git diff tests/boot/golden tests/vm/golden tests/vm/golden-runtime")
+    print("review: git diff tests/boot/golden tests/vm/golden tests/vm/golden-runtime tests/vm/golden-tuning")
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from lfspass.boot.blockfile import read_block, write_block
 from lfspass.errors import InputError, RecipeError
 from lfspass.fsutil import require_tool, sha256_file
+from lfspass.host.placement import hugepage_params
 from lfspass.plan import HostPlan
 from lfspass.render import render
 
@@ -104,7 +105,8 @@ def entry_cmdline(plan: HostPlan) -> str:
     else:
         raise RecipeError(f"{plan.recipe.path}: [boot] needs root_partuuid (blkid -s PARTUUID) or root_device "
                           "for the kernel's root= parameter")
-    params = [root, "ro", *plan.cmdline]
+    # [vms.tuning] hugepages: reserved at boot, on the nodes the VMs' memory is bound to.
+    params = [root, "ro", *plan.cmdline, *hugepage_params(plan.recipe)]
     if not any(p.startswith("panic=") for p in params):
         params.append(f"panic={PANIC_S}")  # a tried kernel that panics comes back on the default
     # Each parameter is one GRUB word: a ';', quote or '$' in a recipe value stays text for the kernel.

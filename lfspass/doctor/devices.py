@@ -143,8 +143,9 @@ def check_numa(dev: PciDevice, lab: str) -> Check:
     if dev.numa_node < 0:
         return Check(cid, Status.PASS, title, "no NUMA affinity reported (one node)")
     n = dev.numa_node
-    return Check(cid, Status.PASS, title, f"node {n}",
-                 f"keep the VM on node {n}: numactl --cpunodebind={n} --membind={n} qemu-system-x86_64 ...")
+    local = f" (CPUs {dev.local_cpulist})" if dev.local_cpulist else ""
+    return Check(cid, Status.PASS, title, f"node {n}{local}",
+                 f'keep the VM on node {n}: [vms.tuning] numa = "device" (the default on a host with more than one node)')
 
 
 def check_dev_vfio(host: Host, dev: PciDevice, lab: str) -> Check:

@@ -154,6 +154,9 @@ def run_doctor(host: Host, recipe: Any = None, pm: Any = None) -> list[Check]:
     for spec in specs:
         checks.extend(device_checks(host, spec, runtime=spec in runtime))
     checks.extend(cdev_checks(host, recipe, specs))
+    from lfspass.doctor.tuning import tuning_checks
+
+    checks.extend(tuning_checks(host, recipe))
     if pm is not None:
         from lfspass.plugins import call_device, call_host
 

@@ -76,6 +76,7 @@ class PciDevice:
     driver: str | None = None         # basename of the driver link; None = no driver
     iommu_group: int | None = None
     numa_node: int | None = None
+    local_cpulist: str | None = None  # '14-27,42-55': the CPUs of the device's node
     bars: list[Bar] | None = None     # None = resource file missing or garbled
     name: str = ""                    # 'NVIDIA Corporation GP102GL [Tesla P10]'
     class_name: str = ""              # '3D controller'

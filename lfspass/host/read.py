@@ -26,6 +26,7 @@ __all__ = ["Host", "Bar", "PciDevice", "human_size", "parse_resource", "PCI_DEVI
 
 PCI_DEVICES = "sys/bus/pci/devices"
 IOMMU_GROUPS = "sys/kernel/iommu_groups"
+NODES = "sys/devices/system/node"
 _ADDR = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
 _HEX = re.compile(r"^0x([0-9a-fA-F]+)$")
 
@@ -136,6 +137,8 @@ class Host:
         dev.iommu_group = int(group) if group and group.isascii() and group.isdigit() else None
         numa = (self._read_file(os.path.join(folder, "numa_node"), 64) or "").strip()
         dev.numa_node = int(numa) if re.fullmatch(r"-?\d{1,6}", numa) else None
+        cpus = (self._read_file(os.path.join(folder, "local_cpulist"), 4096) or "").strip()
+        dev.local_cpulist = cpus if re.fullmatch(r"[0-9,-]{1,4000}", cpus) else None
         dev.bars = parse_resource(self._read_file(os.path.join(folder, "resource"), 8192))
         dev.name = self.ids.long_name(dev.vendor, dev.device)
         dev.class_name = self.ids.class_name(dev.pci_class) or (f"Class {dev.pci_class >> 8:04x}" if dev.pci_class is not None else "")
@@ -173,6 +176,41 @@ class Host:
                 out[int(g)] = sorted(n for n in os.listdir(self.resolve(f"{IOMMU_GROUPS}/{g}/devices")) if _ADDR.match(n))
             except OSError:
                 out[int(g)] = []
+        return out
+
+    # -- NUMA and memory ---------------------------------------------------------------------
+    @functools.cached_property
+    def numa_nodes(self) -> dict[int, str]:
+        """Node number -> its CPU list ('0-13,28-41') from sys/devices/system/node; {} = unknown."""
+        try:
+            names = os.listdir(self.resolve(NODES))
+        except OSError:
+            return {}
+        out = {}
+        for name in sorted(n for n in names if re.fullmatch(r"node\d{1,4}", n)):
+            cpus = (self.read(f"{NODES}/{name}/cpulist", 4096) or "").strip()
+            out[int(name[4:])] = cpus if re.fullmatch(r"[0-9,-]{0,4000}", cpus) else ""
+        return dict(sorted(out.items()))
+
+    def hugepage_pool(self, size_kib: int, node: int | None = None) -> tuple[int, int] | None:
+        """(reserved, free) huge pages of ``size_kib`` on ``node`` (None = the whole host); None = unknown."""
+        rel = f"{NODES}/node{node}/hugepages" if node is not None else "sys/kernel/mm/hugepages"
+        nums = [(self.read(f"{rel}/hugepages-{size_kib}kB/{name}_hugepages", 64) or "").strip() for name in ("nr", "free")]
+        if all(n.isascii() and n.isdigit() for n in nums):
+            return int(nums[0]), int(nums[1])
+        info = self.meminfo   # /proc/meminfo speaks of the default size only
+        if node is None and info.get("Hugepagesize") == size_kib and {"HugePages_Total", "HugePages_Free"} <= set(info):
+            return info["HugePages_Total"], info["HugePages_Free"]
+        return None
+
+    @functools.cached_property
+    def meminfo(self) -> dict[str, int]:
+        """/proc/meminfo as name -> number (kB values in kB, page counts as counts); {} = unknown."""
+        out = {}
+        for line in (self.read("proc/meminfo", 65536) or "").splitlines():
+            m = re.match(r"^([A-Za-z_()0-9]+):\s+(\d{1,20})(?: kB)?$", line.strip())
+            if m:
+                out[m.group(1)] = int(m.group(2))
         return out
 
     # -- CPU, kernel, log --------------------------------------------------------------------

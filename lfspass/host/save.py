@@ -20,6 +20,9 @@ doctor then reports ``unknown`` for what needed them):
   No ``iommu_groups`` folder = the IOMMU was off.
 * ``proc/cmdline``, ``proc/cpuinfo``, ``proc/sys/kernel/osrelease`` (``uname -r``) and
   ``proc/config.gz`` (when the kernel has IKCONFIG_PROC): copied.
+* NUMA and huge pages: ``proc/meminfo``; ``sys/devices/system/node/node<N>/cpulist`` and
+  ``.../node<N>/hugepages/hugepages-<size>kB/{nr,free}_hugepages``;
+  ``sys/kernel/mm/hugepages/hugepages-<size>kB/{nr,free}_hugepages``: copied.
 * ``dmesg.txt``: the output of ``dmesg`` (absent when dmesg was not permitted).
 * ``lib/modules/<release>/modules.builtin``, ``lib/modules/<release>/modules.dep`` and
   ``boot/config-<release>``: copied when present.
@@ -42,7 +45,7 @@ from pathlib import Path
 
 from lfspass import __version__
 from lfspass.errors import HostError
-from lfspass.host.read import IOMMU_GROUPS, PCI_DEVICES, Host
+from lfspass.host.read import IOMMU_GROUPS, NODES, PCI_DEVICES, Host
 
 DEVICE_FILES = ("vendor", "device", "class", "subsystem_vendor", "subsystem_device", "revision", "irq", "numa_node",
                 "resource", "enable", "driver_override", "modalias", "local_cpulist", "boot_vga")
@@ -119,6 +122,19 @@ def check_dest(dest: str | os.PathLike) -> Path:
     return dest
 
 
+def _numa_files(host: Host) -> list[str]:
+    """The node CPU lists and huge page counts doctor's tuning checks read."""
+    out = []
+    pools = [("sys/kernel/mm/hugepages", p) for p in _listing(host, "sys/kernel/mm/hugepages")]
+    for node in host.numa_nodes:
+        out.append(f"{NODES}/node{node}/cpulist")
+        pools += [(f"{NODES}/node{node}/hugepages", p) for p in _listing(host, f"{NODES}/node{node}/hugepages")]
+    for base, pool in pools:
+        if pool.startswith("hugepages-") and pool.endswith("kB") and "/" not in pool:
+            out += [f"{base}/{pool}/nr_hugepages", f"{base}/{pool}/free_hugepages"]
+    return out
+
+
 def save_host(host: Host, dest: str | os.PathLike) -> Path:
     """Copy what doctor reads from ``host`` into ``dest`` (new or empty folder); return ``dest``."""
     dest = check_dest(dest)
@@ -136,7 +152,8 @@ def save_host(host: Host, dest: str | os.PathLike) -> Path:
             for address in members:
                 target = folders.get(address) or _device_dir(host, address)
                 (gdir / "devices" / address).symlink_to(posixpath.relpath(target, f"{IOMMU_GROUPS}/{number}/devices"))
-        for rel in ("proc/cmdline", "proc/cpuinfo", "proc/sys/kernel/osrelease", "proc/config.gz"):
+        for rel in ("proc/cmdline", "proc/cpuinfo", "proc/sys/kernel/osrelease", "proc/config.gz", "proc/meminfo",
+                    *_numa_files(host)):
             _copy(host, rel, tmp / rel)
         rel_ver = host.release
         if rel_ver:

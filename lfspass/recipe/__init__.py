@@ -14,7 +14,7 @@ from lfspass.errors import RecipeError
 from lfspass.pci import parse_pci_address, parse_pci_id
 from lfspass.recipe.rules import RULES
 from lfspass.recipe.sections import (BootSection, DeviceSpec, DiskSpec, FirmwareSpec, HostSection, InstallerSpec,
-                                     KernelSection, LabSection, Recipe, VmSpec, VncSpec)
+                                     KernelSection, LabSection, Recipe, TuningSpec, VmSpec, VncSpec)
 from lfspass.schema import load_table
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -22,7 +22,7 @@ DEFAULT_RECIPE = REPO / "recipes" / "lab.toml"
 Recipe.rules = RULES  # read by schema.load_table and schema.describe
 
 __all__ = ["BootSection", "DeviceSpec", "DiskSpec", "FirmwareSpec", "HostSection", "InstallerSpec", "KernelSection",
-           "LabSection", "Recipe", "VmSpec", "VncSpec", "RULES", "REPO", "DEFAULT_RECIPE", "load_recipe",
+           "LabSection", "Recipe", "TuningSpec", "VmSpec", "VncSpec", "RULES", "REPO", "DEFAULT_RECIPE", "load_recipe",
            "recipe_path"]
 
 

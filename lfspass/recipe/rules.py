@@ -1,8 +1,23 @@
 """The valid form of recipe keys whose type alone says too little (schema.py enforces them on load)."""
 from __future__ import annotations
 
+import re
+
+from lfspass.errors import VmError
 from lfspass.pci import parse_pci_address, parse_pci_id
 from lfspass.schema import Rule
+
+SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+def parse_size(text: str, where: str, default_unit: str = "") -> int:
+    """'64G', '512M', '1T', '4096' -> bytes (binary units, as qemu-img and QEMU -m read them)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGTP]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
+    if not m or int(m.group(1)) == 0:
+        raise VmError(f"{where} = {text!r}: expected a size such as 512M, 64G or 1T")
+    unit = m.group(2).upper() or default_unit
+    return int(m.group(1)) * SIZE_UNITS[unit]
+
 
 SIZE = Rule(r"[1-9][0-9]{0,12}[KMGTkmgt]?(i?B)?", "a size such as 512M, 4G or 1T")
 SHA256 = Rule(r"([0-9a-fA-F]{64})?", "empty or 64 hex digits")
@@ -44,6 +59,7 @@ RULES: dict[str, Rule] = {
     "vms.vnc.listen": Rule(rf"{HOSTNAME}|[0-9A-Fa-f:.]{{2,45}}", "an IPv4 or IPv6 address or a host name"),
     "vms.vnc.display": Rule(range=(0, 99)),
     "vms.vnc.password_file": Rule(exists="file"),
+    "vms.tuning.cpus": Rule(range=(0, 8191)),
     "vms.installer.iso": Rule(exists="file"),
     "vms.installer.iso_url": URL,
     "vms.installer.iso_sha256": SHA256,

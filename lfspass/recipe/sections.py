@@ -94,13 +94,30 @@ class DiskSpec:
 
 @dataclass
 class VncSpec:
-    enabled: bool = _doc(True, "a VNC display with an emulated VGA (the seed's way to watch the guest)")
+    enabled: bool | None = field(default=None, metadata={
+        "shown": "unset", "doc": "a VNC display with an emulated VGA (the seed's way to watch the guest); unset = "
+                                 "on, except for a VM with a compute card (PCI class 0302, the T10 and P10): no "
+                                 "VGA and no VNC there, only the serial console"})
     listen: str = _doc("127.0.0.1", "address VNC listens on; anything but loopback needs password_file")
     display: int = _doc(0, "VNC display number N (TCP port 5900 + N)")
     password: bool = _doc(False, "require a VNC password (set it in the QEMU monitor: change vnc password)")
     password_file: str = path_field("", "file holding the VNC password (1-8 characters, no newline; mode 0600 "
                                         "or 0400): the launcher and the libvirt XML both require it; needed "
                                         "for a listen address other than loopback")
+
+
+@dataclass
+class TuningSpec:
+    numa: str = choice("auto", "device", "off", default="auto",
+                       doc="device = vCPUs on the CPUs of the passthrough device's NUMA node (its local_cpulist) and "
+                           "guest memory bound to that node; auto = device when the host has more than one node; "
+                           "off = wherever the host scheduler puts them")
+    cpus: list[int] = field(default_factory=list, metadata={
+        "doc": "host CPUs the vCPUs run on (QEMU started under taskset -c; the XML's cputune); empty = the "
+               "node's CPUs when placed, else any"})
+    hugepages: str = choice("off", "2M", "1G", default="off",
+                            doc="2M or 1G: back guest memory with huge pages of this size (memfd hugetlb; memory must be a "
+                                "multiple); the GRUB entry reserves them at boot (hugepagesz=, hugepages=)")
 
 
 @dataclass
@@ -159,6 +176,7 @@ class VmSpec:
     firmware: FirmwareSpec = field(default_factory=FirmwareSpec)
     disk: DiskSpec = field(default_factory=DiskSpec)
     vnc: VncSpec = field(default_factory=VncSpec)
+    tuning: TuningSpec = field(default_factory=TuningSpec)
     installer: InstallerSpec = field(default_factory=InstallerSpec)
 
 

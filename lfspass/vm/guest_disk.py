@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,17 +11,9 @@ from lfspass.diskspace import ensure_room, space
 from lfspass.diskspace import human as in_bytes
 from lfspass.errors import ToolFailed, VmError
 from lfspass.fsutil import require_tool
+from lfspass.recipe.rules import SIZE_UNITS as _UNITS, parse_size
 
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-
-
-def parse_size(text: str, where: str, default_unit: str = "") -> int:
-    """'64G', '512M', '1T', '4096' -> bytes (binary units, as qemu-img and QEMU -m read them)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([KMGTP]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
-    if not m or int(m.group(1)) == 0:
-        raise VmError(f"{where} = {text!r}: expected a size such as 512M, 64G or 1T")
-    unit = m.group(2).upper() or default_unit
-    return int(m.group(1)) * _UNITS[unit]
+__all__ = ["parse_size"]   # its home is the spine now (the host's NUMA placement reads sizes too)
 
 
 def private_dir(folder: Path) -> Path:

@@ -44,7 +44,7 @@ def script_text(plan: VmPlan, argv: list[str], purpose: str = "") -> str:
     lines = ["#!/bin/sh",
              f"{_written_by(plan, purpose)}from {plan.recipe.path}; edit the recipe, not this file.",
              "# The serial console and QEMU monitor share this terminal: Ctrl-A c switches, Ctrl-A x quits."]
-    if vm.vnc.enabled:
+    if "-vnc" in argv:
         lines.append(f"# VNC: {vm.vnc.listen}:{5900 + vm.vnc.display} (from elsewhere: ssh -L "
                      f"{5900 + vm.vnc.display}:127.0.0.1:{5900 + vm.vnc.display} this-host).")
         if vm.vnc.password_file:
@@ -60,12 +60,14 @@ def script_text(plan: VmPlan, argv: list[str], purpose: str = "") -> str:
     # A value with a line break (a device name, an address) must not end a comment and start a command.
     lines = lines[:1] + ["# " + " ".join(line[1:].split()) if line.startswith("#") else line for line in lines[1:]]
     # Join option/value pairs on one line so the script reads like the seed's command.
-    parts, i = [], 1
+    # A program QEMU runs under (taskset -c CPUS) stays on the exec line, before QEMU.
+    start = next((n for n, a in enumerate(argv) if a.endswith("qemu-system-x86_64")), 0) + 1
+    parts, i = [], start
     while i < len(argv):
         take = 2 if argv[i].startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-") else 1
         parts.append(" ".join(shlex.quote(a) for a in argv[i:i + take]))
         i += take
-    body = " \\\n    ".join([("" if runtime else "exec ") + shlex.quote(argv[0]), *parts])
+    body = " \\\n    ".join([("" if runtime else "exec ") + " ".join(shlex.quote(a) for a in argv[:start]), *parts])
     head = "\n".join(lines) + "\n"
     return head + (runtime_wrap(plan, body) if runtime else body + ' "$@"\n')
 
@@ -125,8 +127,9 @@ def domain_xml(plan: VmPlan, xml_path: Path) -> str:
         "bios": fw.bios, "code": str(fw.code), "vars": str(fw.vars), "secure_boot": fw.secure_boot, "smm": fw.requires_smm,
         "phys_passthrough": phys, "cpu_features": features, "emulator": EMULATOR, "disk": str(plan.disk),
         "network": vm.network, "restrict": vm.restrict, "bridge": vm.bridge, "mac": plan.mac,
-        "vnc": vm.vnc.enabled, "vnc_listen": vm.vnc.listen, "vnc_port": 5900 + vm.vnc.display,
-        "vnc_password": vm.vnc.password, "vnc_passwd": plan.vnc_password, "hostdevs": hostdevs, "qemu_args": qemu_args}
+        "vnc": plan.display, "vnc_listen": vm.vnc.listen, "vnc_port": 5900 + vm.vnc.display,
+        "vnc_password": vm.vnc.password, "vnc_passwd": plan.vnc_password, "hostdevs": hostdevs, "qemu_args": qemu_args,
+        "pin_cpus": plan.placement.cpus, "numa_node": plan.placement.node, "page_kib": plan.placement.page_kib}
     try:
         return _env().get_template("domain.xml.j2").render(**context)
     except jinja2.UndefinedError as exc:

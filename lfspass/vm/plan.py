@@ -21,6 +21,7 @@ from lfspass.pci import parse_pci_address, parse_pci_id
 from lfspass.plan import Device, resolve_devices
 from lfspass.plugins import call_device, call_host, get_plugin_manager, owner_of
 from lfspass.recipe import Recipe, VmSpec
+from lfspass.host.placement import Placement, compute_card, place
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 KVM_GET_API_VERSION = 0xAE00  # _IO(KVMIO, 0x00); the stable API answers 12
@@ -47,6 +48,8 @@ class VmPlan:
     vnc_password: str | None = field(default=None, repr=False)  # from vnc.password_file, for the XML
     iommufd: bool = False            # QEMU's iommufd backend (vfio_backend = "iommufd" and this QEMU has it)
     libvirt_iommufd: bool = False    # the same in the libvirt XML (libvirt 12.1.0 and later)
+    placement: Placement = field(default_factory=Placement)   # [vms.tuning] as this host's sysfs decides it
+    display: bool = True             # emulated VGA + VNC on runs (off for a compute card unless vnc.enabled)
 
     @property
     def name(self) -> str:
@@ -221,6 +224,16 @@ def _dedupe_options(args: list[str]) -> list[str]:
     return out
 
 
+def _compute_card(pm, plan: VmPlan, host: Host | None) -> str:
+    """The first card of the VM without display outputs: as plugins say (a "display" answer wins), else by
+    PCI class 0302."""
+    for dev in (d for d in plan.devices if not d.companion_of):
+        kinds = call_device(pm, "lfspass_device_kind", dev, vm=plan.vm)
+        if "display" not in kinds and ("compute" in kinds or compute_card(host, [dev.address])):
+            return dev.address
+    return ""
+
+
 def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> VmPlan:
     """Resolve one VM; ``accel`` overrides ``auto`` detection (golden tests pin it)."""
     index = recipe.vms.index(vm)
@@ -235,7 +248,7 @@ def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> Vm
     mac = (vm.mac or default_mac(vm.name)).lower()
     if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac) or int(mac[:2], 16) & 1:
         raise VmError(f"{where}.mac = {vm.mac!r}: expected a unicast MAC such as 52:54:00:12:34:56")
-    vnc_secret = _vnc_password(vm, where) if vm.vnc.enabled else None
+    vnc_secret = _vnc_password(vm, where) if vm.vnc.enabled is not False else None
     if not 0 <= vm.vnc.display < 100:
         raise VmError(f"{where}.vnc.display = {vm.vnc.display}: expected 0..99 (port 5900 + N)")
     for part in ("code", "vars"):
@@ -257,6 +270,7 @@ def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> Vm
     plan.vnc_password = vnc_secret
     if auto_note:
         plan.notes.append(auto_note)
+    host = None
     if vm.devices:
         planned = resolve_devices(recipe)
         wanted = _wanted(recipe, vm, index, planned)
@@ -269,7 +283,14 @@ def build_vm_plan(recipe: Recipe, vm: VmSpec, *, accel: str | None = None) -> Vm
             from lfspass.vm.iommufd import choose
 
             choose(plan)
+    plan.placement = place(recipe, vm, plan.memory_mib, host)
+    plan.notes += plan.placement.notes
     pm = get_plugin_manager()
+    card = _compute_card(pm, plan, host)
+    plan.display = vm.vnc.enabled if vm.vnc.enabled is not None else not card
+    if card and vm.vnc.enabled is None:
+        plan.notes.append(f"{card} is a compute card (no display outputs): runs with it get no "
+                          "emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them")
     flags = call_host(pm, "lfspass_cpu_flags", vm=vm)
     device_args: list[str] = []
     for dev in plan.devices:

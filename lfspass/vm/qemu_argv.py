@@ -7,6 +7,7 @@ from pathlib import Path
 from lfspass.plan import Device
 from lfspass.vm.iommufd import OBJECT_ID
 from lfspass.vm.plan import VmPlan
+from lfspass.host.placement import BACKEND_ID, backend_args, launch_prefix
 
 QEMU = "qemu-system-x86_64"
 
@@ -51,9 +52,10 @@ def _network(plan: VmPlan, boot: Boot) -> list[str]:
     return ["-netdev", netdev, "-device", f"virtio-net-pci,netdev=net0,mac={plan.mac}"]
 
 
-def _vnc(plan: VmPlan) -> list[str]:
+def _vnc(plan: VmPlan, boot: Boot) -> list[str]:
     vnc = plan.vm.vnc
-    if not vnc.enabled:
+    # A run follows the plan (no VGA for a compute card); an install, without the cards, has VNC unless refused.
+    if not (plan.display if boot.passthrough else vnc.enabled is not False):
         return ["-display", "none"]
     host = f"[{vnc.listen}]" if ":" in vnc.listen else vnc.listen
     if vnc.password_file:
@@ -90,12 +92,14 @@ def passthrough_args(devices: list[Device], iommufd: bool = False) -> list[str]:
 
 
 def build_argv(plan: VmPlan, boot: Boot | None = None) -> list[str]:
-    """The full argv, program first."""
+    """The full argv, program first (``taskset`` when the VM is pinned, which execs QEMU)."""
     boot = boot or Boot()
     fw = plan.firmware
-    machine = "q35" + (",smm=on" if fw.requires_smm else "")
-    argv = [QEMU, "-name", plan.name, "-nodefaults", "-machine", machine, "-accel", plan.accel,
-            "-cpu", _cpu(plan), "-m", str(plan.memory_mib), "-smp", str(plan.vm.cpus)]
+    # [vms.tuning] holds for every boot, installs too: the pages and the node are the VM's either way.
+    backend = backend_args(plan.placement, plan.memory_mib)
+    machine = "q35" + (",smm=on" if fw.requires_smm else "") + (f",memory-backend={BACKEND_ID}" if backend else "")
+    argv = [*launch_prefix(plan.placement), QEMU, "-name", plan.name, "-nodefaults", "-machine", machine, "-accel", plan.accel,
+            "-cpu", _cpu(plan), "-m", str(plan.memory_mib), "-smp", str(plan.vm.cpus), *backend]
     if not fw.bios:  # firmware.type = "bios": QEMU's default SeaBIOS, nothing to say
         # Two pflash drives: CODE read-only, VARS the VM's own (never -bios: variables would not persist).
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={opt(fw.code)}",
@@ -107,7 +111,7 @@ def build_argv(plan: VmPlan, boot: Boot | None = None) -> list[str]:
     if boot.cdrom:
         argv += ["-drive", f"if=none,id=cd0,media=cdrom,readonly=on,file={opt(boot.cdrom)}",
                  "-device", "ide-cd,drive=cd0,bus=ide.0,bootindex=0"]
-    argv += _network(plan, boot) + _vnc(plan)
+    argv += _network(plan, boot) + _vnc(plan, boot)
     argv += ["-serial", f"file:{boot.serial_log}" if boot.serial_log else "mon:stdio"]
     if boot.kernel:
         argv += ["-kernel", str(boot.kernel), "-initrd", str(boot.initrd), "-append", " ".join(boot.append)]

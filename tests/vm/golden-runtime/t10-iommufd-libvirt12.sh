@@ -1,8 +1,8 @@
 #!/bin/sh
 # VM d2l: written by lfspass from @TMP@/t10-iommufd-libvirt12/r.toml; edit the recipe, not this file.
 # The serial console and QEMU monitor share this terminal: Ctrl-A c switches, Ctrl-A x quits.
-# VNC: 127.0.0.1:5900 (from elsewhere: ssh -L 5900:127.0.0.1:5900 this-host).
 # Note: vfio_backend = iommufd: @TMP@/t10-iommufd-libvirt12/bin/qemu-system-x86_64 lists the iommufd object, so the devices use -object iommufd,id=iommufd0 (/dev/iommu, /dev/vfio/devices/vfioN)
+# Note: 0000:82:00.0 is a compute card (no display outputs): runs with it get no emulated VGA and no VNC, the serial console only; set vnc.enabled = true for them
 # bind = "runtime": `lfspass bind` hands 0000:82:00.0 (and the rest of their IOMMU groups) to vfio-pci before QEMU starts; when QEMU exits (also on Ctrl-C, HUP, TERM) `lfspass release` gives them back to the drivers recorded at bind.
 # If this script is killed (SIGKILL), give them back by hand: lfspass release --recipe @TMP@/t10-iommufd-libvirt12/r.toml 0000:82:00.0
 set -u
@@ -32,8 +32,7 @@ qemu-system-x86_64 \
     -device virtio-blk-pci,drive=disk0,bootindex=1 \
     -netdev user,id=net0,restrict=on \
     -device virtio-net-pci,netdev=net0,mac=52:54:00:4f:18:0e \
-    -vga std \
-    -vnc 127.0.0.1:0 \
+    -display none \
     -serial mon:stdio \
     -object iommufd,id=iommufd0 \
     -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1 \
