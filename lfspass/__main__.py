@@ -1,6 +1,4 @@
 """Run ``python -m lfspass``."""
-import sys
+from lfspass.cli.main import run
 
-from lfspass.cli.main import main
-
-sys.exit(main())
+run()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -82,3 +83,16 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def run() -> typing.NoReturn:
+    """The console script and ``python -m lfspass``: main(), its output flushed, then exit at
+    once.  Tearing the interpreter down frees every object one by one (a kernel tree's 18,000
+    scanned symbols take ~40 ms), and nothing is left to do: files are closed, threads joined."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed pipe (`lfspass groups | head`)
+            pass
+    os._exit(code)

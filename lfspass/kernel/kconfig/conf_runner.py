@@ -121,7 +121,11 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None = None,
     with subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, errors="replace") as proc:
         if meanwhile is not None:
-            meanwhile()
+            try:
+                meanwhile()
+            except BaseException:
+                proc.kill()
+                raise
         out, err = proc.communicate()
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 

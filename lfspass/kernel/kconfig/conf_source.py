@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import lzma
 import os
 import re
 import shutil
-import tarfile
-import zlib
 from pathlib import Path, PurePosixPath
 
-from lfspass.diskspace import ensure_room
 from lfspass.errors import KconfigError
 from lfspass.fsutil import cache_dir
 from lfspass.kernel.tarball import is_tarball
-from lfspass.progress import Progress
 
 ENV = "LFSPASS_CONF_SOURCE"
 SEARCH = Path("/usr/src")
@@ -92,6 +87,7 @@ def extract(tarball: Path) -> Path:
         work = root / f"{key}.part"
         shutil.rmtree(work, ignore_errors=True)
         # At most _MAX_BYTES are written (checked per member); the reserve must hold after them.
+        from lfspass.diskspace import ensure_room
         ensure_room(root, _MAX_BYTES, f"the kconfig scripts of {tarball.name}", KconfigError)
         try:
             _extract_into(tarball, work)
@@ -108,6 +104,11 @@ def extract(tarball: Path) -> Path:
 
 def _extract_into(tarball: Path, work: Path) -> None:
     """Stream ``tarball`` once; write its wanted regular files below ``work`` (no links, no escapes)."""
+    import lzma   # here, not at the top: a kernel tree's configure never extracts
+    import tarfile
+    import zlib
+
+    from lfspass.progress import Progress
     progress = Progress(f"extracting the kconfig scripts of {tarball.name} (once)", None)
     progress.begin(0, tarball.stat().st_size)
     total = count = 0

@@ -13,20 +13,20 @@ from __future__ import annotations
 import lzma
 import tempfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from lfspass.errors import KconfigError
 from lfspass.fsutil import write_atomic
-from lfspass.kernel.kconfig import conf_runner, explain_lines, input_stamp, scan_cache, upgrade_report
-from lfspass.kernel.kconfig import refusal_text as text
+from lfspass.kernel.kconfig import conf_runner, input_stamp, scan_cache
 from lfspass.kernel.kconfig.conf_runner import KernelConf, base_files, kconfig_env
 from lfspass.kernel.kconfig.request_check import check_requests, holds, request_line
 from lfspass.kernel.kconfig.result import Change, KconfigResult, Resolved, Skipped
 from lfspass.kernel.kconfig.scan_cache import scan_cached
-from lfspass.kernel.kconfig.symbols import Source
-from lfspass.kernel.kconfig.upgrade_report import UpgradeReport
-from lfspass.kernel.release import makefile_version
 from lfspass.model import Request, config_values
+
+if TYPE_CHECKING:   # what reads conf's result is imported while conf runs (_configure's meanwhile)
+    from lfspass.kernel.kconfig.symbols import Source
+    from lfspass.kernel.kconfig.upgrade_report import UpgradeReport
 
 NAMED = ("tinyconfig", "defconfig", "allnoconfig", "alldefconfig", "allyesconfig", "allmodconfig")
 _ENGINE = 3  # bump when the same inputs would give other bytes
@@ -115,10 +115,17 @@ class _Made(NamedTuple):
 def _configure(kc: KernelConf, config: Path, requests: list[Request], base: str | Path | None, resolve: bool,
                hint: str) -> _Made:
     conf_ready = conf_runner.prepare(kc)   # a new build folder: conf is built while the tree is read
-    scanned = scan_cache.cached(kc.tree, kc.arch)
-    kinds = scanned.kinds
-    wanted, skipped = check_requests(kinds, requests)
+    # The cached index is taken on trust; its files are checked while conf runs (below).
+    scanned = scan_cache.cached(kc.tree, kc.arch, trust=not resolve)
+    try:
+        wanted, skipped = check_requests(scanned.kinds, requests)
+    except KconfigError:
+        if scanned.fresh():
+            raise
+        scanned = scan_cache.cached(kc.tree, kc.arch)
+        wanted, skipped = check_requests(scanned.kinds, requests)
     resolved: list[Resolved] = []
+    begun: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="lfspass-kconfig-") as tmp_name:
         tmp = Path(tmp_name)
         conf_ready()
@@ -128,22 +135,38 @@ def _configure(kc: KernelConf, config: Path, requests: list[Request], base: str 
             resolved = resolve_extra(kc.tree, kc.kconfig_env()["ARCH"], start, wanted)
             for r in resolved:
                 wanted.setdefault(r.symbol, (r.value, f"resolve, {r.why}"))
-        lines = [request_line(n, kinds[n].type, v) for n, (v, _s) in wanted.items()]
         work = tmp / "config"
-        work.write_text(start.rstrip("\n") + "\n" + "".join(l + "\n" for l in lines))
-        # KCONFIG_WARN_CHANGED_INPUT (6.13+) makes conf name the inputs it changed.
-        # The full view of the tree is read while the kernel's conf runs.
-        warnings = conf_runner.run_conf(kc, "olddefconfig", work, {"KCONFIG_WARN_CHANGED_INPUT": "1"},
-                                        meanwhile=scanned.prefetch)
+
+        def meanwhile() -> None:
+            """While the kernel's conf runs: the full view of the tree read (a thread), the
+            starting values parsed, what reads the result imported."""
+            scanned.prefetch()
+            begun.update(config_values(start))
+            from lfspass.kernel.kconfig import explain_lines, upgrade_report  # noqa: F401
+
+        def run(kinds) -> tuple[list[str], str]:
+            lines = [request_line(n, kinds[n].type, v) for n, (v, _s) in wanted.items()]
+            work.write_text(start.rstrip("\n") + "\n" + "".join(l + "\n" for l in lines))
+            # KCONFIG_WARN_CHANGED_INPUT (6.13+) makes conf name the inputs it changed.
+            return lines, conf_runner.run_conf(kc, "olddefconfig", work, {"KCONFIG_WARN_CHANGED_INPUT": "1"},
+                                               meanwhile=meanwhile)
+        lines, warnings = run(scanned.kinds)
+        if not scanned.fresh():   # a Kconfig file changed since the cache was written: read the tree again
+            scanned = scan_cache.cached(kc.tree, kc.arch)
+            wanted, skipped = check_requests(scanned.kinds, requests)
+            if [request_line(n, scanned.kinds[n].type, v) for n, (v, _s) in wanted.items()] != lines:
+                lines, warnings = run(scanned.kinds)
         out = work.read_text()
+    begun = begun or config_values(start)
+    kinds = scanned.kinds
     got = config_values(out)
     refused = [(n, v, got.get(n, ""), s) for n, (v, s) in wanted.items() if not holds(kinds[n].type, v, got.get(n))]
     src = scanned.source()
     if refused:
+        from lfspass.kernel.kconfig import refusal_text as text
         why = "; ".join(_explain(kc.tree, kc.arch, src, out, refused, warnings, None if resolve else hint))
         raise KconfigError(why + (text.RESOLVE_FOUND_NOTHING if resolve else ""))
     # The report is about a config carried from elsewhere; a named base is made from this tree.
-    begun = config_values(start)
     report = _report(kc, src, begun, got, wanted, warnings) if begun and base not in NAMED else None
     return _Made(out.encode(), begun, got, skipped, resolved, src.files, scanned.key, report)
 
@@ -152,6 +175,8 @@ def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnin
              hint: str | None) -> list[str]:
     """One line per refusal: conf's own words for a value it rejected; else kconfiglib's analysis
     where it parses the tree, else the Kconfig lines; with what conf said about the symbol."""
+    from lfspass.kernel.kconfig import explain_lines
+    from lfspass.kernel.kconfig import refusal_text as text
     said = {name: conf_runner.warnings_for(warnings, name) for name, *_rest in refused}
     # conf_set_sym_val (confdata.c): "symbol value '0128' invalid for NR_CPUS".
     malformed = {name: l.removeprefix("warning:").strip() for name, *_rest in refused
@@ -176,6 +201,8 @@ def _explain(tree: Path, arch: str, src: Source, out: str, refused: list, warnin
 def _report(kc: KernelConf, src: Source, start: dict[str, str], got: dict[str, str], wanted: dict,
             warnings: str) -> UpgradeReport:
     """The upgrade report of a carried config (upgrade_report.py)."""
+    from lfspass.kernel.kconfig import upgrade_report
+    from lfspass.kernel.release import makefile_version
     said = "\n".join(line for line in warnings.splitlines() if "override: reassigning" not in line)
     return upgrade_report.build(kc.tree, makefile_version(kc.kernel), src, start, got, wanted, said)
 

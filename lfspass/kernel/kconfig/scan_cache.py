@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,33 +31,50 @@ class Cached:
     a thread while the kernel's conf runs (``prefetch``); ``source()`` waits for them.
     """
 
-    def __init__(self, kinds: Mapping[str, Kind], key: list, load) -> None:
+    def __init__(self, kinds: Mapping[str, Kind], key: list, load: Callable[[], Source],
+                 check: Callable[[], bool] | None = None) -> None:
         self.kinds = kinds
-        self.key = key   # input_stamp.files_key of the Kconfig files read, as it was checked
+        self.key = key   # input_stamp.files_key of the Kconfig files read
         self._load = load
+        self._check = check   # an index taken on trust: whether the files are still as it says
+        self.stale = False
         self._src: Source | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
     def _run(self) -> None:
         try:
+            if self._check is not None and not self._check():
+                self.stale = True   # a Kconfig file changed after the cache was written
+                return
             self._src = self._load()
         except BaseException as exc:  # re-raised by source(), in the caller's thread
             self._error = exc
 
     def prefetch(self) -> None:
-        if self._src is None and self._thread is None:
+        if self._src is None and self._thread is None and not self.stale:
             self._thread = threading.Thread(target=self._run, name="lfspass-kconfig-scan", daemon=True)
             self._thread.start()
 
-    def source(self) -> Source:
+    def _wait(self) -> None:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        elif self._src is None:
+        elif self._src is None and self._error is None and not self.stale:
             self._run()
+
+    def fresh(self) -> bool:
+        """False when the index was taken on trust and a Kconfig file has changed since: the
+        caller reads the tree again (``cached()``) and redoes what it did from the index."""
+        self._wait()
+        return not self.stale
+
+    def source(self) -> Source:
+        self._wait()
         if self._error is not None:
             raise self._error
+        if self.stale:
+            raise RuntimeError("scan_cache: stale index used; call cached() again")
         assert self._src is not None
         return self._src
 
@@ -104,35 +121,51 @@ def _syms_from(data: dict) -> dict[str, Sym]:
             for n, (kind, defs, prompt, text, trans, deps, sel, ranges, choice) in data["syms"].items()}
 
 
-def _index(cache: Path, tree: Path) -> tuple[dict, list, BinaryIO] | None:
-    """(index, files key, the file open at the symbols line) of a current cache file; None otherwise."""
+def _current(tree: Path, index: dict) -> bool:
+    return [list(x) for x in input_stamp.files_key(tree, index["files"])] == index["key"]
+
+
+def _index(cache: Path, tree: Path, check: bool) -> tuple[dict, BinaryIO] | None:
+    """(index, the file open at the symbols line) of a cache file, current unless not ``check``ed; else None."""
     try:
         fh = cache.open("rb")
     except OSError:
         return None
     try:
         index = json.loads(fh.readline())
-        key = input_stamp.files_key(tree, index["files"])
-        if [list(x) for x in key] == index["key"] and isinstance(index["kinds"], dict):
-            return index, key, fh
+        if isinstance(index["kinds"], dict) and isinstance(index["key"], list) and (not check or _current(tree, index)):
+            return index, fh
     except (OSError, ValueError, KeyError, TypeError):
         pass
     fh.close()
     return None
 
 
-def cached(tree: Path, arch: str) -> Cached:
-    """``scan()`` of the tree, kept in process and on disk until a Kconfig file changes."""
+def _ident(tree: Path, arch: str) -> tuple[str, Path]:
+    ident = hashlib.sha256(json.dumps([str(tree), kconfig_env(arch), _FORMAT], sort_keys=True).encode()).hexdigest()[:16]
+    return ident, cache_root() / f"kconfig-scan-{ident}.json"
+
+
+def cache_file(tree: Path, arch: str) -> Path:
+    """Where the scan of ``tree`` (resolved) for ``arch`` is kept."""
+    return _ident(tree, arch)[1]
+
+
+def cached(tree: Path, arch: str, trust: bool = False) -> Cached:
+    """``scan()`` of the tree, kept in process and on disk until a Kconfig file changes.
+
+    ``trust``: the disk cache's index is used before its files are checked; the check runs
+    with the prefetch (while conf runs) and ``Cached.fresh()`` tells its outcome."""
     env = kconfig_env(arch)
-    ident = hashlib.sha256(json.dumps([str(tree), env, _FORMAT], sort_keys=True).encode()).hexdigest()[:16]
-    cache = cache_root() / f"kconfig-scan-{ident}.json"
+    ident, cache = _ident(tree, arch)
     hit = _MEM.get(ident)
     if hit is not None and input_stamp.files_key(tree, hit[0].files) == hit[1]:
         kept = hit[0]
         return Cached(_kinds(kept), hit[1], lambda: kept)
-    opened = _index(cache, tree)
+    opened = _index(cache, tree, check=not trust)
     if opened is not None:
-        index, key, fh = opened
+        index, fh = opened
+        key = [tuple(x) for x in index["key"]]
 
         def load() -> Source:
             try:
@@ -142,7 +175,12 @@ def cached(tree: Path, arch: str) -> Cached:
                 src = scan(tree, env)   # a damaged second line: read the tree again
             _MEM[ident] = (src, key)
             return src
-        return Cached(_Kinds(index["kinds"]), key, load)
+        def check() -> bool:
+            if _current(tree, index):
+                return True
+            fh.close()
+            return False
+        return Cached(_Kinds(index["kinds"]), key, load, check if trust else None)
     src = scan(tree, env)
     key = input_stamp.files_key(tree, src.files)
     kinds: Mapping[str, Kind] = _kinds(src)

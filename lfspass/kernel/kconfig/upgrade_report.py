@@ -198,13 +198,16 @@ def build(tree: Path, version: str, src: symbols.Source, start: dict[str, str], 
             rep.changed.append(move)   # not the compiler's own strings (CC_VERSION_TEXT, GCC_VERSION)
     # New to this config and settable now: a prompt whose dependencies hold in the result (a
     # symbol the old tree had, hidden then and now, is in neither config and not new).
-    held: dict[tuple[str, ...], bool] = {}   # the enclosing if/menu lines are shared by hundreds of symbols
+    held: dict[str, bool] = {}   # an enclosing if/menu line is shared by hundreds of symbols: read once
+
+    def met(expr: str) -> bool:
+        value = held.get(expr)
+        if value is None:
+            value = held[expr] = (evaluate(expr, got) or 0) > 0
+        return value
 
     def settable(sym: symbols.Sym) -> bool:
-        exprs = tuple(e for e, _w in sym.depends)
-        if exprs not in held:
-            held[exprs] = all((evaluate(e, got) or 0) > 0 for e in exprs)
-        return held[exprs]
+        return all(met(e) for e, _w in sym.depends)
     new_off = [n for n, s in src.syms.items() if n not in start and s.prompt and s.type in ("bool", "tristate")
                and got.get(n, "n") == "n" and settable(s)]
     fam = sorted((n for n in new_off if _family(_folder(src, n))), key=lambda n: (_family(_folder(src, n)), n))
