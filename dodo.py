@@ -29,6 +29,12 @@ def task_kernel():
         yield from graph.kernel_tasks(CTX)
 
 
+def task_kernel_repro():
+    """kernel:repro: build the configured kernel twice (other -j, no ccache), compare bzImage, vmlinux, modules."""
+    if CTX.builds_kernel:
+        yield graph.kernel_repro_task(CTX)
+
+
 def task_grub():
     """Write the GRUB menuentry (IOMMU and vfio parameters) into the root's grub.cfg."""
     return graph.grub_task(CTX)

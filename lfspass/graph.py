@@ -8,6 +8,7 @@ from __future__ import annotations
 from lfspass.boot.tasks import grub_task, vfio_task
 from lfspass.errors import LfspassError
 from lfspass.kernel.release import kernel_release
+from lfspass.kernel.repro import repro_task as kernel_repro_task
 from lfspass.kernel.tasks import kernel_tasks
 from lfspass.lab.bind.tasks import labbind_tasks
 from lfspass.lab.boot_once import bootonce_task
@@ -19,7 +20,7 @@ from lfspass.recipe import load_recipe
 from lfspass.tasks import Context, Reporter, fail
 from lfspass.vm.tasks import vm_tasks
 
-__all__ = ["Context", "Reporter", "load_context", "kernel_tasks", "grub_task", "vfio_task", "lab_tasks", "bootonce_task", "vm_tasks", "nested_tasks",
+__all__ = ["Context", "Reporter", "load_context", "kernel_tasks", "kernel_repro_task", "grub_task", "vfio_task", "lab_tasks", "bootonce_task", "vm_tasks", "nested_tasks",
            "labbind_tasks"]
 
 

@@ -43,6 +43,27 @@ def linux_tree() -> Path:
     return dest
 
 
+def absolute_module_sources(recipe_text: str) -> str:
+    """A recipe's text (recipes/lab.toml's) for a copy in another folder: its relative
+    ``[[kernel.external_modules]]`` sources made absolute (they start at recipes/)."""
+    return recipe_text.replace('source = "external/', f'source = "{REPO}/recipes/external/')
+
+
+@pytest.fixture(scope="session")
+def lab_kernel():
+    """The lab recipe's kernel, its external module and its install, built in the lab's own build
+    folders by `doit kernel` (shared by the kernel and lab tests: built once a run)."""
+    from lfspass.kernel.release import kernel_release
+    from lfspass.plan import kernel_paths
+    from lfspass.recipe import load_recipe
+
+    lab = REPO / "recipes" / "lab.toml"
+    proc = run_doit(f"recipe={lab}", "kernel", cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recipe = load_recipe(lab)
+    return recipe, kernel_paths(recipe, kernel_release(recipe))
+
+
 def _child_env(env: dict | None) -> dict[str, str]:
     """os.environ plus ``env``; a test's PYTHONPATH goes in front of the run's (the hook log's) one."""
     full_env = dict(os.environ)

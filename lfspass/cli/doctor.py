@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print every check as JSON")
     parser.add_argument("--save", metavar="DIR",
                         help="also copy what doctor reads into DIR (new folder) for a bug report")
+    parser.add_argument("--guest", metavar="VM",
+                        help="print what the recipe's VM saw of its PCI devices at its check boot (installed.json)")
 
 
 def render(host: Host, checks: list[Check]) -> str:
@@ -34,7 +36,40 @@ def render(host: Host, checks: list[Check]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def guest(args: argparse.Namespace) -> int:
+    """``doctor --guest VM``: the guest-side report lfspass recorded; exit 1 when there is none."""
+    import json
+
+    from lfspass.errors import CheckFailed, InputError, VmError
+    from lfspass.recipe import load_recipe
+    from lfspass.vm.image.guest_check import render as render_guest
+    from lfspass.vm.install import marker_path
+    from lfspass.vm.plan import build_vm_plan
+
+    if not args.recipe:
+        raise InputError(f"doctor --guest {args.guest}: the VM is one of a recipe's; add --recipe PATH")
+    recipe = load_recipe(args.recipe)
+    vm = next((v for v in recipe.vms if v.name == args.guest), None)
+    if vm is None:
+        raise VmError(f"{recipe.path}: no VM named {args.guest!r}; its VMs: {', '.join(v.name for v in recipe.vms) or 'none'}")
+    marker = marker_path(build_vm_plan(recipe, vm))
+    try:
+        info = json.loads(marker.read_text())
+    except FileNotFoundError:
+        raise CheckFailed(f"{args.guest}: not installed yet (no {marker}); run `doit vm:install:{args.guest}`") from None
+    except (OSError, ValueError) as exc:
+        raise CheckFailed(f"{marker}: cannot be read ({exc}); run `doit vm:install:{args.guest}` again") from None
+    report = info.get("guest_check")
+    if args.json:
+        print_json({"vm": args.guest, "installed": str(marker), "finished": info.get("finished"), "guest_check": report})
+    else:
+        sys.stdout.write(render_guest(args.guest, report, info.get("finished", "")))
+    return 0 if report is not None else 1
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.guest:
+        return guest(args)
     recipe = None
     if args.recipe:
         from lfspass.recipe import load_recipe

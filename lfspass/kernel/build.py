@@ -181,12 +181,16 @@ def make_env(tree: Path, build_dir: Path, timestamp: str, use_ccache: bool) -> t
     release is the one lfspass computes from the Makefile and the recipe.
     """
     tree, obj = tree.resolve(), (build_dir / "obj").resolve()
+    # gcc tries the last map first: files below the tree and O= lose the prefix; the compilation
+    # folder (O= itself, DW_AT_comp_dir) becomes "." through the first map, the only one it matches.
+    maps = f"-fdebug-prefix-map={obj}=. -fdebug-prefix-map={tree}/= -fdebug-prefix-map={obj}/="
     env = {
         "KBUILD_BUILD_TIMESTAMP": timestamp,
         "KBUILD_BUILD_USER": "lfspass",
         "KBUILD_BUILD_HOST": "lfspass",
         "KBUILD_BUILD_VERSION": "1",
-        "KCFLAGS": f"-fdebug-prefix-map={tree}/= -fdebug-prefix-map={obj}/=",
+        "KCFLAGS": maps,
+        "KAFLAGS": maps,   # gcc hands the maps on to the assembler (the .S files' compilation folder)
         "LOCALVERSION": "",
         "LC_ALL": "C",
         "TZ": "UTC",
@@ -221,11 +225,11 @@ def make_command(tree: Path, build_dir: Path, jobs: int, make_vars: list[str], *
 class _Progress:
     """A counter of compiled files: one rewritten line on a tty, else a line a minute."""
 
-    def __init__(self, expected: int, stream: TextIO | None = None) -> None:
+    def __init__(self, expected: int, stream: TextIO | None = None, label: str = "kernel build") -> None:
         # sys.__stderr__: the terminal even where sys.stderr is redirected; None only without one.
         self.stream: TextIO = stream or sys.__stderr__ or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.expected, self.count, self.start = expected, 0, time.monotonic()
+        self.expected, self.count, self.start, self.label = expected, 0, time.monotonic(), label
         self.last = 0.0
 
     def line(self, text: str) -> None:
@@ -239,7 +243,7 @@ class _Progress:
 
     def show(self, now: float) -> None:
         pct = f" (~{min(99, 100 * self.count // self.expected)}%)" if self.expected else ""
-        msg = f"kernel build: {self.count} files compiled{pct}, {int(now - self.start)} s"
+        msg = f"{self.label}: {self.count} files compiled{pct}, {int(now - self.start)} s"
         self.stream.write(f"\r{msg}\x1b[K" if self.tty else msg + "\n")
         self.stream.flush()
 
@@ -256,8 +260,12 @@ def last_error(log_lines: list[str]) -> str:
     return (precise or hits or [l.strip() for l in log_lines if l.strip()] or ["no output"])[-1]
 
 
-def run_make(cmd: list[str], env_add: dict[str, str], log: Path, counter: Path | None = None) -> None:
-    """Run ``cmd`` appending to ``log``; on failure raise BuildError with the last error line."""
+def run_make(cmd: list[str], env_add: dict[str, str], log: Path, counter: Path | None = None,
+             label: str = "kernel build") -> None:
+    """Run ``cmd`` appending to ``log``; on failure raise BuildError with the last error line.
+
+    ``counter`` keeps the number of files the last run compiled (the progress line's 100%);
+    ``label`` begins the progress line (an external module's build is not the kernel's)."""
     require_tool("make", "build-essential")
     env = controlled_env(env_add)
     expected = 0
@@ -266,7 +274,7 @@ def run_make(cmd: list[str], env_add: dict[str, str], log: Path, counter: Path |
             expected = int(counter.read_text())
         except (OSError, ValueError):
             pass
-    progress = _Progress(expected)
+    progress = _Progress(expected, label=label)
     tail: list[str] = []
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8", errors="replace") as fh:

@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from lfspass import journal
@@ -21,14 +22,20 @@ def config_has(config: Path, symbol: str, value: str = "y") -> bool:
     return config_values(config.read_text()).get(symbol) == value
 
 
+def depmod_tool() -> str:
+    """The depmod kbuild's modules_install runs (DEPMOD=): on PATH, else /sbin/depmod; missing: kmod."""
+    depmod = shutil.which("depmod") or "/sbin/depmod"
+    if not Path(depmod).exists():
+        require_tool("depmod", "kmod")
+    return depmod
+
+
 def _stage_modules(root: Path, tree: Path, layout: BuildLayout, release: str, jobs: int,
                    env: dict[str, str], make_vars: list[str], staging: Path) -> Path:
     """``make modules_install`` into ``staging``; return the staged ``lib/modules/<rel>``."""
     staged = staging / "lib" / "modules" / release
     if config_has(layout.config, "MODULES"):
-        depmod = shutil.which("depmod") or "/sbin/depmod"
-        if not Path(depmod).exists():
-            require_tool("depmod", "kmod")
+        depmod = depmod_tool()
         run_make(make_command(tree, layout.build_dir, jobs, make_vars, "modules_install",
                               f"INSTALL_MOD_PATH={staging}", "INSTALL_MOD_STRIP=1", f"DEPMOD={depmod}"),
                  env, layout.log)
@@ -151,7 +158,8 @@ def running_release(root: Path) -> str | None:
 
 def install_kernel(root: Path, paths: KernelPaths, release: str, tree: Path, layout: BuildLayout, *,
                    jobs: int, env: dict[str, str], make_vars: list[str], docs: bool,
-                   inputs: dict, running: str | None = None) -> dict:
+                   inputs: dict, running: str | None = None,
+                   stage_extra: Callable[[Path, Path], dict] | None = None) -> dict:
     """Install one built release under ``root``; other releases there are left alone.
 
     Reinstalling a release whose files differ first keeps the complete previous build
@@ -159,7 +167,9 @@ def install_kernel(root: Path, paths: KernelPaths, release: str, tree: Path, lay
     manifest), so at every instant one complete kernel is on disk.  Files are copied to
     a temp name and renamed; the module tree is staged beside its destination and
     exchanged in one step.  The manifest is written last: it marks the install finished.
-    Every change is journaled for `lfspass rollback`.
+    Every change is journaled for `lfspass rollback`.  ``stage_extra(staging, staged)`` adds to
+    the staged tree before anything is compared or moved (the external modules under updates/),
+    and returns what it adds to the manifest.
     """
     for need in (layout.bzimage, layout.system_map, layout.config):
         if not need.is_file():
@@ -170,6 +180,7 @@ def install_kernel(root: Path, paths: KernelPaths, release: str, tree: Path, lay
     staging = Path(tempfile.mkdtemp(prefix=f".{release}.lfspass-", dir=moddir.parent))
     try:
         staged = _stage_modules(root, tree, layout, release, jobs, env, make_vars, staging)
+        extra = stage_extra(staging, staged) if stage_extra is not None else {}
         old = complete_manifest(root, paths.manifest)
         new: dict[str, object] = {str(p.relative_to(root)): sha256_file(src) for p, src in
                ((paths.vmlinuz, layout.bzimage), (paths.system_map, layout.system_map), (paths.config, layout.config))}
@@ -203,6 +214,6 @@ def install_kernel(root: Path, paths: KernelPaths, release: str, tree: Path, lay
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     tops = [paths.vmlinuz, paths.system_map, paths.config, moddir] + ([doc_dir] if docs else [])
-    manifest = dict(inputs, release=release, files=installed_files(root, tops))
+    manifest = dict(inputs, **extra, release=release, files=installed_files(root, tops))
     journal.write_atomic(root, paths.manifest, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest

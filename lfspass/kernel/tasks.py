@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -33,7 +32,9 @@ from lfspass.kernel.kconfig.configure import configure
 from lfspass.kernel.kconfig.input_stamp import written_by_lfspass
 from lfspass.kernel.build import (BuildLayout, build_timestamp, make_command, make_env, prepare_source,
                      reproducible_env_digest, run_make, source_identity, tree_identity)
-from lfspass.kernel import config_guard, preflight
+from lfspass.kernel import btf, config_guard, preflight
+from lfspass.kernel.external import ExternalModules
+from lfspass.kernel.identity import gcc_identity, plugin_versions, tool_version
 from lfspass.kernel.install import config_has, install_kernel
 from lfspass.kernel.release import tarball_info, tree_release
 from lfspass.kernel.tarball import is_tarball
@@ -56,30 +57,6 @@ def kernel_requests(recipe) -> list:
     # gets a persistent key instead (do_config), so two builds still agree.
     reqs += [Request(sym, val, "recipe") for sym, val in recipe.kernel.config.items()]
     return reqs
-
-
-def plugin_versions() -> dict[str, str]:
-    """name -> version of every registered plugin (built-ins carry lfspass's version)."""
-    pm = get_plugin_manager()
-    dists = {id(p): d.version for p, d in pm.list_plugin_distinfo()}
-    return {name: dists.get(id(p)) or getattr(p, "__version__", None) or __version__
-            for name, p in sorted(pm.list_name_plugin()) if p is not None}
-
-
-def _tool_version(*argv: str) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True).stdout.split("\n", 1)[0]
-    except OSError:
-        return ""
-
-
-def _gcc_identity() -> str:
-    """Cheap stand-in for the compiler version at load time (the manifest runs gcc itself)."""
-    gcc = shutil.which("gcc")
-    if not gcc:
-        return ""
-    st = Path(gcc).resolve().stat()
-    return f"{Path(gcc).resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 class KernelJob:
@@ -106,7 +83,7 @@ class KernelJob:
             "tree_identity": "" if is_tarball(self.source) else tree_identity(self.source),
             "base": self.k.base, "vfio": self.k.vfio, "resolve": self.k.resolve, "arch": "x86_64",
             "requests": [[r.symbol, r.value, r.source, r.optional] for r in self.requests],
-            "gcc": _gcc_identity(),
+            "gcc": gcc_identity(),
         }
 
     def build_inputs(self) -> dict:
@@ -124,7 +101,8 @@ class KernelJob:
 
     # -- actions ----------------------------------------------------------------
     def _env(self, tree: Path) -> tuple[dict[str, str], list[str]]:
-        return make_env(tree, self.layout.build_dir, build_timestamp(self.k.timestamp, tree), self.k.ccache)
+        env, make_vars = make_env(tree, self.layout.build_dir, build_timestamp(self.k.timestamp, tree), self.k.ccache)
+        return env, make_vars + btf.make_vars(tree, self.layout.config)   # BTF two builds agree on
 
     def _check_release(self, tree: Path) -> None:
         """The tree's own release must be the one the task graph was made for."""
@@ -261,8 +239,8 @@ class KernelJob:
             "requests": [{"symbol": r.symbol, "value": r.value, "source": r.source, "optional": r.optional}
                          for r in self.requests],
             "skipped": decided.get("skipped", []), "resolved": decided.get("resolved", []),
-            "plugins": plugin_versions(), "compiler": _tool_version("gcc", "--version"),
-            "make": _tool_version("make", "--version"), "env": reproducible_env_digest(env),
+            "plugins": plugin_versions(), "compiler": tool_version("gcc", "--version"),
+            "make": tool_version("make", "--version"), "env": reproducible_env_digest(env),
             "ccache": "CC=ccache gcc" in self._env(tree)[1],
             "module_signing": config_guard.signing_summary(self.layout.config, bool(self.k.signing_key)),
             "config_sha256": sha256_file(self.layout.config),
@@ -273,7 +251,8 @@ class KernelJob:
         env, make_vars = self._env(tree)
         install_kernel(self.recipe.root, self.paths, self.ctx.release, tree, self.layout,
                        jobs=self.k.jobs, env=env, make_vars=make_vars, docs=self.k.docs,
-                       inputs=self.manifest_inputs(tree, env))
+                       inputs=self.manifest_inputs(tree, env),
+                       stage_extra=ExternalModules(self).stage if self.k.external_modules else None)
         print(f"kernel install: {self.paths.vmlinuz} and {self.paths.modules_dir}")
 
 
@@ -285,6 +264,7 @@ def kernel_tasks(ctx: Context) -> Iterator[dict]:
     """Yield kernel:config, kernel:build, kernel:install for the recipe's kernel."""
     job = KernelJob(ctx)
     lay, paths = job.layout, job.paths
+    external = ExternalModules(job) if job.k.external_modules else None
     ident = str(source_identity(job.source, lay.build_dir))
     base_dep = [str(job.base_file)] if job.base_file is not None else []
     yield {
@@ -306,11 +286,13 @@ def kernel_tasks(ctx: Context) -> Iterator[dict]:
         "targets": [str(lay.bzimage), str(lay.system_map), str(lay.stamp)],
         "uptodate": [config_changed(_digest(job.build_inputs()))],
     }
+    if external is not None:
+        yield external.task()   # a module that does not build stops here: install never runs
     yield {
         "name": "install",
         "doc": "install vmlinuz, System.map, config, modules and the manifest under the root",
         "actions": [(run_action, [job.do_install])],
-        "file_dep": [str(lay.stamp), str(lay.config)],
+        "file_dep": [str(lay.stamp), str(lay.config)] + (external.stamps() if external else []),
         "targets": [str(p) for p in (paths.vmlinuz, paths.system_map, paths.config, paths.modules_dep,
                                      paths.modules_builtin, paths.manifest)],
         "uptodate": [config_changed(_digest(job.install_inputs()))],

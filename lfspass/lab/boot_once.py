@@ -43,11 +43,16 @@ def recipe_toml(recipe: Recipe, **changes) -> str:
     out = []
     for section, values in data.items():
         out.append(f"[{section}]")
-        out += [f"{k} = {_toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
-        for k, v in values.items():
-            if isinstance(v, dict):
-                out.append(f"[{section}.{k}]")
-                out += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+        tables = {k: v for k, v in values.items() if isinstance(v, dict)}
+        arrays = {k: v for k, v in values.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+        out += [f"{k} = {_toml_value(v)}" for k, v in values.items() if k not in tables and k not in arrays]
+        for k, v in tables.items():
+            out.append(f"[{section}.{k}]")
+            out += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+        for k, items in arrays.items():   # [[kernel.external_modules]]
+            for item in items:
+                out.append(f"[[{section}.{k}]]")
+                out += [f"{kk} = {_toml_value(vv)}" for kk, vv in item.items()]
     for dev in recipe.devices:
         out += ["[[devices]]"] + [f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(dev).items() if v]
     return "\n".join(out) + "\n"

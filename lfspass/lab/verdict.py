@@ -55,6 +55,27 @@ def device_facts(saved: Path, recipe: Recipe) -> list[dict]:
     return out
 
 
+def external_modules(saved: Path, recipe: Recipe) -> dict[str, str]:
+    """name -> "loaded from updates/<name>/<file>" for each of the recipe's external modules, as the guest
+    found them (lab-init.sh's external-modules.txt); anything else says why it is not loaded."""
+    try:
+        rows = [line.split() for line in (saved / "external-modules.txt").read_text().splitlines()]
+    except OSError:
+        rows = []
+    out = {}
+    for spec in recipe.kernel.external_modules:
+        mine = [r for r in rows if len(r) == 4 and r[1].startswith(f"updates/{spec.name}/")]
+        if not mine:
+            out[spec.name] = f"NOT loaded: the guest has nothing under updates/{spec.name}/"
+        elif bad := [r for r in mine if r[3] != "loaded" or r[2] != r[1]]:
+            m, file, dep, state = bad[0]
+            out[spec.name] = (f"NOT loaded: modprobe {m} failed" if state != "loaded" else
+                              f"NOT loaded from updates/: modules.dep names {dep} for {m}, not {file}")
+        else:
+            out[spec.name] = "loaded from " + ", ".join(r[1] for r in mine)
+    return out
+
+
 def run_lab(recipe: Recipe, release: str, iommu: bool = True) -> dict:
     """Boot, save, judge; write verdict.json; raise CheckFailed with doctor's findings on failure."""
     t0 = time.monotonic()
@@ -88,14 +109,16 @@ def run_lab(recipe: Recipe, release: str, iommu: bool = True) -> dict:
     if report["kernel"] != release:
         raise CheckFailed(f"the lab guest ran kernel {report['kernel']}, not {release}; see {paths.guest_log}")
     failed = [c for c in checks if c.status == Status.FAIL]
+    external = external_modules(paths.saved, recipe)
+    unloaded = [f"external module {name}: {said}" for name, said in external.items() if not said.startswith("loaded ")]
     iommu_check = next((c for c in checks if c.id == "iommu"), None)
     first = devices[0] if devices else {}
     verdict = {
-        "ok": not failed, "recipe": str(recipe.path), "kernel": release, "vmlinuz": str(kernel),
+        "ok": not failed and not unloaded, "recipe": str(recipe.path), "kernel": release, "vmlinuz": str(kernel),
         "cmdline": " ".join(cmdline), "emulated_iommu": iommu, "vfio": recipe.kernel.vfio,
         "iommu_enabled": bool(iommu_check and iommu_check.status == Status.PASS),
         "device": first.get("device"), "id": first.get("id"), "group": first.get("group"), "driver": first.get("driver"),
-        "devices": devices, "doctor": report, "guest_log": str(paths.guest_log), "host_root": str(paths.saved),
+        "devices": devices, "external_modules": external, "doctor": report, "guest_log": str(paths.guest_log), "host_root": str(paths.saved),
         "timings": {"boot_s": round(boot_s, 2), "doctor_s": round(time.monotonic() - t1, 2),
                     "total_s": round(time.monotonic() - t0, 2)},
         "qemu": argv, "grub": grub,
@@ -104,12 +127,14 @@ def run_lab(recipe: Recipe, release: str, iommu: bool = True) -> dict:
     for c in checks:
         if c.status in (Status.WARN, Status.FAIL):
             print(f"lab: doctor {c.status.upper()} {c.id}: {c.detail}")
-    if failed:
-        raise CheckFailed("lab failed: " + "; ".join(f"{c.id}: {c.detail}" for c in failed)
+    if failed or unloaded:
+        raise CheckFailed("lab failed: " + "; ".join([f"{c.id}: {c.detail}" for c in failed] + unloaded)
                           + f" (guest log {paths.guest_log}, verdict {paths.verdict})")
     print(f"lab: IOMMU enabled ({iommu_check.detail if iommu_check else '?'})")
     for d in devices:
         print(f"lab: device {d['device']} {d['id']} in IOMMU group {d['group']}, driver {d['driver']}")
+    for name, said in external.items():
+        print(f"lab: external module {name} {said}")
     print(f"lab: PASS in {verdict['timings']['total_s']:.1f} s (guest boot {boot_s:.1f} s); "
           f"verdict {paths.verdict}, guest log {paths.guest_log}")
     return verdict

@@ -13,15 +13,15 @@ from pathlib import Path
 from lfspass.errors import RecipeError
 from lfspass.pci import parse_pci_address, parse_pci_id
 from lfspass.recipe.rules import RULES
-from lfspass.recipe.sections import (BootSection, DeviceSpec, DiskSpec, FirmwareSpec, HostSection, InstallerSpec,
-                                     KernelSection, LabSection, Recipe, TuningSpec, VmSpec, VncSpec)
+from lfspass.recipe.sections import (BootSection, DeviceSpec, DiskSpec, ExternalModuleSpec, FirmwareSpec, HostSection,
+                                     InstallerSpec, KernelSection, LabSection, Recipe, TuningSpec, VmSpec, VncSpec)
 from lfspass.schema import load_table
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DEFAULT_RECIPE = REPO / "recipes" / "lab.toml"
 Recipe.rules = RULES  # read by schema.load_table and schema.describe
 
-__all__ = ["BootSection", "DeviceSpec", "DiskSpec", "FirmwareSpec", "HostSection", "InstallerSpec", "KernelSection",
+__all__ = ["BootSection", "DeviceSpec", "DiskSpec", "ExternalModuleSpec", "FirmwareSpec", "HostSection", "InstallerSpec", "KernelSection",
            "LabSection", "Recipe", "TuningSpec", "VmSpec", "VncSpec", "RULES", "REPO", "DEFAULT_RECIPE", "load_recipe",
            "recipe_path"]
 
@@ -51,9 +51,30 @@ def _validate(recipe: Recipe, file: Path) -> None:
         if vm.name in names:   # its form is RULES["vms.name"]
             raise RecipeError(f"{file}: vms[{i}].name = {vm.name!r}: two VMs share this name; names must be unique")
         names.add(vm.name)
+    _validate_external(recipe, file)
     for key in recipe.kernel.config:
         if not key.isupper() or key.startswith("CONFIG_"):
             raise RecipeError(f"{file}: kernel.config.{key}: write Kconfig symbols in upper case without CONFIG_, e.g. VFIO_PCI = \"m\"")
+
+
+# What lfspass passes to an external module's kbuild itself (kernel/external.py): a recipe must not move them.
+RESERVED_MAKE_VARS = ("M", "O", "KBUILD_EXTMOD", "MO", "INSTALL_MOD_PATH", "INSTALL_MOD_DIR", "INSTALL_MOD_STRIP",
+                      "DEPMOD", "CC", "MAKEFLAGS")
+
+
+def _validate_external(recipe: Recipe, file: Path) -> None:
+    names: list[str] = []
+    for i, mod in enumerate(recipe.kernel.external_modules):
+        where = f"{file}: kernel.external_modules[{i}]"
+        if mod.name in names:   # its form is RULES["kernel.external_modules.name"]
+            raise RecipeError(f"{where}.name = {mod.name!r}: external_modules[{names.index(mod.name)}] has this "
+                              "name too; names must be unique (each has its own updates/<name> folder)")
+        names.append(mod.name)
+        for j, arg in enumerate(mod.make_args):
+            var = arg.split("=", 1)[0]
+            if var in RESERVED_MAKE_VARS:
+                raise RecipeError(f"{where}.make_args[{j}] = {arg!r}: {var} is lfspass's to set (the build copy, "
+                                  "the kernel's O= tree and compiler, the staged install); remove it")
 
 
 def load_recipe(path: str | os.PathLike | None = None) -> Recipe:

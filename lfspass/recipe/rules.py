@@ -30,6 +30,13 @@ RULES: dict[str, Rule] = {
     "kernel.version": Rule(r"([0-9]+\.[0-9]+[0-9A-Za-z.+_-]*)?", "empty or a release such as 6.10.5"),
     "kernel.lfs_version": Rule(r"[0-9A-Za-z.+_-]{1,32}", "letters, digits, '.', '+', '_', '-'"),
     "kernel.jobs": Rule(range=(0, 4096)),
+    # The kernel keeps 55 characters of a module's name (MODULE_NAME_LEN); INSTALL_MOD_DIR takes no '%' or ':'.
+    "kernel.external_modules.name": Rule(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,54}",
+                                         "1-55 letters, digits, '_', '-' (not first), e.g. kvmfr"),
+    # make expands '$' in a command-line value ($(shell ...)): no '$', no shell characters.
+    "kernel.external_modules.make_args": Rule(r"[A-Za-z_][A-Za-z0-9_]*=[^\s'\"\\`$;&|<>()*?]*",
+                                              "each VAR=value: a make variable, '=', a value without spaces, "
+                                              "quotes, '$' or shell characters"),
     "boot.fs_uuid": Rule(r"([0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}|[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12})?",
                          "empty or a filesystem UUID as blkid prints it (or a FAT serial such as 1A2B-3C4D)"),
     "boot.microcode": GRUB_PATH,

@@ -18,6 +18,13 @@ class HostSection:
 
 
 @dataclass
+class ExternalModuleSpec:
+    name: str = field(metadata={"doc": "the module's name: its folder under lib/modules/<rel>/updates/, its build copy and its log in the build folder, its entry in the manifest"})
+    source: str = field(metadata={"path": True, "doc": "the module's source: a folder (copied into the build folder; it is never built in place) or a tarball (unpacked there: absolute names, '..' and links leaving it are refused), with its Kbuild or Makefile at the top or in the one folder the tarball holds"})
+    make_args: list[str] = field(default_factory=list, metadata={"doc": "make variables for its kbuild, each VAR=value, e.g. [\"CONFIG_HELLO_DEBUG=y\"] (no shell: no spaces, quotes or '$'); lfspass sets M, O and the INSTALL_MOD_* ones itself"})
+
+
+@dataclass
 class KernelSection:
     source: str = path_field("", "kernel tree folder or release tarball; empty = lfspass does not build the kernel and reads the one installed under the root (set version)")
     version: str = field(default="", metadata={"doc": "kernel release; empty = read from the tree's Makefile"})
@@ -35,6 +42,7 @@ class KernelSection:
     docs: bool = field(default=False, metadata={"doc": "also install Documentation to usr/share/doc/linux-<ver>"})
     accept_upgrade: bool = field(default=False, metadata={"doc": "build even when the upgrade report lists changes likely to break the host (every report, unread)"})
     accept_report: str = field(default="", metadata={"doc": "the digest of the one upgrade report you read and accept (<build_dir>/upgrade-report.txt); another report stops again"})
+    external_modules: list[ExternalModuleSpec] = field(default_factory=list)
 
 
 @dataclass

@@ -42,6 +42,13 @@ for f in modules.builtin modules.dep; do
     [ -r /lib/modules/$rel/$f ] && cp /lib/modules/$rel/$f $S/lib/modules/$rel/
 done
 [ -r /boot/config-$rel ] && cp /boot/config-$rel $S/boot/
+# Memory and huge page pools (doctor's hugepages[...] check reads them as on a live host).
+cat /proc/meminfo > $S/proc/meminfo
+for p in /sys/kernel/mm/hugepages/hugepages-*kB; do
+    [ -d "$p" ] || continue
+    mkdir -p "$S$p"
+    for f in nr_hugepages free_hugepages; do cat "$p/$f" > "$S$p/$f"; done
+done
 for d in /sys/bus/pci/devices/*; do
     [ -e "$d" ] || continue
     a=${d##*/}
@@ -79,6 +86,17 @@ if [ -d /dev/vfio ]; then
     done
 fi
 [ -c /dev/iommu ] && mkdir -p $S/dev && : > $S/dev/iommu
+# --- out-of-tree modules lfspass built ([[kernel.external_modules]]), each under updates/<name>/:
+# loaded by name as any module, through modules.dep; one line each: name, file, modules.dep's
+# entry for that name, and whether /sys/module shows it loaded (the lab verdict reads them).
+for ko in /lib/modules/$rel/updates/*/*.ko*; do
+    [ -e "$ko" ] || continue
+    m=${ko##*/}; m=${m%%.ko*}
+    dep=$(grep -o "^[^:]*/$m\.ko[^:]*:" /lib/modules/$rel/modules.dep | head -n 1 | tr -d :)
+    if modprobe "$m" && [ -d "/sys/module/$(echo "$m" | tr - _)" ]; then state=loaded; else state=FAILED; fi
+    echo "$m ${ko#/lib/modules/$rel/} ${dep:-none} $state" >> $S/external-modules.txt
+    echo "lfspass-lab: external module $m (modules.dep: ${dep:-none}): $state"
+done
 dmesg > $S/dmesg.txt
 echo "saved by the lfspass lab initramfs (busybox /init) from a QEMU guest" > $S/lfspass-saved.txt
 # The nested lab's image (lfspass/lab/nested/image.py) adds /nested.sh: it runs the VM launcher

@@ -13,5 +13,8 @@ for d in /sys/bus/pci/devices/*; do
     [ -L "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
     echo "lfspass-l2: pci ${d##*/} $(cat "$d/vendor"):$(cat "$d/device") class=$(cat "$d/class") driver=$drv"
 done
+# The guest-side check an image guest runs at boot (lfspass/vm/image/guest_check.py), here too.
+mount -t devtmpfs devtmpfs /dev
+/usr/local/sbin/lfspass-guest-check
 echo "lfspass-l2: done"
 poweroff -f

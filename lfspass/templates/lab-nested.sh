@@ -14,6 +14,10 @@ echo "lfspass-lab: nested: running $LAUNCHER"
 "$LAUNCHER" -kernel "$L2_KERNEL" -initrd "$L2_INITRD" -append "$L2_APPEND" -no-reboot \
     < /dev/null > "$N/l2.log" 2> "$N/qemu.err" &
 pid=$!
+# Huge pages before L2, while it runs (sampled every half second) and after: the verdict's figures.
+grep '^HugePages_' /proc/meminfo > "$N/hugepages-before"
+( while [ -d /proc/$pid ]; do grep '^HugePages_Free:' /proc/meminfo; usleep 500000; done ) > "$N/hugepages-during" &
+sampler=$!
 # The launcher execs QEMU, so the same pid shows QEMU's own argv once the exec is done.
 i=0
 while [ $i -lt 600 ] && [ -d /proc/$pid ]; do
@@ -25,6 +29,8 @@ while [ $i -lt 600 ] && [ -d /proc/$pid ]; do
 done
 wait $pid
 echo $? > "$N/status"
+wait $sampler
+grep '^HugePages_' /proc/meminfo > "$N/hugepages-after"
 read -r t1 _ < /proc/uptime
 echo "$t0 $t1" > "$N/uptime"
 echo "lfspass-lab: nested: QEMU exited with status $(cat "$N/status") after $t0 .. $t1 s of uptime"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, absolute_module_sources
 from lfspass.kernel.install import complete_manifest
 
 LAB = REPO / "recipes" / "lab.toml"
@@ -64,7 +64,7 @@ def lab_recipe(top: Path, root: Path) -> Path:
     text = LAB.read_text().replace('root = "../build/lab/root"', f'root = "{root}"')
     text = text.replace('build_dir = "../build/lab/kernel"', f'build_dir = "{top / "kb"}"')
     path = top / "lab.toml"
-    path.write_text(text)
+    path.write_text(absolute_module_sources(text))
     return path
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LINUX_TARBALL, REPO, assert_one_error_line, run_doit
+from conftest import LINUX_TARBALL, REPO, absolute_module_sources, assert_one_error_line, run_doit
 from lfspass.errors import BuildError
 from lfspass.fsutil import sha256_file
 from lfspass.kernel.build import BuildLayout, build_timestamp, make_env, prepare_source, run_make
@@ -31,7 +31,7 @@ def write_recipe(path: Path, *, source: str, build_dir: Path, root: Path, extra:
     text = text.replace('source = "/usr/src/linux-source-6.1.tar.xz"', f'source = "{source}"{extra}')
     text = text.replace('build_dir = "../build/lab/kernel"', f'build_dir = "{build_dir}"')
     text = text.replace("[kernel.config]\n", "[kernel.config]\n" + config)
-    path.write_text(text)
+    path.write_text(absolute_module_sources(text))
     return path
 
 
@@ -52,7 +52,9 @@ def test_reproducible_env(tmp_path, monkeypatch):
     assert env["KBUILD_BUILD_TIMESTAMP"] == "T"
     assert (env["KBUILD_BUILD_USER"], env["KBUILD_BUILD_HOST"], env["KBUILD_BUILD_VERSION"]) == ("lfspass", "lfspass", "1")
     # debug info only: kbuild's own -fmacro-prefix-map must stay the one __FILE__ sees
-    assert env["KCFLAGS"] == f"-fdebug-prefix-map={tree}/= -fdebug-prefix-map={bdir / 'obj'}/="
+    obj = bdir / "obj"
+    assert env["KCFLAGS"] == env["KAFLAGS"] == (f"-fdebug-prefix-map={obj}=. -fdebug-prefix-map={tree}/= "
+                                                f"-fdebug-prefix-map={obj}/=")
     assert env["LC_ALL"] == "C" and env["TZ"] == "UTC" and env["LOCALVERSION"] == ""
     assert make_vars == [] and "CCACHE_DIR" not in env
 
@@ -260,16 +262,6 @@ def test_missing_source_names_the_way_without_a_build(tmp_path):
 
 
 # ---------------------------------------------------------------- slow: real builds
-@pytest.fixture(scope="module")
-def lab_kernel():
-    """The lab recipe's kernel, built in its own build folders (shared with the lab tests)."""
-    proc = run_doit(f"recipe={LAB}", "kernel", cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    recipe = load_recipe(LAB)
-    from lfspass.kernel.release import kernel_release
-    return recipe, kernel_paths(recipe, kernel_release(recipe))
-
-
 @pytest.mark.slow
 def test_lab_kernel_installs_and_second_run_does_nothing(lab_kernel):
     recipe, paths = lab_kernel
@@ -286,7 +278,7 @@ def test_lab_kernel_installs_and_second_run_does_nothing(lab_kernel):
     assert man["source"]["sha256"] == sha256_file(LINUX_TARBALL)
     again = run_doit(f"recipe={LAB}", "kernel", cwd=REPO)
     assert again.returncode == 0, again.stderr
-    for sub in ("config", "build", "install"):
+    for sub in ("config", "build", "external", "install"):
         assert f"-- kernel:{sub}" in again.stdout, again.stdout
 
 

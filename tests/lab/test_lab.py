@@ -14,6 +14,7 @@ from lfspass.errors import CheckFailed, InputError, ToolFailed
 from lfspass.lab.grub_entry import grub_entry, lab_cmdline
 from lfspass.lab.initramfs import build_initramfs
 from lfspass.lab.qemu_run import BEGIN_MARK, END_MARK, extract_host, kernel_argv, run_qemu
+from lfspass.recipe import load_recipe
 
 GRUB_CFG = """\
 set default=0
@@ -136,6 +137,21 @@ def _verdict(lab_dir: Path) -> dict:
     return json.loads((lab_dir / "verdict.json").read_text())
 
 
+def test_verdict_says_which_external_module_the_guest_did_not_load(tmp_path):
+    from lfspass.lab.verdict import external_modules
+
+    recipe = load_recipe(REPO / "recipes" / "lab.toml")
+    assert external_modules(tmp_path, recipe) == {"lfspass_hello": "NOT loaded: the guest has nothing under updates/lfspass_hello/"}
+    rows = tmp_path / "external-modules.txt"
+    ko = "updates/lfspass_hello/lfspass_hello.ko"
+    rows.write_text(f"lfspass_hello {ko} {ko} FAILED\n")
+    assert external_modules(tmp_path, recipe) == {"lfspass_hello": "NOT loaded: modprobe lfspass_hello failed"}
+    rows.write_text(f"lfspass_hello {ko} kernel/misc/lfspass_hello.ko loaded\n")
+    assert "modules.dep names kernel/misc/lfspass_hello.ko" in external_modules(tmp_path, recipe)["lfspass_hello"]
+    rows.write_text(f"lfspass_hello {ko} {ko} loaded\n")
+    assert external_modules(tmp_path, recipe) == {"lfspass_hello": f"loaded from {ko}"}
+
+
 @pytest.mark.slow
 def test_lab_module_variant_whole_job_then_only_the_boot(tmp_path):
     first = run_doit(cwd=REPO)
@@ -149,6 +165,9 @@ def test_lab_module_variant_whole_job_then_only_the_boot(tmp_path):
     assert verdict["grub"]["booted"]["id"].startswith("lfspass-6.1.") and "BOOT_IMAGE=/boot/vmlinuz-" in verdict["cmdline"]
     assert verdict["grub"]["grubenv_after"].get("next_entry", "") == ""
     assert "lfspass-lab: /etc/sysconfig/modules loaded: vfio" in (LAB / "guest.log").read_text()
+    # The recipe's out-of-tree module, built before the kernel was installed: the guest loads it from updates/.
+    assert verdict["external_modules"] == {"lfspass_hello": "loaded from updates/lfspass_hello/lfspass_hello.ko"}
+    assert "lfspass_hello: hello from an out-of-tree module built by lfspass" in (LAB / "guest.log").read_text()
     second = run_doit(cwd=REPO)
     assert second.returncode == 0, second.stderr[-3000:]
     ran = [line for line in second.stdout.splitlines() if line.startswith(".  ")]

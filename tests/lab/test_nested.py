@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, assert_one_error_line, run_doit
 from lfspass.lab.nested.image import QEMU, TCG_MODULE, l2_archive, qemu_files, run_conf, shared_libraries
-from lfspass.lab.nested.verdict import l2_report, qemu_warnings
+from lfspass.lab.nested.verdict import hugepage_figures, hugepages_used, l2_report, qemu_warnings
 
 NESTED = REPO / "recipes" / "lab-nested.toml"
 LAB_DIR = REPO / "build" / "lab-nested"
@@ -37,6 +37,7 @@ def test_qemu_files_are_what_the_loader_needs():
 def test_l2_initramfs_is_reproducible_and_lists_devices():
     a, b = l2_archive(Path("/bin/busybox")).newc(), l2_archive(Path("/bin/busybox")).newc()
     assert a == b and b"lfspass-l2: pci" in a
+    assert b"usr/local/sbin/lfspass-guest-check" in a and b"lfspass-guest-check: pci" in a   # the image guests' check
     assert "L2_APPEND='console=ttyS0 panic=-1'" in run_conf(Path("/x/lab-l2.sh"))
 
 
@@ -44,7 +45,9 @@ def test_l2_report_and_warnings_read_what_l1_sent(tmp_path):
     n = tmp_path / "nested"
     n.mkdir()
     (n / "l2.log").write_text("boot...\r\nlfspass-l2: up 3.5 s on 6.1.192\nlfspass-l2: pci 0000:01:00.0 0x1234:0x11e8 "
-                              "class=0x00ff00 driver=none\nlfspass-l2: done\n")
+                              "class=0x00ff00 driver=none\nlfspass-guest-check: pci 0000:01:00.0 1234:11e8 class 00ff "
+                              "driver none\nlfspass-guest-check: nvidia-smi not installed\nlfspass-guest-check: done\n"
+                              "lfspass-l2: done\n")
     (n / "status").write_text("0\n")
     (n / "uptime").write_text("10.00 52.50\n")
     (n / "argv").write_text("qemu-system-x86_64\n-name\nlab-l2\n")
@@ -53,6 +56,15 @@ def test_l2_report_and_warnings_read_what_l1_sent(tmp_path):
     report = l2_report(tmp_path)
     assert report["saw_device"] and report["run_s"] == 42.5 and report["argv"][2] == "lab-l2"
     assert report["devices"][0] == {"address": "0000:01:00.0", "id": "1234:11e8", "class": "0x00ff00", "driver": None}
+    assert report["guest_check"]["pci"] == [{"address": "0000:01:00.0", "id": "1234:11e8", "class": "00ff", "driver": None}]
+    (n / "hugepages-before").write_text("HugePages_Total:      64\nHugePages_Free:       64\nHugePages_Rsvd:        0\n")
+    (n / "hugepages-during").write_text("HugePages_Free:       64\nHugePages_Free:       21\nHugePages_Free:        3\n")
+    (n / "hugepages-after").write_text("HugePages_Total:      64\nHugePages_Free:       64\n")
+    hp = hugepage_figures(tmp_path, 64)
+    assert hp == {"l2_pages": 64, "total": 64, "free_before": 64, "free_min_while_l2_ran": 3, "samples": 3, "free_after": 64}
+    assert hugepages_used(hp)
+    (n / "hugepages-during").write_text("HugePages_Free:       64\n")   # L2 never touched its pages
+    assert not hugepages_used(hugepage_figures(tmp_path, 64))
     (warning,) = qemu_warnings(report["qemu_stderr"])
     assert warning["id"] == "qemu-reset" and warning["status"] == "warn" and "FLR" in warning["fix"]
 
@@ -103,6 +115,15 @@ def test_nested_lab_passes_the_device_to_the_second_guest():
     assert any(d["id"] == "1b36:0005" for d in v["l2"]["devices"])
     assert "l3-cache=on" in v["plugins"]["cpu_flags"] and v["plugins"]["cpu_flags_used"] is False
     assert any(w["id"] == "qemu-reset" for w in v["qemu_warnings"]), v["qemu_stderr"]
+    # L2's memory from 2M huge pages: reserved on L1's command line by the GRUB entry, taken while L2 ran.
+    assert "hugepagesz=2M hugepages=64" in " ".join(v["l1"]["qemu"])
+    assert any(a.startswith("memory-backend-memfd,") and "hugetlb=on,hugetlbsize=2M" in a for a in argv), argv
+    hp = v["l2"]["hugepages"]
+    assert hp["l2_pages"] == 64 and hp["total"] == 64 and hp["free_before"] == 64 and hp["samples"] > 0
+    assert hp["free_min_while_l2_ran"] < 64, hp
+    assert "nested: L2 ran from huge pages: L1's HugePages_Free 64 -> " in proc.stdout
+    # The guest-side check in L2 lists the stand-in device, as an image guest's does.
+    assert any(d["id"] == "1234:11e8" for d in v["l2"]["guest_check"]["pci"]), v["l2"]["guest_check"]
     # A second run would only boot: the lab boot, vm and the L1 image are all up to date.
     again = _doit("nested:image")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

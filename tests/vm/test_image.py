@@ -194,13 +194,17 @@ def test_lab_image_guest_built_and_booted(lab_image):
     for pkg in ("linux-image-amd64", "systemd-sysv", "openssh-server", "dbus"):
         assert info["packages"].get(pkg), pkg
     assert info["boot_seconds"] > 0 and Path(info["build_log"]).stat().st_size > 0
+    # The guest-side check, said by the guest on its serial line before the marker: its own PCI devices.
+    seen = {(d["class"], d["driver"]) for d in info["guest_check"]["pci"]}
+    assert {("0200", "virtio-pci"), ("0100", "virtio-pci")} <= seen, seen   # the VM's NIC and disk, bound
+    assert info["guest_check"]["nvidia_smi"] == {"installed": False, "exit": None, "lines": []}
     # The check boot ran on -snapshot: the VM's VARS copy is still its template, byte for byte.
     recipe = load_recipe(lab_image["recipe"])
     fw = build_vm_plan(recipe, next(v for v in recipe.vms if v.name == VM)).firmware
     assert _sha(fw.vars) == _sha(fw.vars_template)
     out = lab_image["proc"].stdout
     for stage in ("resolving packages:", "downloading:", "unpacking:", "installing packages:", "assembling:",
-                  "first boot: marker after"):
+                  "first boot: marker after", "first boot: the guest sees"):
         assert f"{VM}: {stage}" in out, stage
     # One run says the time it took; the README's lab table quotes it.
     assert lab_image["seconds"] < 20 * 60

@@ -14,6 +14,7 @@ from lfspass.errors import InputError, ToolFailed
 from lfspass.fsutil import require_tool, write_atomic
 from lfspass.lab.initramfs import BOOT_FILES, LAB_ADVICE, Archive, Entry, busybox_applets, lab_archive, source_date_epoch
 from lfspass.render import TEMPLATES
+from lfspass.vm.image import guest_check
 
 QEMU = Path("/usr/bin/qemu-system-x86_64")  # Debian's; it finds modules and firmware relative to /usr/bin
 TCG_MODULE = Path("/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so")
@@ -62,9 +63,10 @@ def qemu_files(firmware: list[Path]) -> list[Path]:
 
 
 def l2_archive(busybox: Path) -> Archive:
-    """L2's initramfs: busybox and an /init that lists PCI devices and drivers on the console."""
+    """L2's initramfs: busybox, an /init that lists PCI devices and drivers on the console, and the
+    guest-side check image guests carry (the same report, in its own lines)."""
     arc = Archive()
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys"):
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "usr/local/sbin", "var/lib", "dev", "proc", "sys"):
         arc.add_dir(d)
     arc.add_file("bin/busybox", busybox.read_bytes(), 0o755)
     for applet in busybox_applets(busybox):
@@ -72,6 +74,7 @@ def l2_archive(busybox: Path) -> Archive:
             arc.add_symlink(applet, "../" * applet.count("/") + "bin/busybox")
     arc.add(Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))  # the kernel opens it before /init
     arc.add_file("init", L2_INIT.read_bytes(), 0o755)
+    arc.add_file(guest_check.SCRIPT_PATH, guest_check.SCRIPT.encode(), 0o755)
     return arc
 
 

@@ -15,7 +15,9 @@ from lfspass.lab.nested.vm_check import check_addresses, l2_vm
 from lfspass.lab.qemu_run import GuestFiles, boot_and_collect, kernel_argv
 from lfspass.lab.verdict import device_facts, doctor_report, lab_paths
 from lfspass.model import Check, Status
+from lfspass.host.placement import PAGE_MIB
 from lfspass.recipe import Recipe
+from lfspass.vm.image import guest_check
 
 DEVICE_ID = "1234:11e8"   # QEMU's edu, the lab's stand-in GPU
 L2_LINE = re.compile(r"lfspass-l2: pci (\S+) 0x([0-9a-f]{4}):0x([0-9a-f]{4}) class=(\S+) driver=(\S+)")
@@ -58,6 +60,31 @@ def qemu_warnings(stderr: str) -> list[dict]:
     return out
 
 
+def _meminfo(text: str) -> dict[str, int]:
+    """``HugePages_Total: 64`` lines -> {"total": 64, ...}."""
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.startswith("HugePages_") and value.strip().isdigit():
+            out[key[len("HugePages_"):].lower()] = int(value)
+    return out
+
+
+def hugepage_figures(saved: Path, need: int) -> dict:
+    """L1's huge pages before L2, the fewest free while it ran, after; ``need`` = L2's pages."""
+    n = saved / "nested"
+    before, after = _meminfo(_read(n / "hugepages-before")), _meminfo(_read(n / "hugepages-after"))
+    during = [v["free"] for v in map(_meminfo, _read(n / "hugepages-during").splitlines()) if "free" in v]
+    return {"l2_pages": need, "total": before.get("total"), "free_before": before.get("free"),
+            "free_min_while_l2_ran": min(during) if during else None, "samples": len(during),
+            "free_after": after.get("free")}
+
+
+def hugepages_used(hp: dict) -> bool:
+    """L2 took pages from the pool while it ran: the free count dropped below its start."""
+    return None not in (hp["free_before"], hp["free_min_while_l2_ran"]) and hp["free_min_while_l2_ran"] < hp["free_before"]
+
+
 def l2_report(saved: Path) -> dict:
     """What L1 sent about L2: argv, exit status, L2's PCI list, boot time."""
     n = saved / "nested"
@@ -77,6 +104,7 @@ def l2_report(saved: Path) -> dict:
         "run_s": round(float(times[1]) - float(times[0]), 2) if len(times) == 2 else None,
         "kernel_uptime_s": float(up.group(1)) if up else None,
         "dev_vfio": _read(n / "dev-vfio.txt").strip(),
+        "guest_check": guest_check.parse(log),
     }
 
 
@@ -94,7 +122,7 @@ def boot_l1(recipe: Recipe, release: str, paths: NestedPaths) -> tuple[list[str]
 
 
 def _failure(kernel: str, release: str, failed: list[Check], l2: dict, launcher: Path,
-             paths: NestedPaths) -> LfspassError | None:
+             paths: NestedPaths, hp: dict | None) -> LfspassError | None:
     """What went wrong first, as the error to raise: the guest's kernel, doctor in L1, the launcher, L2."""
     said = f" (verdict {paths.verdict})"
     if kernel != release:
@@ -113,6 +141,14 @@ def _failure(kernel: str, release: str, failed: list[Check], l2: dict, launcher:
         return CheckFailed(f"the second guest (L2) did not see {DEVICE_ID}; it listed "
                            f"{', '.join(d['id'] for d in l2['devices']) or 'nothing'} "
                            f"(log {paths.saved / 'nested' / 'l2.log'}){said}")
+    check = l2["guest_check"]
+    if check is None or not any(d["id"] == DEVICE_ID for d in check["pci"]):
+        return CheckFailed(f"the guest-side check in L2 {'did not report' if check is None else 'did not list'} "
+                           f"{DEVICE_ID} (log {paths.saved / 'nested' / 'l2.log'}){said}")
+    if hp is not None and not hugepages_used(hp):
+        return CheckFailed(f"L2 was to run from {hp['l2_pages']} huge pages, but L1's HugePages_Free never fell below "
+                           f"{hp['free_min_while_l2_ran']} (it started at {hp['free_before']} of {hp['total']} reserved) "
+                           f"while L2 ran; see {paths.saved / 'nested'}/hugepages-*{said}")
     return None
 
 
@@ -130,6 +166,8 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
     checks, report = doctor_report(paths.saved, recipe)
     facts = (device_facts(paths.saved, recipe) or [{}])[0]
     l2 = l2_report(paths.saved)
+    pages = plan.placement.hugepages
+    hp = hugepage_figures(paths.saved, plan.memory_mib // PAGE_MIB[pages]) if pages else None
     warnings = qemu_warnings(l2["qemu_stderr"])
     iommu = next(c for c in checks if c.id == "iommu")  # run_doctor's host-wide checks always hold it
     failed = [c for c in checks if c.status == Status.FAIL]
@@ -141,6 +179,7 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
         "launcher": {"path": str(launcher), "argv": l2["argv"], "status": l2["status"]},
         "l2": {"saw_device": l2["saw_device"], "device_id": DEVICE_ID, "devices": l2["devices"],
                "boot_s": l2["run_s"], "kernel_uptime_s": l2["kernel_uptime_s"], "finished": l2["finished"],
+               "guest_check": l2["guest_check"], "hugepages": hp,
                "log": str(paths.saved / "nested" / "l2.log")},
         "plugins": {"device_args": plan.device_args, "cpu_flags": plan.cpu_flags,
                     "cpu_flags_used": plan.accel != "tcg",  # TCG runs `-cpu max`: host CPU flags stay out
@@ -148,7 +187,7 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
         "qemu_warnings": warnings, "qemu_stderr": l2["qemu_stderr"],
         "timings": {"l1_boot_s": round(boot_s, 2), "l2_boot_s": l2["run_s"]},
     }
-    error = _failure(report["kernel"], release, failed, l2, launcher, paths)
+    error = _failure(report["kernel"], release, failed, l2, launcher, paths, hp)
     verdict["ok"] = error is None
     verdict["timings"]["total_s"] = round(time.monotonic() - t0, 2)
     write_atomic(paths.verdict, json.dumps(verdict, indent=2, sort_keys=True) + "\n")
@@ -166,4 +205,7 @@ def run_nested(recipe: Recipe, release: str, vfio_files: bool = True) -> dict:
     print(f"nested: PASS: L2 saw {DEVICE_ID} at {seen['address']} (driver {seen['driver'] or 'none'}) through "
           f"{launcher.name}; L2 ran {l2['run_s']} s, whole run {verdict['timings']['total_s']:.1f} s; "
           f"verdict {paths.verdict}")
+    if hp is not None:
+        print(f"nested: L2 ran from huge pages: L1's HugePages_Free {hp['free_before']} -> {hp['free_min_while_l2_ran']} "
+              f"while it ran -> {hp['free_after']} after (L2 needs {hp['l2_pages']} of {hp['total']} reserved)")
     return verdict

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lfspass.errors import CheckFailed, ToolFailed
 from lfspass.vm.children import Run
+from lfspass.vm.image import guest_check
 from lfspass.vm.image.root import MARKER
 from lfspass.vm.plan import VmPlan
 from lfspass.vm.qemu_argv import Boot, build_argv
@@ -72,7 +73,7 @@ def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say, ru
     with open(qemu_log, "wb") as out:
         proc = run.popen(["nice", "-n", "10", *argv], "QEMU (first boot)", stdin=subprocess.DEVNULL, stdout=out,
                          stderr=subprocess.STDOUT)
-    line, cause = "", ""
+    line, cause, text = "", "", ""
     try:
         while not line:
             text = serial.read_text(errors="replace") if serial.exists() else ""
@@ -101,4 +102,9 @@ def first_boot(plan: VmPlan, disk: Path, folder: Path, timeout_s: float, say, ru
         run.stop(proc)
         shutil.rmtree(sock_dir, ignore_errors=True)
     say(f"first boot: {how}, {time.monotonic() - started:.0f} s in all")
-    return {"boot_seconds": round(seconds, 1), "marker": line, "serial_log": str(serial), "power_off": how}
+    report = guest_check.parse(text)
+    if report is not None:
+        say(f"first boot: the guest sees {len(report['pci'])} PCI device(s) "
+            f"({sum(1 for d in report['pci'] if d['driver'])} with a driver)")
+    return {"boot_seconds": round(seconds, 1), "marker": line, "serial_log": str(serial), "power_off": how,
+            "guest_check": report}

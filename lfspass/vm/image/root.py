@@ -11,6 +11,7 @@ from pathlib import Path
 from lfspass.errors import VmError
 from lfspass.fsutil import require_tool, sha256_file, walk_tree
 from lfspass.vm.disk_tools import run_tool
+from lfspass.vm.image import guest_check
 from lfspass.vm.image.disk import Ids
 
 MARKER = "lfspass-first-boot: reached multi-user.target"
@@ -29,7 +30,7 @@ UNITS = {
 # throwaway overlay, so the guest's first real boot says it again).
 [Unit]
 Description=lfspass first-boot marker on the serial console
-After=multi-user.target
+After=multi-user.target {guest_check.UNIT}
 ConditionPathExists=!/var/lib/lfspass/first-boot-done
 
 [Service]
@@ -40,6 +41,7 @@ ExecStartPost=/bin/sh -c 'mkdir -p /var/lib/lfspass && touch /var/lib/lfspass/fi
 [Install]
 WantedBy=multi-user.target
 """,
+    guest_check.UNIT: guest_check.UNIT_TEXT,
     HOSTKEYS_UNIT: """\
 # Written by lfspass: the image carries no SSH host keys (every guest needs its own),
 # so they are made at the first boot, before sshd starts.
@@ -105,6 +107,7 @@ def customize(tree: Path, *, name: str, user: str, ssh_key: str, password_hash: 
         key.unlink()
     for unit, text in UNITS.items():
         _write(tree, f"etc/systemd/system/{unit}", text)
+    _write(tree, guest_check.SCRIPT_PATH, guest_check.SCRIPT, 0o755)
     _write(tree, "etc/systemd/network/80-lfspass-dhcp.network", NETWORK)
     for rel in VOLATILE:
         (tree / rel).unlink(missing_ok=True)
@@ -116,7 +119,7 @@ def customize(tree: Path, *, name: str, user: str, ssh_key: str, password_hash: 
             os.chown(tree / rel, int(apt[2]), 0)
             os.chmod(tree / rel, 0o700)
     chroot = require_tool("chroot", "coreutils")
-    run_tool([chroot, str(tree), "systemctl", "enable", FIRSTBOOT_UNIT, HOSTKEYS_UNIT, "systemd-networkd.service"],
+    run_tool([chroot, str(tree), "systemctl", "enable", FIRSTBOOT_UNIT, guest_check.UNIT, HOSTKEYS_UNIT, "systemd-networkd.service"],
              "systemctl enable (in the image)", log)
     run_tool([chroot, str(tree), "useradd", "--create-home", "--shell", "/bin/bash", "--user-group",
               "--password", password_hash or "!", user], f"useradd {user} (in the image)", log)
