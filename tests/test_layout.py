@@ -11,10 +11,10 @@ import pytest
 from conftest import REPO
 
 PKG = REPO / "lfspass"
-STAGES = ("host", "doctor", "kernel", "boot", "vm", "fetch", "lab", "cli")
+STAGES = ("host", "doctor", "kernel", "boot", "vm", "fetch", "lab", "fleet", "cli")
 # The README's import rule as layers: a module may import its own stage and any lower layer.
 LAYER = {"spine": 0, "host": 1, "fetch": 1, "kernel": 2, "boot": 2, "doctor": 2, "vm": 2,
-         "lab": 3, "api": 4, "graph": 4, "cli": 5}
+         "lab": 3, "fleet": 3, "api": 4, "graph": 4, "cli": 5}
 SIDEWAYS = {("boot", "doctor")}  # `lfspass boot confirm` judges the booted host with doctor's checks
 
 

@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for p in (t, c, s):
         p.add_argument("--recipe", metavar="PATH", help="the recipe (default: $LFSPASS_RECIPE, else recipes/lab.toml)")
         p.add_argument("--json", action="store_true", help="print the result as JSON")
+    t.add_argument("--release", metavar="REL",
+                   help="the installed release to try (default: the recipe's kernel; a bundle's after `lfspass install`)")
     c.add_argument("--host-root", metavar="DIR",
                    help="the booted host, or a `doctor --save` copy of it (default: the recipe's sysfs_root)")
     c.add_argument("--at-boot", action="store_true",
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     if args.boot_command == "try":
-        out = once.boot_try(recipe, _release(recipe))
+        out = once.boot_try(recipe, args.release or _release(recipe))
         if args.json:
             print_json(out)
         else:

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "boot": ("lfspass.cli.boot", "boot a new kernel once (try), make it the default after its checks (confirm), status"),
     "bind": ("lfspass.cli.bind", "move a device's whole IOMMU group to vfio-pci now, recording its drivers"),
     "release": ("lfspass.cli.bind", "give devices lfspass bound back to the drivers recorded at bind"),
+    "bundle": ("lfspass.cli.bundle", "pack the installed kernel into one verified file for other hosts"),
+    "install": ("lfspass.cli.install", "install a kernel bundle (verified) with its grub and vfio files"),
     "rollback": ("lfspass.cli.rollback", "undo the host files lfspass wrote in a run (and later runs); --list shows runs"),
 }
 

@@ -162,58 +162,77 @@ def install_kernel(root: Path, paths: KernelPaths, release: str, tree: Path, lay
                    stage_extra: Callable[[Path, Path], dict] | None = None) -> dict:
     """Install one built release under ``root``; other releases there are left alone.
 
-    Reinstalling a release whose files differ first keeps the complete previous build
-    under ``.old`` names (vmlinuz, System.map, config, lib/modules/<rel>.old and its own
-    manifest), so at every instant one complete kernel is on disk.  Files are copied to
-    a temp name and renamed; the module tree is staged beside its destination and
-    exchanged in one step.  The manifest is written last: it marks the install finished.
-    Every change is journaled for `lfspass rollback`.  ``stage_extra(staging, staged)`` adds to
-    the staged tree before anything is compared or moved (the external modules under updates/),
-    and returns what it adds to the manifest.
+    ``make modules_install`` stages the module tree beside its destination; ``stage_extra(staging,
+    staged)`` adds to it before anything is compared or moved (the external modules under updates/)
+    and returns what it adds to the manifest; install_staged does the rest.
     """
     for need in (layout.bzimage, layout.system_map, layout.config):
         if not need.is_file():
             raise BuildError(f"{need} is missing: the kernel build did not finish; run `doit kernel` again "
                              f"(log: {layout.log})")
-    moddir = paths.modules_dir
-    moddir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{release}.lfspass-", dir=moddir.parent))
+    paths.modules_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{release}.lfspass-", dir=paths.modules_dir.parent))
     try:
         staged = _stage_modules(root, tree, layout, release, jobs, env, make_vars, staging)
         extra = stage_extra(staging, staged) if stage_extra is not None else {}
-        old = complete_manifest(root, paths.manifest)
-        new: dict[str, object] = {str(p.relative_to(root)): sha256_file(src) for p, src in
-               ((paths.vmlinuz, layout.bzimage), (paths.system_map, layout.system_map), (paths.config, layout.config))}
-        new.update({str(moddir.relative_to(root) / k): v for k, v in installed_files(staged, [staged]).items()})
-        replaces = old is None or _replaces(old, new, release)
-        if old is not None and replaces:
-            kept = _keep_previous(root, paths, release, old)
-            print(f"kernel install: the previous build of {release} is kept as {kept.vmlinuz} and {kept.modules_dir}")
-            if release == (running if running is not None else running_release(root)):
-                print(f"warning: replacing the files of the running kernel {release}; the running build is kept "
-                      f"as {kept.vmlinuz} (GRUB entry '(previous build)'); boot the new one with `lfspass boot try`",
-                      file=sys.stderr)
-        doc_dir = root / "usr" / "share" / "doc" / f"linux-{release}"
-        staged_doc = None
-        if docs:
+        manifest, _changed = install_staged(root, paths, release, (layout.bzimage, layout.system_map, layout.config),
+                                            staged, inputs=dict(inputs, **extra), running=running,
+                                            docs_from=tree / "Documentation" if docs else None)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def install_staged(root: Path, paths: KernelPaths, release: str, kernel: tuple[Path, Path, Path], staged: Path, *,
+                   inputs: dict, running: str | None = None, docs_from: Path | None = None) -> tuple[dict, bool]:
+    """Install ``kernel`` (bzImage, System.map, .config) and the module tree ``staged`` (a folder
+    beside ``paths.modules_dir``, moved into place) under ``root``; return the manifest and whether
+    anything changed.
+
+    Reinstalling a release whose files differ first keeps the complete previous build
+    under ``.old`` names (vmlinuz, System.map, config, lib/modules/<rel>.old and its own
+    manifest), so at every instant one complete kernel is on disk.  Files are copied to
+    a temp name and renamed; the module tree is exchanged in one step.  The manifest is
+    written last: it marks the install finished.  Every change is journaled for
+    `lfspass rollback`.  The same files again change nothing.
+    """
+    moddir = paths.modules_dir
+    bzimage, system_map, config = kernel
+    old = complete_manifest(root, paths.manifest)
+    new: dict[str, object] = {str(p.relative_to(root)): sha256_file(src) for p, src in
+                              ((paths.vmlinuz, bzimage), (paths.system_map, system_map), (paths.config, config))}
+    new.update({str(moddir.relative_to(root) / k): v for k, v in installed_files(staged, [staged]).items()})
+    replaces = old is None or _replaces(old, new, release)
+    if old is not None and replaces:
+        kept = _keep_previous(root, paths, release, old)
+        print(f"kernel install: the previous build of {release} is kept as {kept.vmlinuz} and {kept.modules_dir}")
+        if release == (running if running is not None else running_release(root)):
+            print(f"warning: replacing the files of the running kernel {release}; the running build is kept "
+                  f"as {kept.vmlinuz} (GRUB entry '(previous build)'); boot the new one with `lfspass boot try`",
+                  file=sys.stderr)
+    doc_dir = root / "usr" / "share" / "doc" / f"linux-{release}"
+    staged_doc = None
+    try:
+        if docs_from is not None:
             doc_dir.parent.mkdir(parents=True, exist_ok=True)
             staged_doc = Path(tempfile.mkdtemp(prefix=f".{doc_dir.name}.lfspass-", dir=doc_dir.parent)) / "d"
-            shutil.copytree(tree / "Documentation", staged_doc, symlinks=True)
+            shutil.copytree(docs_from, staged_doc, symlinks=True)
         # The manifest goes first, so that a half-done install is never taken for a done one
         # (a complete build that only gains files keeps its manifest: it stays true).
         if replaces:
             journal.remove(root, paths.manifest)
-        journal.copy_atomic(root, layout.bzimage, paths.vmlinuz, mode=0o644)
-        journal.copy_atomic(root, layout.system_map, paths.system_map, mode=0o644)
-        journal.copy_atomic(root, layout.config, paths.config, mode=0o644)
+        changed = replaces
+        for src, dst in ((bzimage, paths.vmlinuz), (system_map, paths.system_map), (config, paths.config)):
+            changed = journal.copy_atomic(root, src, dst, mode=0o644) or changed
         if not moddir.is_dir() or journal.tree_listing(moddir) != journal.tree_listing(staged):
             journal.replace_dir(root, staged, moddir)
+            changed = True
         if staged_doc is not None:
             journal.replace_dir(root, staged_doc, doc_dir)
-            shutil.rmtree(staged_doc.parent, ignore_errors=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    tops = [paths.vmlinuz, paths.system_map, paths.config, moddir] + ([doc_dir] if docs else [])
-    manifest = dict(inputs, **extra, release=release, files=installed_files(root, tops))
-    journal.write_atomic(root, paths.manifest, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return manifest
+        if staged_doc is not None:
+            shutil.rmtree(staged_doc.parent, ignore_errors=True)
+    tops = [paths.vmlinuz, paths.system_map, paths.config, moddir] + ([doc_dir] if docs_from is not None else [])
+    manifest = dict(inputs, release=release, files=installed_files(root, tops))
+    changed = journal.write_atomic(root, paths.manifest, json.dumps(manifest, indent=1, sort_keys=True) + "\n") or changed
+    return manifest, changed
