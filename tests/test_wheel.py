@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_doit
+from conftest import REPO, absolute_module_sources, run_doit
 from hostcases import write_case
 from make_fixtures import build
 
@@ -242,6 +242,34 @@ def test_real_call_rollback(install, tmp_path: Path) -> None:
     assert created and not [p for p in created if (root / p).exists()], created  # new files are gone again
     again = json.loads(install.run("rollback", "--list", "--root", str(root), "--json").stdout)
     assert next(r for r in again if r["id"] == undone["run"])["rolled_back"] is True
+
+
+def _lab_bundle(install, lab_kernel, tmp_path: Path) -> tuple[dict, Path]:
+    """The lab kernel (conftest's lab_kernel) packed by the installed program; a second host's recipe."""
+    _recipe, paths = lab_kernel
+    release = paths.modules_dir.name
+    out = json.loads(install.run("bundle", "--recipe", str(REPO / "recipes/lab.toml"), "--release", release,
+                                 "--out", str(tmp_path / "bundles"), "--json").stdout)
+    text = (REPO / "recipes/lab.toml").read_text().replace('root = "../build/lab/root"', f'root = "{tmp_path / "host2"}"')
+    host = tmp_path / "host2.toml"
+    host.write_text(absolute_module_sources(text))
+    return out, host
+
+
+def test_real_call_bundle(install, lab_kernel, tmp_path: Path) -> None:
+    out, _host = _lab_bundle(install, lab_kernel, tmp_path)
+    assert Path(out["path"]).name == f"lfspass-{out['release']}-{out['digest']}.tar" and out["files"] > 3
+    assert "bundle: " in install.run("bundle", "--recipe", str(REPO / "recipes/lab.toml"), "--release",
+                                     out["release"], "--out", str(tmp_path / "bundles")).stdout
+
+
+def test_real_call_install(install, lab_kernel, tmp_path: Path) -> None:
+    out, host = _lab_bundle(install, lab_kernel, tmp_path)
+    first = json.loads(install.run("install", "--bundle", out["path"], "--recipe", str(host), "--json").stdout)
+    assert first["changed"] and (tmp_path / "host2/boot" / f"vmlinuz-{out['release']}-lfs-12.2").is_file()
+    assert "nothing changed" in install.run("install", "--bundle", out["path"], "--recipe", str(host)).stdout
+    proc = install.run("install", "--bundle", str(tmp_path / "missing.tar"), "--recipe", str(host), rc=2)
+    assert proc.stderr.startswith("error:") and "carries its digest" in proc.stderr
 
 
 def _tree(root: Path) -> dict[str, str]:
