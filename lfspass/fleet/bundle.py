@@ -29,7 +29,6 @@ from typing import Any
 from lfspass import __version__
 from lfspass.diskspace import ensure_room
 from lfspass.errors import InputError
-from lfspass.fsutil import sha256_file
 from lfspass.kernel.build import BuildLayout
 from lfspass.kernel.config_guard import REPORT
 from lfspass.kernel.install import complete_manifest
@@ -54,14 +53,17 @@ def safe_member(name: str) -> bool:
     return bool(MEMBER_RE.fullmatch(name)) and ".." not in name.split("/") and "." not in name.split("/")
 
 
-def _members(recipe: Recipe, release: str) -> list[tuple[str, Path]]:
-    """(member name, installed file) for the release installed under the recipe's root, sorted."""
+def _members(recipe: Recipe, release: str) -> tuple[dict, list[tuple[str, Path, str]]]:
+    """The installed release's manifest and its (member name, installed file, sha256) list.  The
+    manifest's hashes were just checked against the files (complete_manifest): not computed again."""
     paths = kernel_paths(recipe, release)
     manifest = complete_manifest(recipe.root, paths.manifest)
     if manifest is None:
         raise InputError(f"{paths.manifest}: no complete installed kernel {release} under {recipe.root} "
                          "(missing, or a file it lists changed); run `doit kernel` first, then bundle it")
-    out = [("kernel/vmlinuz", paths.vmlinuz), ("kernel/System.map", paths.system_map), ("kernel/config", paths.config)]
+    files = manifest["files"]
+    out = [(name, src, files[str(src.relative_to(recipe.root))]) for name, src in
+           (("kernel/vmlinuz", paths.vmlinuz), ("kernel/System.map", paths.system_map), ("kernel/config", paths.config))]
     mods = str(paths.modules_dir.relative_to(recipe.root)) + "/"
     for rel, want in manifest["files"].items():
         if not rel.startswith(mods):
@@ -74,8 +76,8 @@ def _members(recipe: Recipe, release: str) -> list[tuple[str, Path]]:
         name = f"modules/{inner}"
         if not safe_member(name):
             raise InputError(f"{recipe.root / rel}: a name a bundle cannot carry; rename it")
-        out.append((name, recipe.root / rel))
-    return out
+        out.append((name, recipe.root / rel, want))
+    return manifest, out
 
 
 def _kconfig(recipe: Recipe) -> dict:
@@ -97,12 +99,10 @@ def _info(name: str, size: int, mode: int = 0o644) -> tarfile.TarInfo:
 
 def write_bundle(recipe: Recipe, release: str, out_dir: Path) -> dict:
     """Pack the installed ``release`` into ``out_dir``; return {path, digest, release, files, bytes}."""
-    members = _members(recipe, release)
-    files: dict[str, dict[str, Any]] = {name: {"sha256": sha256_file(src), "size": src.stat().st_size}
-                                       for name, src in members}
-    paths = kernel_paths(recipe, release)
-    build = json.loads(paths.manifest.read_text())
-    build.pop("files", None)
+    manifest, members = _members(recipe, release)
+    files: dict[str, dict[str, Any]] = {name: {"sha256": sha, "size": src.stat().st_size}
+                                       for name, src, sha in members}
+    build = {k: v for k, v in manifest.items() if k != "files"}
     meta = {
         "format": FORMAT, "lfspass": __version__, "release": release,
         "config_sha256": files["kernel/config"]["sha256"],
@@ -124,7 +124,7 @@ def write_bundle(recipe: Recipe, release: str, out_dir: Path) -> dict:
         with open(tmp, "wb") as fh:
             with tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 tar.addfile(_info(META, len(raw)), io.BytesIO(raw))
-                for name, src in members:
+                for name, src, _sha in members:
                     with open(src, "rb") as data:
                         tar.addfile(_info(name, files[name]["size"]), data)
             fh.flush()

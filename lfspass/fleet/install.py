@@ -12,15 +12,9 @@ from lfspass.boot.vfio import write_vfio
 from lfspass.diskspace import ensure_room
 from lfspass.errors import InputError
 from lfspass.fleet.verify import Bundle, extract, verify
-from lfspass.kernel.install import complete_manifest, install_staged
+from lfspass.kernel.install import install_staged
 from lfspass.plan import build_plan, kernel_paths
 from lfspass.recipe import Recipe
-
-
-def installed_bundle(recipe: Recipe, release: str) -> str | None:
-    """The digest of the bundle the complete installed ``release`` came from, if it came from one."""
-    data = complete_manifest(recipe.root, kernel_paths(recipe, release).manifest)
-    return (data or {}).get("bundle", {}).get("digest")
 
 
 def _install_kernel(recipe: Recipe, bundle: Bundle) -> bool:
